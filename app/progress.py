@@ -1,0 +1,39 @@
+"""Terminal progress for any job, driven only by the project's events (see segmentation.events)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from tqdm import tqdm
+
+
+class EventProgressBar:
+    """A tqdm bar over all steps of a job; call it with each event dict."""
+
+    def __init__(self, description: str, file=sys.stderr) -> None:
+        self.description = description
+        self.file = file
+        self._bar: tqdm | None = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["kind"]
+        if kind == "progress":
+            total = event["steps"] * event.get("epochs", 1)
+            if self._bar is None:
+                self._bar = tqdm(total=total, desc=self.description, unit="step", file=self.file,
+                                 dynamic_ncols=True)
+            done = (event["epoch"] - 1) * event["steps"] + event["step"]
+            self._bar.update(max(0, done - self._bar.n))
+            self._bar.set_postfix(epoch=event["epoch"], loss=f"{event['loss']:.4f}")
+        elif kind == "epoch" and self._bar is not None:
+            dice = event.get("metrics", {}).get("dice")
+            if dice is not None:
+                self._bar.write(f"epoch {event['epoch']}: loss {event['loss']:.4f}  dice {dice:.3f}")
+        elif kind in ("finished", "stopped", "error"):
+            self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

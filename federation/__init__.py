@@ -1,0 +1,1 @@
+"""Flower federation built on the segmentation engine (never imports app)."""

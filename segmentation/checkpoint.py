@@ -1,0 +1,94 @@
+"""Model checkpoints: weights plus everything needed to use them (network, preprocessing, labels).
+
+Written atomically (temporary file + rename) so a crash never leaves half a checkpoint, and read
+with torch's weights_only loader so a checkpoint from elsewhere cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segmentation.errors import CheckpointError
+from segmentation.network import NetworkConfig
+from segmentation.preprocessing import Preprocessing
+
+FORMAT = "fedseg-checkpoint/1"
+
+
+@dataclass
+class Checkpoint:
+    """A trained (or training) model and the context it was trained in."""
+
+    network: NetworkConfig
+    preprocessing: Preprocessing
+    labels: dict[int, str]
+    state_dict: dict[str, torch.Tensor]
+    augmentation: str = "none"
+    train_modality: str = "unknown"
+    epoch: int = 0
+    optimizer_state: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def build_model(self, device: torch.device | str = "cpu") -> torch.nn.Module:
+        model = self.network.build()
+        model.load_state_dict(self.state_dict)
+        return model.to(device).eval()
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "network": checkpoint.network.to_dict(),
+        "preprocessing": checkpoint.preprocessing.to_dict(),
+        "labels": {str(k): v for k, v in checkpoint.labels.items()},
+        "state_dict": {k: v.detach().cpu() for k, v in checkpoint.state_dict.items()},
+        "augmentation": checkpoint.augmentation,
+        "train_modality": checkpoint.train_modality,
+        "epoch": checkpoint.epoch,
+        "optimizer_state": checkpoint.optimizer_state,
+        "history": checkpoint.history,
+    }
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a FedSeg checkpoint (expected format {FORMAT})")
+    try:
+        return Checkpoint(
+            network=NetworkConfig.from_dict(payload["network"]),
+            preprocessing=Preprocessing.from_dict(payload["preprocessing"]),
+            labels={int(k): str(v) for k, v in payload["labels"].items()},
+            state_dict=payload["state_dict"],
+            augmentation=payload.get("augmentation", "none"),
+            train_modality=payload.get("train_modality", "unknown"),
+            epoch=int(payload.get("epoch", 0)),
+            optimizer_state=payload.get("optimizer_state"),
+            history=list(payload.get("history", [])),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: checkpoint is incomplete ({error})") from None
