@@ -34,6 +34,7 @@ class Checkpoint:
     epoch: int = 0
     optimizer_state: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    training: dict[str, Any] = field(default_factory=dict)  # hyperparameters, to resume alike
 
     def build_model(self, device: torch.device | str = "cpu") -> torch.nn.Module:
         model = self.network.build()
@@ -55,6 +56,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> None:
         "epoch": checkpoint.epoch,
         "optimizer_state": checkpoint.optimizer_state,
         "history": checkpoint.history,
+        "training": checkpoint.training,
     }
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     try:
@@ -89,6 +91,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             epoch=int(payload.get("epoch", 0)),
             optimizer_state=payload.get("optimizer_state"),
             history=list(payload.get("history", [])),
+            training=dict(payload.get("training", {})),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: checkpoint is incomplete ({error})") from None
