@@ -1,0 +1,99 @@
+"""Read any supported study file or DICOM folder into a Volume, and image/label pairs that must align."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from segmentation.errors import (
+    GeometryMismatchError,
+    NotFoundError,
+    SeriesSelectionError,
+    StudyReadError,
+    UnsupportedFormatError,
+)
+from segmentation.io.dicom import read_dicom_series
+from segmentation.io.formats import DICOM, DICOM_FOLDER, NRRD, SLICER_SEGMENTATION, FileFormat, detect_format
+from segmentation.io.slicer import read_slicer_segmentation
+from segmentation.volume import Volume
+
+
+def read_volume(
+    path: str | os.PathLike, series_uid: str | None = None, allow_irregular: bool = False
+) -> Volume:
+    """Read a NIfTI/NRRD/Slicer/MetaImage file, a DICOM file or one series of a DICOM folder.
+
+    `series_uid` picks the series of a DICOM folder that holds several; `allow_irregular` accepts a
+    DICOM series with missing or unevenly spaced slices (the Volume then carries a warning).
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt in (DICOM, DICOM_FOLDER):
+        return read_dicom_series(path, series_uid, allow_irregular).volume
+    if series_uid is not None:
+        raise SeriesSelectionError(f"{path} is a {fmt.name} file, not DICOM: it has no series to choose")
+    if not os.access(path, os.R_OK):
+        raise NotFoundError(f"{path} cannot be opened: permission denied")
+    if fmt is SLICER_SEGMENTATION:
+        return read_slicer_segmentation(path)
+    return _read_with_simpleitk(path, fmt)
+
+
+def read_labeled_pair(
+    image_path: str | os.PathLike, label_path: str | os.PathLike, **read_options
+) -> tuple[Volume, Volume]:
+    """Read an image and its label map, which must share size, spacing, origin and direction.
+
+    `read_options` (series_uid, allow_irregular) apply to the image. The label map gets an integer
+    array and, when its file names none, labels named after their values.
+    """
+    image = read_volume(image_path, **read_options)
+    label = as_label_map(read_volume(label_path), Path(label_path))
+    differences = image.geometry_differences(label)
+    if differences:
+        raise GeometryMismatchError(
+            f"image {image_path} and label {label_path} do not line up: {'; '.join(differences)}"
+        )
+    return image, label
+
+
+def as_label_map(volume: Volume, path: Path) -> Volume:
+    """The volume with a non-negative integer array and a name for every label value."""
+    array = volume.array
+    if not np.issubdtype(array.dtype, np.integer):
+        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+            raise StudyReadError(f"{path} holds non-integer values, so it is not a label map")
+    if array.size and array.min() < 0:
+        raise StudyReadError(f"{path} holds negative values, so it is not a label map")
+    top = int(array.max()) if array.size else 0
+    dtype = next(t for t in (np.uint8, np.uint16, np.int32, np.int64) if top <= np.iinfo(t).max)
+    present = [int(v) for v in np.unique(array) if v != 0]
+    labels = volume.labels or {value: f"label {value}" for value in present}
+    return volume.with_array(array.astype(dtype, copy=False), labels=labels)
+
+
+def _read_with_simpleitk(path: Path, fmt: FileFormat) -> Volume:
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO(fmt.image_io)
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise StudyReadError(f"{path} is not a readable {fmt.name} file") from None
+    if fmt is NRRD and any(key.startswith("Segment0_") for key in reader.GetMetaDataKeys()):
+        return read_slicer_segmentation(path)  # a Slicer segmentation saved without ".seg"
+    dimension, components = reader.GetDimension(), reader.GetNumberOfComponents()
+    if dimension not in (2, 3) or components != 1:
+        raise UnsupportedFormatError(
+            f"{path} is a {dimension}D image with {components} value(s) per voxel; the workbench reads "
+            "single-channel 2D or 3D images"
+        )
+    try:
+        image = reader.Execute()
+    except RuntimeError:
+        message = f"{path} is truncated or corrupt: its {fmt.name} header reads but its voxels do not"
+        raise StudyReadError(message) from None
+    return Volume.from_sitk(image)
