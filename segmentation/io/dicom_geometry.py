@@ -73,11 +73,21 @@ def slice_geometry(
         duplicates = int(np.sum(steps < ABSOLUTE_TOLERANCE_MM))
         raise SliceGeometryError(f"{label}: {duplicates} slice(s) share a position with another (several "
                                  "acquisitions, echoes or time points in one series?)")
-    spacing = float(np.median(steps))
+    spacing = usual_step(steps)
     return SliceGeometry(
         tuple(int(i) for i in order), origin, spacing, direction,
         _irregularities(sorted_positions, sorted_along, normal, spacing, label),
     )
+
+
+def usual_step(steps: np.ndarray) -> float:
+    """The step most slices agree on (ties: the smaller), robust to a few missing slices."""
+    tolerance = np.maximum(ABSOLUTE_TOLERANCE_MM, RELATIVE_TOLERANCE * steps)
+    agree = np.abs(steps[:, None] - steps[None, :]) <= tolerance[:, None]
+    counts = agree.sum(axis=1)
+    candidates = np.flatnonzero(counts == counts.max())
+    best = candidates[np.argmin(steps[candidates])]
+    return float(np.median(steps[agree[best]]))
 
 
 def _irregularities(

@@ -16,7 +16,16 @@ from segmentation.errors import (
     UnsupportedFormatError,
 )
 from segmentation.io.dicom import read_dicom_series
-from segmentation.io.formats import DICOM, DICOM_FOLDER, NRRD, SLICER_SEGMENTATION, FileFormat, detect_format
+from segmentation.io.formats import (
+    DICOM,
+    DICOM_FOLDER,
+    NIFTI,
+    NRRD,
+    SLICER_SEGMENTATION,
+    FileFormat,
+    detect_format,
+)
+from segmentation.io.nifti_integrity import check_nifti_complete
 from segmentation.io.slicer import read_slicer_segmentation
 from segmentation.volume import Volume
 
@@ -91,6 +100,8 @@ def _read_with_simpleitk(path: Path, fmt: FileFormat) -> Volume:
             f"{path} is a {dimension}D image with {components} value(s) per voxel; the workbench reads "
             "single-channel 2D or 3D images"
         )
+    if fmt is NIFTI:
+        check_nifti_complete(path)
     try:
         image = reader.Execute()
     except RuntimeError:

@@ -64,7 +64,8 @@ def _summarize_series(info: SeriesInfo) -> VolumeSummary:
     try:
         volume = load_series(info, allow_irregular=True).volume
     except StudyReadError as error:
-        return VolumeSummary(info.uid, "DICOM", normalize_modality(info.modality), error=str(error), **details)
+        modality = normalize_modality(info.modality)
+        return VolumeSummary(info.uid, "DICOM", modality, error=str(error), **details)
     return _from_volume(volume, info.uid, "DICOM", **details)
 
 
