@@ -15,27 +15,22 @@ from monai.inferers import sliding_window_inference
 from segmentation.checkpoint import Checkpoint
 from segmentation.errors import CheckpointError
 from segmentation.network import default_device
-from segmentation.preprocessing import image_to_slices, logits_to_label, normalize_intensity
+from segmentation.preprocessing import logits_to_label, network_input
 from segmentation.volume import Volume
 
 # progress(done, total): slices for 2D models; one step per volume for 3D models.
 ProgressCallback = Callable[[int, int], None]
 
-# Overlap of neighbouring 3D windows; gaussian blending hides their seams.
-WINDOW_OVERLAP = 0.25
 
-
-def network_input(checkpoint: Checkpoint, volume: Volume) -> torch.Tensor:
+def model_input(checkpoint: Checkpoint, volume: Volume) -> torch.Tensor:
     """The volume as the checkpoint's network saw its training data.
 
-    2D models get (z, 1, H, W) slices at the training size, 3D models a (1, 1, z, y, x) volume at
-    its own size. This is the one place inference normalizes intensities: statistics a checkpoint
-    may carry (e.g. domain-specific normalization) belong here, so training and inference agree.
+    2D models get (z, 1, H, W) slices, 3D models a (1, 1, depth, H, W) volume, normalized with the
+    checkpoint's settings (its modality statistics included, for domain-specific normalization) and
+    the volume's modality. Inference prepares input only here, the same way training does.
     """
-    if checkpoint.network.spatial_dims == 2:
-        return image_to_slices(volume.array, checkpoint.preprocessing)
-    normalized = normalize_intensity(volume.array, checkpoint.preprocessing)
-    return torch.from_numpy(normalized)[None, None]
+    settings, dims = checkpoint.preprocessing, checkpoint.network.spatial_dims
+    return network_input(volume.array, settings, dims, volume.modality)
 
 
 def predict_volume(
@@ -50,12 +45,12 @@ def predict_volume(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     device = torch.device(device) if device is not None else default_device()
     model = _build_model(checkpoint, device)
-    inputs = network_input(checkpoint, volume)
+    inputs = model_input(checkpoint, volume)
     with torch.inference_mode():
         if checkpoint.network.spatial_dims == 2:
             label = _predict_slices(model, inputs, volume.shape, device, batch_size, progress)
         else:
-            label = _predict_whole(model, inputs, checkpoint, device, batch_size, progress)
+            label = _predict_whole(model, inputs, volume.shape, device, progress)
     return volume.with_array(label, labels=dict(checkpoint.labels))
 
 
@@ -108,21 +103,17 @@ def _predict_slices(
 def _predict_whole(
     model: torch.nn.Module,
     image: torch.Tensor,
-    checkpoint: Checkpoint,
+    shape: tuple[int, int, int],
     device: torch.device,
-    batch_size: int,
     progress: ProgressCallback | None,
 ) -> np.ndarray:
-    """Whole-volume 3D inference with MONAI's sliding window.
+    """3D inference with MONAI's sliding-window inferer over windows of the training input size.
 
-    Windows span the training in-plane size and as many slices as its shorter side (Preprocessing
-    has no depth); a volume smaller than a window is padded and the result cropped back.
+    Training resizes whole volumes to that size, so one window covers the input; the logits are
+    resized back to the volume's own size before the argmax.
     """
-    height, width = checkpoint.preprocessing.image_size
-    logits = sliding_window_inference(
-        image.to(device), roi_size=(min(height, width), height, width), sw_batch_size=batch_size,
-        predictor=model, overlap=WINDOW_OVERLAP, mode="gaussian",
-    )
+    logits = sliding_window_inference(image.to(device), roi_size=image.shape[2:], sw_batch_size=1,
+                                      predictor=model)
     if progress is not None:
         progress(1, 1)
-    return logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+    return logits_to_label(logits, shape)

@@ -1,14 +1,17 @@
 """predict_volume and label_volumes_ml: masks in the input's geometry, the model's labels, volumes in mL."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from segmentation.checkpoint import Checkpoint
 from segmentation.errors import CheckpointError
-from segmentation.inference import label_volumes_ml, network_input, predict_volume
+from segmentation.inference import label_volumes_ml, model_input, predict_volume
 from segmentation.network import NetworkConfig
 from segmentation.preprocessing import Preprocessing, logits_to_label
+from segmentation.transforms.dsn import IntensityStatistics, ModalityStatistics
 from segmentation.volume import Volume
 
 LABELS = {0: "background", 1: "liver", 2: "spleen"}
@@ -26,8 +29,8 @@ def make_checkpoint(spatial_dims: int = 2, winner: int | None = None, seed: int 
         state = {name: torch.zeros_like(value) for name, value in state.items()}
         last_bias = [name for name in state if name.endswith("bias")][-1]
         state[last_bias][winner] = 5.0
-    return Checkpoint(network=network, preprocessing=Preprocessing(image_size=(16, 16)), labels=LABELS,
-                      state_dict=state)
+    preprocessing = Preprocessing(image_size=(16, 16), depth=8)
+    return Checkpoint(network=network, preprocessing=preprocessing, labels=LABELS, state_dict=state)
 
 
 def make_volume(shape=(5, 20, 28)) -> Volume:
@@ -57,22 +60,31 @@ def test_2d_prediction_matches_running_the_network_by_hand_whatever_the_batch_si
     mask = predict_volume(checkpoint, volume, device="cpu", batch_size=2,
                           progress=lambda done, total: seen.append((done, total)))
     with torch.inference_mode():
-        logits = checkpoint.build_model()(network_input(checkpoint, volume))
+        logits = checkpoint.build_model()(model_input(checkpoint, volume))
     expected = logits_to_label(logits, volume.shape)
     assert len(np.unique(expected)) > 1  # the comparison is not between two constant masks
     np.testing.assert_array_equal(mask.array, expected)
     assert seen == [(2, 5), (4, 5), (5, 5)]
 
 
-def test_3d_prediction_of_a_volume_the_size_of_one_window_equals_one_forward_pass():
-    checkpoint = make_checkpoint(spatial_dims=3, seed=4)
-    volume = make_volume(shape=(16, 16, 16))
+def test_3d_prediction_runs_the_resized_volume_once_and_resizes_the_logits_back():
+    checkpoint, volume = make_checkpoint(spatial_dims=3, seed=4), make_volume()
     mask = predict_volume(checkpoint, volume, device="cpu")
+    inputs = model_input(checkpoint, volume)
+    assert inputs.shape == (1, 1, 8, 16, 16)
     with torch.inference_mode():
-        logits = checkpoint.build_model()(network_input(checkpoint, volume))
-    expected = logits.argmax(dim=1)[0].numpy()
+        expected = logits_to_label(checkpoint.build_model()(inputs), volume.shape)
     assert len(np.unique(expected)) > 1
     np.testing.assert_array_equal(mask.array, expected)
+
+
+def test_model_input_normalizes_with_the_checkpoints_modality_statistics():
+    """Domain-specific normalization: a CT volume is z-scored with the CT statistics of training."""
+    checkpoint = make_checkpoint()
+    statistics = ModalityStatistics({"ct": IntensityStatistics(mean=100.0, std=20.0, voxels=1000)})
+    checkpoint.preprocessing = replace(checkpoint.preprocessing, modality_statistics=statistics.to_dict())
+    volume = make_volume().with_array(np.full((2, 16, 16), 140.0, dtype=np.float32))
+    np.testing.assert_allclose(model_input(checkpoint, volume).numpy(), 2.0, rtol=1e-6)
 
 
 def test_a_checkpoint_whose_labels_do_not_match_its_network_is_refused():
