@@ -154,13 +154,13 @@ def read_dataset(path: Path, pixels: bool) -> pydicom.Dataset:
         return pydicom.dcmread(path, stop_before_pixels=not pixels)
     except PermissionError:
         raise NotFoundError(f"{path} cannot be opened: permission denied") from None
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError, OverflowError):
-        pass  # no preamble, or damaged: try once more without the preamble check below
+    except Exception:  # no preamble, or damaged in one of many ways: retry without the preamble check
+        pass
     try:
         dataset = pydicom.dcmread(path, stop_before_pixels=not pixels, force=True)
         if "SOPClassUID" not in dataset:
-            raise ValueError("no SOP Class UID")
-    except Exception:  # noqa: BLE001 - any parser failure on arbitrary bytes means "not DICOM"
+            raise InvalidDicomError("no SOP Class UID")
+    except Exception:  # any parser failure on arbitrary bytes means "not DICOM"
         raise NotDicomError(f"{path} is not a DICOM file, or it is truncated") from None
     if "TransferSyntaxUID" not in dataset.file_meta:
         implicit, little = dataset.original_encoding
@@ -204,7 +204,7 @@ def _sort_key(path: Path, header: pydicom.Dataset) -> tuple:
     """Position along the normal when known, then InstanceNumber, then the file name (no checks)."""
     position, orientation = header.get("ImagePositionPatient"), header.get("ImageOrientationPatient")
     along = 0.0
-    if position is not None and orientation is not None and len(orientation) == 6:
+    if _has_geometry(header):
         along = float(np.asarray(position, float) @ orientation_matrix(np.asarray(orientation, float))[:, 2])
     return along, int(header.get("InstanceNumber", 0) or 0), str(path)
 
@@ -229,10 +229,16 @@ def _check_consistent(datasets: list[pydicom.Dataset], images: list[np.ndarray],
         raise SliceGeometryError(f"{label}: slices differ in pixel spacing")
 
 
+def _has_geometry(dataset: pydicom.Dataset) -> bool:
+    """Whether the slice has a 3-value position and a 6-value orientation."""
+    position, orientation = dataset.get("ImagePositionPatient"), dataset.get("ImageOrientationPatient")
+    return position is not None and orientation is not None and len(position) == 3 and len(orientation) == 6
+
+
 def _positions_and_orientations(
     datasets: list[pydicom.Dataset],
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    if not all("ImagePositionPatient" in ds and "ImageOrientationPatient" in ds for ds in datasets):
+    if not all(_has_geometry(ds) for ds in datasets):
         return None, None
     positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in datasets])
     orientations = np.array([[float(v) for v in ds.ImageOrientationPatient] for ds in datasets])
@@ -240,8 +246,10 @@ def _positions_and_orientations(
 
 
 def _pixel_spacing(dataset: pydicom.Dataset) -> tuple[float, float]:
-    """(row spacing, column spacing) in mm; 1 mm when the image does not say."""
-    spacing = dataset.get("PixelSpacing") or dataset.get("ImagerPixelSpacing") or (1.0, 1.0)
+    """(row spacing, column spacing) in mm; 1 mm when the image does not say (see _geometry_warnings)."""
+    spacing = dataset.get("PixelSpacing") or dataset.get("ImagerPixelSpacing")
+    if spacing is None or len(spacing) != 2:
+        return 1.0, 1.0
     return float(spacing[0]), float(spacing[1])
 
 
@@ -255,6 +263,11 @@ def _default_spacing(dataset: pydicom.Dataset) -> float:
 
 
 def _geometry_warnings(dataset: pydicom.Dataset, label: str) -> tuple[str, ...]:
-    if "ImagePositionPatient" in dataset and "ImageOrientationPatient" in dataset:
-        return ()
-    return (f"{label}: no ImagePositionPatient/ImageOrientationPatient; origin and direction are assumed",)
+    """What the reader had to assume for lack of tags (only a single slice gets this far without them)."""
+    warnings = []
+    if not _has_geometry(dataset):
+        warnings.append(f"{label}: no ImagePositionPatient/ImageOrientationPatient; origin and direction "
+                        "are assumed")
+    if _pixel_spacing(dataset) == (1.0, 1.0) and not dataset.get("PixelSpacing"):
+        warnings.append(f"{label}: no PixelSpacing; 1 mm pixels are assumed")
+    return tuple(warnings)

@@ -37,7 +37,8 @@ class SliceGeometry:
 def orientation_matrix(orientation: np.ndarray) -> np.ndarray:
     """3x3 matrix whose columns are the row direction, the column direction and the slice normal."""
     row, column = np.asarray(orientation[:3], float), np.asarray(orientation[3:6], float)
-    row, column = row / np.linalg.norm(row), column / np.linalg.norm(column)
+    with np.errstate(invalid="ignore", divide="ignore"):  # zero vectors give NaN, which callers refuse
+        row, column = row / np.linalg.norm(row), column / np.linalg.norm(column)
     return np.column_stack([row, column, np.cross(row, column)])
 
 
@@ -60,6 +61,8 @@ def slice_geometry(
         raise SliceGeometryError(f"{label}: slices have different orientations (a localizer or several "
                                  "stacks in one series?)")
     matrix = orientation_matrix(orientations[0])
+    if not np.all(np.isfinite(matrix)) or not np.isclose(np.linalg.norm(matrix[:, 2]), 1.0, atol=1e-3):
+        raise SliceGeometryError(f"{label}: ImageOrientationPatient is not two perpendicular unit vectors")
     normal = matrix[:, 2]
     along = positions @ normal
     order = np.argsort(along, kind="stable")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import slicerio
 
-from segmentation.errors import StudyReadError
+from segmentation.errors import StudyReadError, UnsupportedFormatError
 from segmentation.io.messages import first_line
 from segmentation.volume import Volume
 
@@ -44,6 +44,9 @@ def read_slicer_segmentation(path: Path) -> Volume:
 
 def write_slicer_segmentation(volume: Volume, path: Path) -> None:
     """Write a label Volume as a .seg.nrrd with one segment per label value present or named."""
+    if not np.issubdtype(volume.array.dtype, np.integer) or (volume.array.size and volume.array.min() < 0):
+        raise UnsupportedFormatError(f"cannot write {path}: a Slicer segmentation needs a label map "
+                                     "(non-negative integers)")
     ijk_to_lps = np.eye(4)
     ijk_to_lps[:3, :3] = np.asarray(volume.direction, float).reshape(3, 3) * np.asarray(volume.spacing, float)
     ijk_to_lps[:3, 3] = volume.origin

@@ -44,6 +44,9 @@ def test_stacks_that_cannot_form_a_volume_are_refused():
     orientations[1] = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
     with pytest.raises(SliceGeometryError, match="different orientations"):
         slice_geometry(positions, orientations, 1.0, "s")
+    orientations[1] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    with pytest.raises(SliceGeometryError, match="perpendicular unit vectors"):
+        slice_geometry(positions[1:2], orientations[1:2], 1.0, "s")
     with pytest.raises(SliceGeometryError, match="order is unknown"):
         slice_geometry(positions, None, 1.0, "s")
 

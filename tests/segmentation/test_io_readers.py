@@ -139,7 +139,9 @@ def test_series_uid_on_a_plain_file_is_refused_not_ignored(slicerio_data):
         read_volume(slicerio_data / "CTChest4.nrrd", series_uid="1.2.3")
 
 
-def test_writing_an_unknown_extension_is_refused(tmp_path):
+def test_unwritable_requests_are_refused_before_writing(tmp_path):
     with pytest.raises(UnsupportedFormatError, match="cannot write"):
         write_volume(Volume(np.zeros((1, 2, 2))), tmp_path / "mask.png")
+    with pytest.raises(UnsupportedFormatError, match="needs a label map"):
+        write_volume(Volume(np.full((1, 2, 2), 0.5)), tmp_path / "mask.seg.nrrd")
     assert not any(Path(tmp_path).iterdir())
