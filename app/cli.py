@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fedseg: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early: not an error
+        sys.stdout = None  # type: ignore[assignment]  # keeps the interpreter from flushing again
+        return 0
 
 
 if __name__ == "__main__":
