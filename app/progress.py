@@ -20,10 +20,12 @@ class EventProgressBar:
         kind = event["kind"]
         if kind == "progress":
             total = event["steps"] * event.get("epochs", 1)
-            if self._bar is None:
-                self._bar = tqdm(total=total, desc=self.description, unit="step", file=self.file,
-                                 dynamic_ncols=True)
             done = (event["epoch"] - 1) * event["steps"] + event["step"]
+            if self._bar is None:
+                # Steps done before the first timed one (a resumed job's earlier epochs, this first
+                # step's warm-up) count as initial, so the rate and ETA reflect steady progress.
+                self._bar = tqdm(total=total, initial=done, desc=self.description, unit="step",
+                                 file=self.file, dynamic_ncols=True)
             self._bar.update(max(0, done - self._bar.n))
             self._bar.set_postfix(epoch=event["epoch"], loss=f"{event['loss']:.4f}")
         elif kind == "epoch" and self._bar is not None:

@@ -1,0 +1,285 @@
+"""The framework-neutral training algorithm: train / evaluate / get_weights / set_weights.
+
+Shaped like MONAI's federated ClientAlgo so that the CLI, the GUI and the Flower ClientApp drive the
+same object: a federation adapter only moves weight lists and metric dicts in and out of it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+from monai.losses import DiceCELoss
+from torch.utils.data import DataLoader
+
+from segmentation.checkpoint import Checkpoint
+from segmentation.datalist import CaseEntry, DatasetIndex
+from segmentation.errors import CheckpointError, ConfigError
+from segmentation.events import EventWriter
+from segmentation.io import read_labeled_pair, read_volume
+from segmentation.metrics import EvaluationResult, score_case, summarize
+from segmentation.network import default_device
+from segmentation.preprocessing import logits_to_label, network_input
+from segmentation.slice_cache import SliceCache, SliceDataset, default_cache_dir, make_loader
+from segmentation.training import TrainingConfig, TrainResult
+from segmentation.transforms import ModalityStatistics, build_batch_augmentation
+from segmentation.volume import normalize_modality
+
+# Fields of a checkpoint that define the model; from_checkpoint may not override them.
+_MODEL_FIELDS = ("network", "preprocessing", "augmentation")
+
+
+def _derived_seed(*parts: int) -> int:
+    """A well-mixed 31-bit seed per (run seed, epoch, purpose), so resumed runs replay the same draws."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+class SegmentationAlgorithm:
+    """A U-Net, its AdamW optimizer and Dice+CE loss, trained on labelled cases.
+
+    `epoch` counts completed epochs over the object's life (and across checkpoints); `history`
+    holds one record per epoch with its mean loss and validation metrics.
+    """
+
+    def __init__(
+        self, config: TrainingConfig, labels: dict[int, str], device: torch.device | str | None = None
+    ) -> None:
+        if sorted(labels) != list(range(config.network.out_channels)):
+            raise ConfigError(
+                f"labels {sorted(labels)} must be 0..{config.network.out_channels - 1}, "
+                "one per network output"
+            )
+        self.config = config
+        self.labels = {int(k): str(v) for k, v in labels.items()}
+        self.device = torch.device(device) if device is not None else default_device()
+        with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's RNG
+            torch.manual_seed(config.seed)
+            self.model = config.network.build().to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        self.loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.train_modalities: set[str] = set()
+        self._data: tuple[Any, SliceDataset] | None = None
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def train(
+        self,
+        dataset: DatasetIndex | Sequence[CaseEntry],
+        epochs: int,
+        events: EventWriter | None = None,
+        stop: Callable[[], bool] | None = None,
+        *,
+        validation: Sequence[CaseEntry] = (),
+        on_epoch: Callable[[int], None] | None = None,
+    ) -> TrainResult:
+        """Train `epochs` more epochs on the labelled cases (a DatasetIndex's training split).
+
+        Emits "progress" after every step and "epoch" after every epoch (with the validation
+        metrics when `validation` cases are given); on_epoch(epoch) runs after each epoch is
+        recorded, e.g. to save a checkpoint. stop() is checked before every step: when it turns
+        true the epoch is abandoned (not counted) and the result says stopped.
+        """
+        if epochs < 0:
+            raise ConfigError(f"epochs must be zero or more, got {epochs}")
+        cases = _labelled(dataset.training if isinstance(dataset, DatasetIndex) else dataset)
+        if self.config.augmentation == "dsn":
+            self._fit_modality_statistics(cases)
+        data = self._training_data(cases)
+        self.train_modalities.update(normalize_modality(case.modality) for case in cases)
+        generator = torch.Generator()
+        loader = make_loader(
+            data, self.config.batch_size, generator=generator, num_workers=self.config.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        target, anchor = self.epoch + epochs, self._proximal_anchor()
+        loss, metrics, completed = float("nan"), {}, 0
+        for _ in range(epochs):
+            epoch = self.epoch + 1
+            generator.manual_seed(_derived_seed(self.config.seed, epoch, 0))
+            epoch_loss = self._run_epoch(loader, epoch, target, anchor, events, stop)
+            if epoch_loss is None:
+                return TrainResult(completed, self.epoch, loss, len(data), True, metrics)
+            loss = epoch_loss
+            metrics = self.evaluate(validation).metrics if validation else {}
+            self.epoch = epoch
+            self.history.append({"epoch": epoch, "loss": loss, **metrics})
+            if events is not None:
+                events.emit("epoch", epoch=epoch, loss=loss, metrics=metrics)
+            if on_epoch is not None:
+                on_epoch(epoch)
+            completed += 1
+        return TrainResult(completed, self.epoch, loss, len(data), False, metrics)
+
+    def _run_epoch(
+        self, loader: DataLoader, epoch: int, target: int, anchor: list[torch.Tensor] | None,
+        events: EventWriter | None, stop: Callable[[], bool] | None,
+    ) -> float | None:
+        """One pass over the loader; its mean loss, or None when stop() interrupted it."""
+        seed = _derived_seed(self.config.seed, epoch, 1)
+        augment = build_batch_augmentation(self.config.augmentation, seed=seed)
+        self.model.train()
+        total, steps = 0.0, len(loader)
+        for step, (images, labels, _) in enumerate(loader, start=1):
+            if stop is not None and stop():
+                return None
+            value = self._step(images, labels, augment, anchor)
+            total += value
+            if events is not None:
+                events.emit("progress", epoch=epoch, epochs=target, step=step, steps=steps, loss=value)
+        return total / steps
+
+    def _step(
+        self, images: torch.Tensor, labels: torch.Tensor,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None, anchor: list[torch.Tensor] | None,
+    ) -> float:
+        """One optimisation step; the single .item() is the only host sync."""
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True).long()
+        if augment is not None:
+            with torch.no_grad():
+                images = augment(images)
+        loss = self.loss_function(self.model(images), labels)
+        if anchor is not None:
+            drift = sum(torch.sum((p - a) ** 2) for p, a in zip(self.model.parameters(), anchor, strict=True))
+            loss = loss + 0.5 * self.config.proximal_mu * drift
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    def _proximal_anchor(self) -> list[torch.Tensor] | None:
+        """FedProx's reference point: the weights as they are when train() starts."""
+        if self.config.proximal_mu == 0:
+            return None
+        return [p.detach().clone() for p in self.model.parameters()]
+
+    def _training_data(self, cases: Sequence[CaseEntry]) -> SliceDataset:
+        """The cases' samples, kept in memory between train() calls on the same cases and settings."""
+        key = (tuple(cases), json.dumps(self.config.preprocessing.to_dict(), sort_keys=True))
+        if self._data is None or self._data[0] != key:
+            cache = SliceCache(
+                self.config.cache_dir or default_cache_dir(), self.config.preprocessing,
+                self.config.network.spatial_dims,
+            )
+            self._data = (key, SliceDataset.from_cases(cases, cache, self.config.foreground_slice_fraction))
+        return self._data[1]
+
+    def _fit_modality_statistics(self, cases: Sequence[CaseEntry]) -> None:
+        """Domain-specific normalization: fit statistics for modalities the model has not seen yet."""
+        stored = self.config.preprocessing.modality_statistics
+        known = ModalityStatistics.from_dict(stored) if stored else None
+        seen = set(known.by_modality) if known else set()
+        new = [case for case in cases if normalize_modality(case.modality) not in seen | {"unknown"}]
+        if known is not None and not new:
+            return
+        volumes = (replace(read_volume(case.image), modality=case.modality) for case in new)
+        fitted = ModalityStatistics.fit(volumes)
+        merged = known.merge(fitted) if known is not None else fitted
+        preprocessing = replace(self.config.preprocessing, modality_statistics=merged.to_dict())
+        self.config = replace(self.config, preprocessing=preprocessing)
+
+    # -- evaluation -------------------------------------------------------------------------------
+
+    def evaluate(self, cases: Sequence[CaseEntry]) -> EvaluationResult:
+        """Per-case and mean per-label Dice and HD95 (mm) of the labelled cases, at their own resolution."""
+        self.model.eval()
+        scores = []
+        for case in _labelled(cases):
+            image, label = read_labeled_pair(case.image, case.label)
+            prediction = self.predict(image.array, case.modality)
+            scores.append(score_case(case.case_id, prediction, label.array, self.labels, image.spacing))
+        return summarize(scores)
+
+    def predict(self, array: np.ndarray, modality: str = "unknown") -> np.ndarray:
+        """The (z, y, x) uint8 label map of a (z, y, x) image, in the image's own size."""
+        self.model.eval()
+        inputs = network_input(array, self.config.preprocessing, self.config.network.spatial_dims, modality)
+        with torch.inference_mode():
+            if self.config.network.spatial_dims == 3:
+                return logits_to_label(self.model(inputs.to(self.device)), array.shape)
+            parts = [
+                logits_to_label(self.model(batch.to(self.device)), (len(batch), *array.shape[1:]))
+                for batch in inputs.split(self.config.batch_size)
+            ]
+        return np.concatenate(parts)
+
+    # -- weights and checkpoints ------------------------------------------------------------------
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of every state_dict entry (parameters and buffers), in state_dict order."""
+        return [value.detach().to("cpu", copy=True).numpy() for value in self.model.state_dict().values()]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Load arrays in get_weights() order; nothing changes unless every count and shape matches."""
+        state = self.model.state_dict()
+        if len(weights) != len(state):
+            raise ConfigError(
+                f"expected {len(state)} weight arrays but got {len(weights)}; "
+                "is every party using the same network settings?"
+            )
+        for (name, tensor), array in zip(state.items(), weights, strict=True):
+            if tuple(np.shape(array)) != tuple(tensor.shape):
+                raise ConfigError(
+                    f"weight {name!r} has shape {tuple(np.shape(array))}, expected {tuple(tensor.shape)}"
+                )
+        with torch.no_grad():
+            for tensor, array in zip(state.values(), weights, strict=True):
+                tensor.copy_(torch.as_tensor(np.asarray(array)))
+
+    def to_checkpoint(self, train_modality: str | None = None) -> Checkpoint:
+        """Weights, optimizer state, history and every setting needed to use or resume the model."""
+        modality = train_modality or ",".join(sorted(self.train_modalities)) or "unknown"
+        return Checkpoint(
+            network=self.config.network,
+            preprocessing=self.config.preprocessing,
+            labels=dict(self.labels),
+            state_dict={k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
+            augmentation=self.config.augmentation,
+            train_modality=modality,
+            epoch=self.epoch,
+            optimizer_state=self.optimizer.state_dict(),
+            history=[dict(record) for record in self.history],
+            training=self.config.hyperparameters(),
+        )
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: Checkpoint, device: torch.device | str | None = None, **changes: Any
+    ) -> SegmentationAlgorithm:
+        """Rebuild the algorithm where the checkpoint left it. `changes` override TrainingConfig
+        fields such as learning_rate or cache_dir, never the model-defining ones."""
+        forbidden = sorted(set(changes) & set(_MODEL_FIELDS))
+        if forbidden:
+            raise ConfigError(f"{', '.join(forbidden)} come from the checkpoint and cannot be changed")
+        config = TrainingConfig(
+            network=checkpoint.network, preprocessing=checkpoint.preprocessing,
+            augmentation=checkpoint.augmentation,
+        ).with_hyperparameters(checkpoint.training)
+        algorithm = cls(replace(config, **changes), checkpoint.labels, device)
+        try:
+            algorithm.model.load_state_dict(checkpoint.state_dict)
+            if checkpoint.optimizer_state is not None:
+                algorithm.optimizer.load_state_dict(checkpoint.optimizer_state)
+        except (RuntimeError, ValueError, KeyError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CheckpointError(f"the checkpoint's state does not fit its network ({reason})") from None
+        for group in algorithm.optimizer.param_groups:  # the current settings win over the stored ones
+            group["lr"] = algorithm.config.learning_rate
+            group["weight_decay"] = algorithm.config.weight_decay
+        algorithm.epoch = checkpoint.epoch
+        algorithm.history = [dict(record) for record in checkpoint.history]
+        if checkpoint.train_modality != "unknown":
+            algorithm.train_modalities.update(checkpoint.train_modality.split(","))
+        return algorithm
+
+
+def _labelled(cases: Sequence[CaseEntry]) -> list[CaseEntry]:
+    return [case for case in cases if case.label is not None]
