@@ -1,7 +1,17 @@
 """Reply messages as a SuperLink would hand them to the ServerApp, built without any Flower process."""
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, Metadata, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Error,
+    Message,
+    MessageType,
+    Metadata,
+    MetricRecord,
+    RecordDict,
+)
 
 
 def global_arrays() -> dict[str, np.ndarray]:

@@ -89,8 +89,8 @@ def test_malformed_records_are_dropped_not_raised():
     no_metrics = RecordDict({"arrays": arrays})
     no_weight = RecordDict({"arrays": arrays, "metrics": MetricRecord({"loss": 1.0})})
     list_weight = RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": [1, 2]})})
-    garbage = ArrayRecord({**{k: Array(v) for k, v in shifted(0.1).items()},
-                           "conv.bias": Array(dtype="float32", shape=(2,), stype="numpy.ndarray", data=b"junk")})
+    junk = Array(dtype="float32", shape=(2,), stype="numpy.ndarray", data=b"junk")
+    garbage = ArrayRecord({**{k: Array(v) for k, v in shifted(0.1).items()}, "conv.bias": junk})
     undecodable = RecordDict({"arrays": garbage, "metrics": metrics})
     assert judge(two_array_records, no_metrics, no_weight, list_weight, undecodable) == ["malformed"] * 5
 
@@ -115,8 +115,9 @@ def test_rejected_replies_do_not_count_towards_the_norm_check():
 
 def test_the_outlier_factor_k_is_configurable():
     replies = [content(shifted(d)) for d in (0.10, 0.12, 0.09, 0.3)]
-    assert judge(*replies)[-1] == ACCEPTED  # in units of sqrt(8): 0.3 is below median 0.11 + 5 * spread 0.055
-    assert judge(*replies, limits=ValidationLimits(norm_outlier_k=1.0, norm_min_spread=0.5))[-1] == "norm-outlier"
+    # in units of sqrt(8): 0.3 is below median 0.11 + 5 * spread 0.055, but above 0.11 + 1 * 0.055
+    assert judge(*replies)[-1] == ACCEPTED
+    assert judge(*replies, limits=ValidationLimits(norm_outlier_k=1.0))[-1] == "norm-outlier"
 
 
 def test_norm_threshold_is_robust_and_has_a_relative_floor():
@@ -126,8 +127,9 @@ def test_norm_threshold_is_robust_and_has_a_relative_floor():
     assert norm_threshold([1.0, 1.1, 100.0], limits) == pytest.approx(1.1 + 5 * 0.55)
     # identical norms (MAD 0) do not make a slightly larger honest one an outlier
     assert norm_threshold([1.0, 1.0, 1.0], ValidationLimits(norm_min_spread=0.1)) == pytest.approx(1.5)
-    wide = [1.0, 3.0, 5.0, 7.0, 9.0]  # median 5, MAD 2 > 0.5 * 5
-    assert norm_threshold(wide, ValidationLimits(norm_outlier_k=2.0, norm_min_spread=0.1)) == pytest.approx(9.0)
+    wide = [1.0, 3.0, 5.0, 7.0, 9.0]  # median 5, MAD 2 > 0.1 * 5, so the MAD sets the spread
+    limits = ValidationLimits(norm_outlier_k=2.0, norm_min_spread=0.1)
+    assert norm_threshold(wide, limits) == pytest.approx(5.0 + 2 * 2.0)
 
 
 def test_update_norm_is_the_euclidean_distance_to_the_global_model():
@@ -137,10 +139,13 @@ def test_update_norm_is_the_euclidean_distance_to_the_global_model():
 
 
 def test_evaluate_replies_are_checked_without_arrays():
-    assert validate_metrics_reply(reply(None, 20, metrics={"dice": 0.8}).content, LIMITS, "num-examples").accepted
-    assert validate_metrics_reply(reply(None, 0).content, LIMITS, "num-examples").code == "bad-num-examples"
-    nan = reply(None, 20, metrics={"dice": float("nan")}).content
-    assert validate_metrics_reply(nan, LIMITS, "num-examples").code == "non-finite"
+    def code(num_examples, **metrics):
+        evaluate_reply = reply(None, num_examples, metrics=metrics).content
+        return validate_metrics_reply(evaluate_reply, LIMITS, "num-examples").code
+
+    assert code(20, dice=0.8) == ACCEPTED
+    assert code(0) == "bad-num-examples"
+    assert code(20, dice=float("nan")) == "non-finite"
 
 
 @pytest.mark.parametrize("name", ["CT Hospital-1", "mr_t2.site", "A"])

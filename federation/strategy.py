@@ -1,0 +1,187 @@
+"""FedAvg and FedProx that check every reply before aggregating, so one bad site cannot end a run.
+
+Stock flwr 1.41 raises out of FedAvg on one wrong-shaped reply and averages NaN straight in. These
+subclasses judge each reply with federation.validation, drop the bad ones with a logged reason,
+delegate the averaging to Flower's own helpers, keep the previous global model when fewer than
+`min_valid_replies` survive, and record every site's reply in a SiteHistory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+from federation.config import FederationSettings
+from federation.site_history import EVALUATE, TRAIN, SiteHistory, SiteRound
+from federation.validation import (
+    SITE_ERROR,
+    ValidationLimits,
+    Verdict,
+    validate_metrics_reply,
+    validate_replies,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def cast_like(arrays: ArrayRecord, reference: dict[str, np.ndarray]) -> ArrayRecord:
+    """The averaged arrays in the global model's key order and dtypes (integers are rounded).
+
+    Averaging turns integer buffers (e.g. BatchNorm's step counter) into floats; without the cast
+    every site's next reply would differ in dtype from the global model and be dropped.
+    """
+    cast = {}
+    for key, expected in reference.items():
+        value = arrays[key].numpy()
+        if expected.dtype.kind in "iub":
+            value = np.rint(value)
+        cast[key] = Array(np.asarray(value, dtype=expected.dtype))
+    return ArrayRecord(cast)
+
+
+def common_metrics(contents: list[RecordDict]) -> list[RecordDict]:
+    """Each reply's MetricRecord cut to the keys every reply shares with the same shape.
+
+    Flower's metric averaging expects identical keys and list lengths; a site that reports one metric
+    more (or fewer) must not break the round, so only the shared part is averaged.
+    """
+    records = [next(iter(content.metric_records.values())) for content in contents]
+    shared = [
+        key for key, value in records[0].items()
+        if all(key in record and _same_shape(record[key], value) for record in records[1:])
+    ]
+    return [RecordDict({"metrics": MetricRecord({key: record[key] for key in shared})}) for record in records]
+
+
+def _same_shape(value: object, other: object) -> bool:
+    if isinstance(value, list) or isinstance(other, list):
+        return isinstance(value, list) and isinstance(other, list) and len(value) == len(other)
+    return True
+
+
+class ValidatingFedAvg(FedAvg):
+    """FedAvg that validates each reply against the round's global arrays before averaging."""
+
+    def __init__(
+        self,
+        *,
+        limits: ValidationLimits | None = None,
+        min_valid_replies: int = 1,
+        **fedavg_arguments,
+    ) -> None:
+        super().__init__(**fedavg_arguments)
+        if min_valid_replies < 1:
+            raise ValueError(f"min_valid_replies must be at least 1, got {min_valid_replies}")
+        self.limits = limits or ValidationLimits()
+        self.min_valid_replies = min_valid_replies
+        self.history = SiteHistory()
+        self._global_arrays: ArrayRecord | None = None
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Remember the global arrays the replies will be judged against, then configure as usual."""
+        self._global_arrays = arrays
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Average the valid replies; with too few of them, return the unchanged global arrays."""
+        if self._global_arrays is None:
+            raise RuntimeError("configure_train must run before aggregate_train")
+        reference = {key: array.numpy() for key, array in self._global_arrays.items()}
+        replies = list(replies)
+        answered = [reply.content for reply in replies if not reply.has_error()]
+        judged = iter(validate_replies(answered, reference, self.limits, self.weighted_by_key))
+        verdicts = [_error_verdict(reply) if reply.has_error() else next(judged) for reply in replies]
+        valid = self._record(server_round, TRAIN, replies, verdicts)
+        if len(valid) < self.min_valid_replies:
+            logger.warning(
+                "round %d: %d valid repl(ies), fewer than the %d required; the global model stays as it was",
+                server_round, len(valid), self.min_valid_replies,
+            )
+            return self._global_arrays, None
+        contents = [reply.content for reply in valid]
+        arrays = cast_like(aggregate_arrayrecords(contents, self.weighted_by_key), reference)
+        return arrays, self.train_metrics_aggr_fn(common_metrics(contents), self.weighted_by_key)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Average the metrics of the valid evaluation replies; None when there are none."""
+        replies = list(replies)
+        verdicts = [
+            _error_verdict(reply) if reply.has_error()
+            else validate_metrics_reply(reply.content, self.limits, self.weighted_by_key)
+            for reply in replies
+        ]
+        valid = self._record(server_round, EVALUATE, replies, verdicts)
+        if not valid:
+            return None
+        return self.evaluate_metrics_aggr_fn(common_metrics([r.content for r in valid]), self.weighted_by_key)
+
+    def _record(
+        self, server_round: int, phase: str, replies: list[Message], verdicts: list[Verdict]
+    ) -> list[Message]:
+        """Log and record every reply's verdict; return the accepted replies."""
+        valid = []
+        for reply, verdict in zip(replies, verdicts, strict=True):
+            site = self.history.site_name(reply)
+            self.history.add(self._site_round(server_round, phase, site, reply, verdict))
+            if verdict.accepted:
+                valid.append(reply)
+            else:
+                logger.warning(
+                    "round %d %s: dropped the reply of site %r (node %d): %s: %s",
+                    server_round, phase, site, reply.metadata.src_node_id, verdict.code, verdict.detail,
+                )
+        logger.info("round %d %s: %d of %d replies valid", server_round, phase, len(valid), len(replies))
+        return valid
+
+    def _site_round(
+        self, server_round: int, phase: str, site: str, reply: Message, verdict: Verdict
+    ) -> SiteRound:
+        """The history entry of one reply: its numbers if it had any, and the verdict."""
+        metrics: dict = {}
+        if reply.has_content() and len(reply.content.metric_records) == 1:
+            metrics = dict(next(iter(reply.content.metric_records.values())))
+        return SiteRound(
+            round=server_round,
+            phase=phase,
+            site=site,
+            node_id=reply.metadata.src_node_id,
+            status=verdict.code,
+            num_examples=metrics.pop(self.weighted_by_key, None),
+            update_norm=verdict.update_norm,
+            metrics=metrics,
+        )
+
+
+class ValidatingFedProx(ValidatingFedAvg, FedProx):
+    """FedProx (proximal_mu reaches the sites as "proximal-mu" in the train config) with validation."""
+
+
+def _error_verdict(reply: Message) -> Verdict:
+    """A site that answered with an error; only its code is kept (its text may hold local paths)."""
+    return Verdict(SITE_ERROR, f"error code {reply.error.code}")
+
+
+def build_strategy(settings: FederationSettings, limits: ValidationLimits) -> ValidatingFedAvg:
+    """The configured strategy: every round samples `fraction` of at least `min_sites` sites."""
+    common = dict(
+        limits=limits,
+        min_valid_replies=settings.min_valid_replies,
+        fraction_train=settings.fraction,
+        fraction_evaluate=settings.fraction,
+        min_train_nodes=settings.min_sites,
+        min_evaluate_nodes=settings.min_sites,
+        min_available_nodes=settings.min_sites,
+    )
+    if settings.strategy == "fedprox":
+        return ValidatingFedProx(proximal_mu=settings.proximal_mu, **common)
+    return ValidatingFedAvg(**common)
