@@ -45,16 +45,12 @@ class _Table:
             raise self.error(key, "is required but missing")
         return default
 
-    def integer(
-        self, key: str, default: Any = _REQUIRED, minimum: int = 1, maximum: int | None = None
-    ) -> int:
+    def integer(self, key: str, default: Any = _REQUIRED, maximum: int | None = None) -> int:
+        """A positive integer, at most `maximum` when given."""
         value = self._take(key, default)
-        in_range = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-        if not in_range or (maximum is not None and value > maximum):
-            if maximum is not None:
-                wanted = f"an integer from {minimum} to {maximum}"
-            else:
-                wanted = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        if not ok or (maximum is not None and value > maximum):
+            wanted = "a positive integer" if maximum is None else f"an integer from 1 to {maximum}"
             raise self.error(key, f"must be {wanted}, got {value!r}")
         return value
 
@@ -107,7 +103,8 @@ class _Table:
 
     def finish(self) -> None:
         """Reject whatever was not read: a misspelt key must not be silently ignored."""
-        for key in self.values:
+        if self.values:
+            key = next(iter(self.values))
             raise self.error(key, "is not a known setting" + _suggestion(key, self.asked))
 
 
@@ -131,10 +128,11 @@ class _Document:
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{self.source}: not valid TOML: {error}") from None
         for name, value in data.items():
+            if not isinstance(value, dict):
+                known = ", ".join(f"[{table}]" for table in tables)
+                raise ConfigError(f"{self.source}: {name} is outside any table; settings belong in {known}")
             if name not in tables:
                 raise ConfigError(f"{self.source}: unknown table [{name}]" + _suggestion(name, tables))
-            if not isinstance(value, dict):
-                raise ConfigError(f"{self.source}: {name} must be a table [{name}], got {value!r}")
         self.data = data
 
     def table(self, name: str) -> _Table:
@@ -213,7 +211,7 @@ class SiteConfig:
     he_secret_context: Path | None
 
 
-_PORT = {"minimum": 1, "maximum": 65535}
+MAX_PORT = 65535
 _SERVER_TABLES = ("server", "federation", "validation", "tls", "auth", "he")
 _SITE_TABLES = ("site", "server", "tls", "auth", "he")
 _TLS_FILES = ("ca_certificate", "certificate", "private_key")
@@ -224,7 +222,7 @@ def load_server_config(path: str | Path) -> ServerConfig:
     document = _Document(path, _SERVER_TABLES)
     server = document.table("server")
     host = server.string("host", "0.0.0.0")
-    ports = {key: server.integer(key, default, **_PORT) for key, default in
+    ports = {key: server.integer(key, default, maximum=MAX_PORT) for key, default in
              (("fleet_port", 9092), ("serverappio_port", 9091), ("control_port", 9093))}
     if len(set(ports.values())) < len(ports):
         raise server.error(", ".join(ports), f"must differ, got {', '.join(map(str, ports.values()))}")
@@ -335,7 +333,7 @@ def load_site_config(path: str | Path) -> SiteConfig:
     server = document.table("server")
     address = server.string("address")
     _check_address(server, "address", address)
-    clientappio_port = server.integer("clientappio_port", 9094, **_PORT)
+    clientappio_port = server.integer("clientappio_port", 9094, maximum=MAX_PORT)
     server.finish()
 
     tls = document.table("tls")

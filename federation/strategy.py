@@ -83,6 +83,11 @@ class ValidatingFedAvg(FedAvg):
         self.history = SiteHistory()
         self._global_arrays: ArrayRecord | None = None
 
+    def summary(self) -> None:
+        """Log the validation settings, then Flower's own summary."""
+        logger.info("reply validation: %s, min_valid_replies=%d", self.limits, self.min_valid_replies)
+        super().summary()
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:

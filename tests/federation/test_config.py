@@ -156,6 +156,12 @@ def test_a_missing_required_key_and_a_missing_file(tmp_path):
         load_server_config(tmp_path / "absent.toml")
 
 
+def test_settings_outside_a_table_are_refused(tmp_path):
+    path = write(tmp_path, "server.toml", "rounds = 3\n" + MINIMAL_SERVER)
+    with pytest.raises(ConfigError, match=r"rounds is outside any table; settings belong in \[server\], "):
+        load_server_config(path)
+
+
 def test_a_file_that_is_not_a_site_key_is_refused(tmp_path):
     write(tmp_path, "site.pub", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBAD not-ecdsa\n")
     path = write(tmp_path, "server.toml", MINIMAL_SERVER + '[auth]\nsite_public_keys = ["site.pub"]\n')

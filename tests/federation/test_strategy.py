@@ -152,6 +152,14 @@ def test_fedprox_sends_proximal_mu_and_validates_too(server_identity):
     np.testing.assert_allclose(as_numpy(arrays)["conv.bias"], np.full(2, 0.2), rtol=1e-6)
 
 
+def test_summary_reports_the_validation_settings(caplog):
+    limits = ValidationLimits(max_num_examples=77)
+    strategy = ValidatingFedProx(proximal_mu=0.1, limits=limits, min_valid_replies=2)
+    with caplog.at_level(logging.INFO, logger="federation.strategy"):
+        strategy.summary()
+    assert "max_num_examples=77" in caplog.text and "min_valid_replies=2" in caplog.text
+
+
 def test_aggregating_before_configuring_is_a_programming_error():
     with pytest.raises(RuntimeError, match="configure_train"):
         ValidatingFedAvg().aggregate_train(1, [])
