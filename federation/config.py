@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import difflib
 import math
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from federation.keys import load_private_key, load_public_key
 from federation.validation import ValidationLimits, is_site_name
@@ -78,6 +77,24 @@ class _Table:
         if choices is not None and value not in choices:
             raise self.error(key, f"must be one of {', '.join(choices)}, got {value!r}")
         return value
+
+    def strings(self, key: str, default: Any = _REQUIRED, minimum: int = 1) -> tuple[str, ...]:
+        """A list of at least `minimum` distinct non-empty strings."""
+        value = self._take(key, default)
+        ok = isinstance(value, list) and all(isinstance(item, str) and item.strip() for item in value)
+        if not ok or len(value) < minimum or len(set(value)) < len(value):
+            raise self.error(key, f"must be a list of at least {minimum} different names, got {value!r}")
+        return tuple(value)
+
+    def integers(self, key: str, default: Any = _REQUIRED, minimum: int = 1) -> tuple[int, ...]:
+        """A list of at least `minimum` positive integers."""
+        value = self._take(key, default)
+        ok = isinstance(value, list) and all(
+            isinstance(item, int) and not isinstance(item, bool) and item >= 1 for item in value
+        )
+        if not ok or len(value) < minimum:
+            raise self.error(key, f"must be a list of at least {minimum} positive integers, got {value!r}")
+        return tuple(value)
 
     def path(self, key: str, default: Any = _REQUIRED, must_exist: bool = True) -> Path | None:
         """A path relative to the TOML file's folder; None when optional and absent."""
@@ -156,6 +173,21 @@ class FederationSettings:
 
 
 @dataclass(frozen=True)
+class ModelSettings:
+    """The network every site trains; the server decides it and sends it to the sites each round.
+
+    labels are the label names by value (0 is the background); every site's dataset must have exactly
+    these. channels are the U-Net's widths per level; image_size is the side of the 2D network input.
+    """
+
+    labels: tuple[str, ...]
+    channels: tuple[int, ...] = (32, 64, 128, 256)
+    image_size: int = 96
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+
+
+@dataclass(frozen=True)
 class ServerTls:
     """TLS of the SuperLink: off, auto-generated into the run folder (paths None), or given files."""
 
@@ -184,14 +216,13 @@ class ServerConfig:
     source: Path
     host: str
     fleet_port: int
-    serverappio_port: int
-    control_port: int
     run_dir: Path
     federation: FederationSettings
     validation: ValidationLimits
     tls: ServerTls
     site_public_keys: tuple[Path, ...]
     he: HomomorphicEncryption
+    model: ModelSettings
 
 
 @dataclass(frozen=True)
@@ -212,7 +243,7 @@ class SiteConfig:
 
 
 MAX_PORT = 65535
-_SERVER_TABLES = ("server", "federation", "validation", "tls", "auth", "he")
+_SERVER_TABLES = ("server", "federation", "model", "validation", "tls", "auth", "he")
 _SITE_TABLES = ("site", "server", "tls", "auth", "he")
 _TLS_FILES = ("ca_certificate", "certificate", "private_key")
 
@@ -222,16 +253,13 @@ def load_server_config(path: str | Path) -> ServerConfig:
     document = _Document(path, _SERVER_TABLES)
     server = document.table("server")
     host = server.string("host", "0.0.0.0")
-    ports = {key: server.integer(key, default, maximum=MAX_PORT) for key, default in
-             (("fleet_port", 9092), ("serverappio_port", 9091), ("control_port", 9093))}
-    if len(set(ports.values())) < len(ports):
-        raise server.error(", ".join(ports), f"must differ, got {', '.join(map(str, ports.values()))}")
+    fleet_port = server.integer("fleet_port", 9092, maximum=MAX_PORT)
     run_dir = server.path("run_dir", "runs/server", must_exist=False)
     server.finish()
     return ServerConfig(
-        source=document.source, host=host, **ports, run_dir=run_dir,
+        source=document.source, host=host, fleet_port=fleet_port, run_dir=run_dir,
         federation=_federation(document), validation=_validation(document), tls=_server_tls(document),
-        site_public_keys=_site_public_keys(document), he=_server_he(document),
+        site_public_keys=_site_public_keys(document), he=_server_he(document), model=_model(document),
     )
 
 
@@ -254,6 +282,23 @@ def _federation(document: _Document) -> FederationSettings:
         raise table.error("proximal_mu", 'must be above 0 with strategy = "fedprox" (0 is plain FedAvg)')
     if strategy == "fedavg" and settings.proximal_mu != 0:
         raise table.error("proximal_mu", 'is only used with strategy = "fedprox"; remove it or switch')
+    table.finish()
+    return settings
+
+
+def _model(document: _Document) -> ModelSettings:
+    table = document.table("model")
+    channels = table.integers("channels", [32, 64, 128, 256], minimum=2)
+    image_size = table.integer("image_size", 96, maximum=4096)
+    multiple = 2 ** (len(channels) - 1)
+    if image_size % multiple:
+        raise table.error("image_size", f"must be a multiple of {multiple} for {len(channels)} levels of "
+                                        f"channels, got {image_size}")
+    settings = ModelSettings(
+        labels=table.strings("labels", minimum=2), channels=channels, image_size=image_size,
+        batch_size=table.integer("batch_size", 16),
+        learning_rate=table.number("learning_rate", 1e-3, above=True),
+    )
     table.finish()
     return settings
 

@@ -35,6 +35,7 @@ class Checkpoint:
     optimizer_state: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     training: dict[str, Any] = field(default_factory=dict)  # hyperparameters, to resume alike
+    round: int = 0  # the federated round that produced a global model (0: not federated)
 
     def build_model(self, device: torch.device | str = "cpu") -> torch.nn.Module:
         model = self.network.build()
@@ -57,6 +58,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> None:
         "optimizer_state": checkpoint.optimizer_state,
         "history": checkpoint.history,
         "training": checkpoint.training,
+        "round": checkpoint.round,
     }
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     try:
@@ -92,6 +94,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             optimizer_state=payload.get("optimizer_state"),
             history=list(payload.get("history", [])),
             training=dict(payload.get("training", {})),
+            round=int(payload.get("round", 0)),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: checkpoint is incomplete ({error})") from None

@@ -12,6 +12,9 @@ the GUI's widgets both read them, so there is no second progress mechanism. Ever
   finished    metrics{...}                              the job ended normally
   stopped     epoch                                     the job was interrupted and saved its state
   error       code, message                             the job failed (message stays local)
+  site-metrics  round, site, phase, status, num_examples, metrics{...}
+                                                        one site's numbers in a federated round, as
+                                                        the server recorded them (numbers, no paths)
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import IO, Any
 
 EVENT_KINDS = (
     "started", "progress", "epoch", "evaluation", "checkpoint", "finished", "stopped", "error",
+    "site-metrics",
 )
 
 

@@ -13,6 +13,9 @@ from segmentation.errors import ConfigError
 TEMPLATES = Path(__file__).resolve().parents[2] / "assets" / "config"
 
 MINIMAL_SERVER = """
+[model]
+labels = ["background", "liver"]
+
 [federation]
 rounds = 3
 min_sites = 2
@@ -46,8 +49,9 @@ def site_folder(tmp_path) -> Path:
 
 def test_server_template_loads_with_documented_defaults(tmp_path):
     config = load_server_config(shutil.copy(TEMPLATES / "server.toml", tmp_path))
-    assert (config.host, config.fleet_port, config.serverappio_port, config.control_port) == (
-        "0.0.0.0", 9092, 9091, 9093)
+    assert (config.host, config.fleet_port) == ("0.0.0.0", 9092)
+    assert config.model.labels == ("background", "liver", "kidney", "spleen", "pancreas")
+    assert (config.model.channels, config.model.image_size) == ((32, 64, 128, 256), 96)
     assert config.run_dir == (tmp_path / "runs" / "server").resolve()
     federation = config.federation
     assert (federation.rounds, federation.min_sites, federation.strategy, federation.augmentation) == (
@@ -123,7 +127,7 @@ def test_the_brief_example_message(tmp_path):
         ('augmentation = "gan"', "[federation] augmentation must be one of none, gin"),
         ('share_site_metrics = "yes"', "[federation] share_site_metrics must be true or false, got 'yes'"),
         ("[server]\nfleet_port = 70000", "[server] fleet_port must be an integer from 1 to 65535, got 70000"),
-        ("[server]\nfleet_port = 9091", "[server] fleet_port, serverappio_port, control_port must differ"),
+        ("[server]\nserverappio_port = 9091", "[server] serverappio_port is not a known setting"),
         ("[validation]\nnorm_outlier_k = 0", "[validation] norm_outlier_k must be a number above 0"),
         ('[tls]\ncertificate = "missing.pem"', "[tls] certificate names 'missing.pem', which does not exist"),
         ('[tls]\nca_certificate = "server.toml"', "[tls] certificate is missing: give all of"),
@@ -147,6 +151,24 @@ def test_server_mistakes_name_the_key_and_reason(tmp_path, change, expected):
     message = str(error.value)
     assert message.startswith(f"{path}: ") and "\n" not in message
     assert expected in message
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("batch_size = 4", "[model] labels is required but missing"),
+        ('labels = ["background"]', "[model] labels must be a list of at least 2 different names"),
+        ('labels = ["background", "liver", "liver"]', "[model] labels must be a list of at least 2"),
+        ('labels = ["background", "liver"]\nchannels = [8]', "[model] channels must be a list of at least 2"),
+        ('labels = ["background", "liver"]\nimage_size = 20', "[model] image_size must be a multiple of 8"),
+        ('labels = ["background", "liver"]\nlearning_rate = 0', "[model] learning_rate must be a number"),
+    ],
+)
+def test_model_mistakes_name_the_key_and_reason(tmp_path, model, expected):
+    text = MINIMAL_SERVER.replace('labels = ["background", "liver"]', model)
+    with pytest.raises(ConfigError) as error:
+        load_server_config(write(tmp_path, "server.toml", text))
+    assert expected in str(error.value)
 
 
 def test_a_missing_required_key_and_a_missing_file(tmp_path):
