@@ -1,0 +1,158 @@
+"""The site's Flower ClientApp: train and evaluate the federation's model on the site's own data.
+
+Each message runs in a fresh ClientApp process started by the site's SuperNode; the site's settings
+come from the SuperNode's --node-config (federation.task.SiteSettings). Only arrays and numbers leave
+the site, plus its display name: a failure is answered with a SiteErrorCode and never with its
+exception text, which goes to the site's event file and log instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from federation.site_history import SITE_NAME_KEY
+from federation.task import (
+    CONFIG_KEY,
+    LOCAL_EPOCHS_KEY,
+    MODEL_KEY,
+    SHARED_HISTORY_KEY,
+    RoundEvents,
+    SiteErrorCode,
+    SiteRoundError,
+    SiteSettings,
+    check_labels,
+    emit_shared_history,
+    error_code,
+    evaluate_round,
+    load_named_weights,
+    model_from_json,
+    train_round,
+    validation_cases,
+)
+from segmentation.algorithm import SegmentationAlgorithm
+from segmentation.datalist import DatasetIndex, load_dataset
+from segmentation.errors import FedSegError
+
+logger = logging.getLogger(__name__)
+
+SITE_RECORD_KEY = "site"
+# The site's own memory across a run's messages (Context.state survives between ClientApp processes).
+_STATE_KEY = "fedseg-site"
+_SHARED_THROUGH = "shared-through-round"
+
+app = ClientApp()
+
+Handler = Callable[[Message, Context, SiteSettings, RoundEvents], RecordDict]
+
+
+@app.train()
+def train(message: Message, context: Context) -> Message:
+    """Score the global model, train it locally, score it again; reply with the new weights."""
+    return _answer(message, context, _train)
+
+
+@app.evaluate()
+def evaluate(message: Message, context: Context) -> Message:
+    """Score the global model on the site's validation cases."""
+    return _answer(message, context, _evaluate)
+
+
+def _answer(message: Message, context: Context, handler: Handler) -> Message:
+    """Run a handler and reply with its records and the site's name, or with an error code only."""
+    try:
+        settings = SiteSettings.from_node_config(context.node_config)
+        events = RoundEvents(settings.event_file, _server_round(message))
+    except Exception as error:  # noqa: BLE001 - whatever went wrong stays at the site
+        logger.exception("the site's settings are unusable")
+        return _error_reply(message, error_code(error))
+    with events:
+        try:
+            content = handler(message, context, settings, events)
+        except Exception as error:  # noqa: BLE001 - whatever went wrong stays at the site
+            code = error_code(error)
+            events.emit("error", code=int(code), message=_describe(error))
+            logger.exception("round %s failed at this site (code %d)", events.round, code)
+            return _error_reply(message, code)
+    content[SITE_RECORD_KEY] = ConfigRecord({SITE_NAME_KEY: settings.name})
+    return Message(content, reply_to=message)
+
+
+def _train(message: Message, context: Context, settings: SiteSettings, events: RoundEvents) -> RecordDict:
+    config = _config(message)
+    _share_history(config, context, events)
+    epochs = int(config.get(LOCAL_EPOCHS_KEY, 1))
+    algorithm, dataset = _received_model(message, config, settings)
+    # Count epochs across rounds: each round then draws new batches and augmentations.
+    algorithm.epoch = (events.round - 1) * epochs
+    events.emit("started", epochs=epochs)
+    result = train_round(algorithm, dataset, epochs, events)
+    events.emit("finished", metrics=result.metrics)
+    arrays = ArrayRecord({name: Array(array) for name, array in result.weights.items()})
+    return RecordDict({"arrays": arrays, "metrics": MetricRecord(_numbers(result.metrics))})
+
+
+def _evaluate(message: Message, context: Context, settings: SiteSettings, events: RoundEvents) -> RecordDict:
+    config = _config(message)
+    _share_history(config, context, events)
+    algorithm, dataset = _received_model(message, config, settings)
+    metrics = evaluate_round(algorithm, validation_cases(dataset))
+    events.emit("evaluation", model="global", phase="evaluate", metrics=metrics)
+    return RecordDict({"metrics": MetricRecord(_numbers(metrics))})
+
+
+def _received_model(
+    message: Message, config: ConfigRecord, settings: SiteSettings
+) -> tuple[SegmentationAlgorithm, DatasetIndex]:
+    """The federation's model with the message's global weights, and the site's dataset."""
+    if MODEL_KEY not in config or len(message.content.array_records) != 1:
+        raise SiteRoundError(SiteErrorCode.MODEL, "the message carries no model description or no weights")
+    training, labels = model_from_json(str(config[MODEL_KEY]))
+    training = replace(training, proximal_mu=float(config.get("proximal-mu", 0.0)))
+    dataset = load_dataset(settings.data_dir)
+    check_labels(dataset, labels)
+    algorithm = SegmentationAlgorithm(training, labels)
+    record = next(iter(message.content.array_records.values()))
+    load_named_weights(algorithm, {name: array.numpy() for name, array in record.items()})
+    return algorithm, dataset
+
+
+def _share_history(config: ConfigRecord, context: Context, events: RoundEvents) -> None:
+    """Write the server's per-site history into the event file, each record once per run."""
+    if SHARED_HISTORY_KEY not in config:
+        return
+    state = context.state.config_records.get(_STATE_KEY, ConfigRecord({_SHARED_THROUGH: 0}))
+    state[_SHARED_THROUGH] = emit_shared_history(events, str(config[SHARED_HISTORY_KEY]),
+                                                 int(state[_SHARED_THROUGH]))
+    context.state[_STATE_KEY] = state
+
+
+def _config(message: Message) -> ConfigRecord:
+    return message.content.config_records.get(CONFIG_KEY, ConfigRecord())
+
+
+def _server_round(message: Message) -> int:
+    """The round the message belongs to (0 when the server did not say)."""
+    config = message.content.config_records.get(CONFIG_KEY) if message.has_content() else None
+    value = config.get("server-round", 0) if config is not None else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _numbers(metrics: dict[str, float]) -> dict[str, int | float]:
+    """Plain Python numbers for a MetricRecord (integers stay integers)."""
+    return {key: value if isinstance(value, int) else float(value) for key, value in metrics.items()}
+
+
+def _describe(error: BaseException) -> str:
+    """One line for the site's own event file (never sent): typed errors read as they are."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return text if isinstance(error, FedSegError) else f"{type(error).__name__}: {text}"
+
+
+def _error_reply(message: Message, code: SiteErrorCode) -> Message:
+    """An error reply with the code and the code's name only."""
+    return Message(Error(code=int(code), reason=code.name.lower()), reply_to=message)

@@ -1,0 +1,230 @@
+"""What `fedseg server` and `fedseg site` start, from server.toml and site.toml.
+
+FederationServer: a SuperLink for server.toml (TLS with the given certificates or ones generated into
+the run folder, a database file so its state survives restarts, SuperNode authentication when sites'
+keys are listed) and the run submitted to it. FederationSite: a site's SuperNode with the site's node
+config, restarted when it exits after having been connected (e.g. the server lost its database).
+The demo and the end-to-end tests use the same classes as the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from federation.certificates import TlsFiles, default_names, existing_or_new_tls_files
+from federation.config import ServerConfig, SiteConfig
+from federation.processes import (
+    ChildProcess,
+    FlowerCli,
+    FlowerProcessError,
+    SuperLinkSettings,
+    SuperNodeSettings,
+    last_error_line,
+    start_superlink,
+    start_supernode,
+)
+from federation.server_app import RESUME_KEY, SERVER_CONFIG_KEY
+from federation.server_run import EVENTS_NAME
+from federation.task import SiteSettings
+from segmentation.errors import ConfigError
+from segmentation.training import CHECKPOINT_NAME
+
+APP_NAME = "fedseg-federation"
+# The Flower app project `flwr run` bundles: only this pyproject, the code is the installed package.
+_APP_PYPROJECT = f"""\
+[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "{APP_NAME}"
+version = "1.0.0"
+description = "FedSeg Workbench: federated segmentation with the installed fedseg package"
+license = "Apache-2.0"
+dependencies = []
+
+[tool.flwr.app]
+publisher = "fedseg"
+
+[tool.flwr.app.components]
+serverapp = "federation.server_app:app"
+clientapp = "federation.client_app:app"
+
+[tool.flwr.app.config]
+{SERVER_CONFIG_KEY} = ""
+{RESUME_KEY} = false
+"""
+_CONNECTED = "SuperNode ID:"  # what flower-supernode 1.41 logs once the SuperLink accepted it
+FINISHED = "finished"
+
+
+def write_app_project(folder: Path) -> Path:
+    """The app project folder `flwr run` takes (rewritten each time, so it always matches this version)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text(_APP_PYPROJECT, encoding="utf-8")
+    return folder
+
+
+def server_tls(config: ServerConfig) -> TlsFiles | None:
+    """The configured certificates, or ones generated into RUN_DIR/tls (kept for later sessions)."""
+    tls = config.tls
+    if not tls.enabled:
+        return None
+    if tls.generate:
+        return existing_or_new_tls_files(config.run_dir / "tls", default_names(config.host))
+    return TlsFiles(tls.ca_certificate, tls.certificate, tls.private_key)
+
+
+def check_run_folder(config: ServerConfig, resume: bool) -> None:
+    """Refuse to start over an existing run without --resume (before any process is started)."""
+    if (config.run_dir / CHECKPOINT_NAME).exists() and not resume:
+        raise ConfigError(f"{config.run_dir} already holds a run (model.pt); continue it with --resume "
+                          "or choose another [server] run_dir")
+
+
+class FederationServer:
+    """The SuperLink of a server.toml and the run submitted to it; a context manager that stops both."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.state_dir = config.run_dir / "flower"
+        self.tls = server_tls(config)
+        self.settings = SuperLinkSettings(
+            host=config.host, port=config.fleet_port, state_dir=self.state_dir, tls=self.tls,
+            supernode_auth=bool(config.site_public_keys),
+        )
+        self.cli = FlowerCli(self.settings.flwr_home, self.settings.local_address,
+                             self.tls.ca_certificate if self.tls else None)
+        self.superlink: ChildProcess | None = None
+        self.run_id: int | None = None
+
+    @property
+    def events_path(self) -> Path:
+        return self.config.run_dir / EVENTS_NAME
+
+    def start(self) -> None:
+        """Start the SuperLink and admit the listed sites' keys."""
+        self.superlink = start_superlink(self.settings)
+        for key in self.config.site_public_keys:
+            self.cli.register_supernode(key)
+
+    def submit(self, resume: bool = False) -> int:
+        """Submit the federation's run (the ServerApp reads this server.toml); its Flower run ID."""
+        app_dir = write_app_project(self.state_dir / "app")
+        self.run_id = self.cli.submit(app_dir, {SERVER_CONFIG_KEY: str(self.config.source.resolve()),
+                                                RESUME_KEY: resume})
+        return self.run_id
+
+    def status(self) -> str:
+        """Flower's status of the submitted run ("running", "finished:completed", "finished:failed"...)."""
+        if self.run_id is None:
+            raise FlowerProcessError("no run was submitted")
+        return self.cli.status(self.run_id)
+
+    def check_alive(self) -> None:
+        if self.superlink is not None and not self.superlink.alive():
+            raise FlowerProcessError(f"flower-superlink exited: {last_error_line(self.superlink.log_tail())} "
+                                     f"(log: {self.superlink.log_path})")
+
+    def stop(self) -> None:
+        """Stop the run if it still runs, then the SuperLink (which stops its ServerApp)."""
+        if self.superlink is None:
+            return
+        if self.run_id is not None and self.superlink.alive():
+            try:
+                if not self.cli.status(self.run_id).startswith(FINISHED):
+                    self.cli.stop(self.run_id)
+            except FlowerProcessError:
+                pass  # the SuperLink is going away anyway
+        self.superlink.stop()
+        self.superlink = None
+
+    def __enter__(self) -> FederationServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class FederationSite:
+    """A site's SuperNode for a site.toml; supervise() restarts it after a lost connection."""
+
+    def __init__(self, config: SiteConfig, environment: Mapping[str, str] | None = None,
+                 restart_delay: float = 5.0) -> None:
+        self.config = config
+        self.environment = dict(environment or {})
+        self.restart_delay = restart_delay
+        site = SiteSettings(config.name, config.modality, config.data_dir, config.event_file)
+        self.settings = SuperNodeSettings(
+            superlink=config.server_address, runtime_port=config.clientappio_port,
+            node_config=site.to_node_config(), state_dir=config.event_file.parent / "supernode",
+            ca_certificate=config.ca_certificate if config.tls_enabled else None,
+            private_key=config.node_private_key,
+        )
+        self.supernode: ChildProcess | None = None
+        self.restarts = 0
+
+    def start(self) -> ChildProcess:
+        self.supernode = start_supernode(self.settings, self.environment)
+        return self.supernode
+
+    def connected(self) -> bool:
+        """Whether the current SuperNode was accepted by the SuperLink at some point."""
+        return self.supernode is not None and _CONNECTED in self.supernode.log_text()
+
+    def supervise(self) -> None:
+        """Call periodically: restart a SuperNode that exited after connecting; raise if it never did.
+
+        A SuperNode retries on its own while the server is unreachable; it exits when the SuperLink
+        no longer knows it (a server restarted without its database) or refuses it (an unregistered
+        key, a wrong CA). The first case is healed by starting again, the second needs the operator.
+        """
+        if self.supernode is None or self.supernode.alive():
+            return
+        if not self.connected():
+            reason = last_error_line(self.supernode.log_tail(40))
+            raise FlowerProcessError(f"flower-supernode could not join {self.config.server_address}: {reason} "
+                                     f"(log: {self.supernode.log_path})")
+        time.sleep(self.restart_delay)
+        self.restarts += 1
+        self.start()
+
+    def stop(self) -> None:
+        if self.supernode is not None:
+            self.supernode.stop()
+            self.supernode = None
+
+    def __enter__(self) -> FederationSite:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class EventTail:
+    """New complete events of a growing JSON-lines file, from where it ended when the tail was made."""
+
+    def __init__(self, path: Path, from_start: bool = False) -> None:
+        self.path = path
+        self.offset = 0 if from_start or not path.exists() else path.stat().st_size
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """The events added since the last call (a half-written last line waits for the next call)."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as stream:
+            stream.seek(self.offset)
+            data = stream.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        for line in complete.decode("utf-8", errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict):
+                yield event

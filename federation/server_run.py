@@ -1,0 +1,219 @@
+"""The server's side of a federated run: rounds, checkpoints, resume, metrics files and events.
+
+Flower's Strategy.start runs rounds 1..N with one fixed train config. A FedSeg run must resume from
+its last checkpointed round and send each round the latest per-site history, so this module drives
+the same strategy hooks (configure_train / aggregate_train / configure_evaluate / aggregate_evaluate)
+in its own loop. After every round it writes metrics.jsonl/metrics.csv, then model.pt (atomically, with
+the round number), then events; a resumed run continues after the round in model.pt and keeps only
+the history up to it. After the last round the sites score the final global model once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+
+from federation.config import ServerConfig
+from federation.site_history import EVALUATE, TRAIN, SiteRound, write_metrics
+from federation.strategy import ValidatingFedAvg, build_strategy
+from federation.task import (
+    LOCAL_EPOCHS_KEY,
+    MODEL_KEY,
+    SHARED_HISTORY_KEY,
+    model_to_json,
+    shared_history_json,
+)
+from segmentation.algorithm import SegmentationAlgorithm
+from segmentation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from segmentation.errors import CheckpointError, ConfigError, FedSegError
+from segmentation.events import EventWriter
+from segmentation.network import NetworkConfig
+from segmentation.preprocessing import Preprocessing
+from segmentation.training import CHECKPOINT_NAME, TrainingConfig
+
+logger = logging.getLogger(__name__)
+
+EVENTS_NAME = "events.jsonl"
+METRICS_NAME = "metrics.jsonl"
+SERVER_JOB = "server"
+
+
+def model_of(config: ServerConfig) -> tuple[TrainingConfig, dict[int, str]]:
+    """The federation's model as the sites will build it, from server.toml's [model] and [federation]."""
+    model, federation = config.model, config.federation
+    network = NetworkConfig(out_channels=len(model.labels), channels=model.channels)
+    training = TrainingConfig(
+        network=network, preprocessing=Preprocessing(image_size=(model.image_size, model.image_size)),
+        augmentation=federation.augmentation, learning_rate=model.learning_rate,
+        batch_size=model.batch_size, proximal_mu=federation.proximal_mu,
+    )
+    return training, dict(enumerate(model.labels))
+
+
+@dataclass
+class RunState:
+    """Where a run stands: the global weights after `completed_round` rounds and every site record."""
+
+    arrays: dict[str, np.ndarray]
+    completed_round: int = 0
+    records: list[SiteRound] = field(default_factory=list)
+
+
+def read_metrics(path: Path) -> list[SiteRound]:
+    """The records of a metrics.jsonl written by site_history.write_metrics; [] when there is none."""
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        return [SiteRound(**json.loads(line)) for line in lines if line]
+    except (json.JSONDecodeError, TypeError) as error:
+        reason = type(error).__name__
+        raise CheckpointError(f"{path}: not a metrics file this version wrote ({reason})") from None
+
+
+def initial_state(
+    run_dir: Path, training: TrainingConfig, labels: dict[int, str], resume: bool
+) -> RunState:
+    """A new run's seeded initial weights, or with resume the run folder's last checkpointed round."""
+    path = run_dir / CHECKPOINT_NAME
+    if not path.exists():
+        algorithm = SegmentationAlgorithm(training, labels, device="cpu")
+        names = list(algorithm.model.state_dict())
+        return RunState(dict(zip(names, algorithm.get_weights(), strict=True)))
+    if not resume:
+        raise ConfigError(f"{run_dir} already holds a run (model.pt); resume it with --resume or choose "
+                          "another [server] run_dir")
+    checkpoint = load_checkpoint(path)
+    stored = (checkpoint.network, checkpoint.preprocessing, checkpoint.labels, checkpoint.augmentation)
+    if stored != (training.network, training.preprocessing, labels, training.augmentation):
+        raise ConfigError(f"{path} was trained with other [model] settings or augmentation than server.toml "
+                          "now has; restore them or choose another [server] run_dir")
+    records = [record for record in read_metrics(run_dir / METRICS_NAME) if record.round <= checkpoint.round]
+    arrays = {name: tensor.numpy() for name, tensor in checkpoint.state_dict.items()}
+    return RunState(arrays, checkpoint.round, records)
+
+
+def save_global_model(
+    path: Path, training: TrainingConfig, labels: dict[int, str], arrays: dict[str, np.ndarray],
+    server_round: int, local_epochs: int,
+) -> None:
+    """model.pt in the checkpoint format `fedseg predict`/`evaluate` read, with the round it closes."""
+    save_checkpoint(Checkpoint(
+        network=training.network, preprocessing=training.preprocessing, labels=labels,
+        state_dict={name: torch.from_numpy(np.array(array)) for name, array in arrays.items()},
+        augmentation=training.augmentation, epoch=server_round * local_epochs,
+        training=training.hyperparameters(), round=server_round,
+    ), path)
+
+
+class FederatedRun:
+    """One server run: the strategy, the run folder and the event stream, driven round by round."""
+
+    def __init__(
+        self, config: ServerConfig, grid: Grid, events: EventWriter,
+        strategy_factory: Callable[[ServerConfig], ValidatingFedAvg] | None = None,
+    ) -> None:
+        self.config = config
+        self.grid = grid
+        self.events = events
+        self.run_dir = config.run_dir
+        self.training, self.labels = model_of(config)
+        factory = strategy_factory or (lambda c: build_strategy(c.federation, c.validation))
+        self.strategy = factory(config)
+
+    def run(self, resume: bool) -> RunState:
+        """Train the remaining rounds, then have the sites score the final model (unless done before)."""
+        federation = self.config.federation
+        state = initial_state(self.run_dir, self.training, self.labels, resume)
+        self.strategy.history.records.extend(state.records)
+        self.events.emit("started", rounds=federation.rounds, round=state.completed_round)
+        self.strategy.summary()
+        for server_round in range(state.completed_round + 1, federation.rounds + 1):
+            state.arrays, metrics = self._train_round(server_round, state.arrays)
+            state.completed_round = server_round
+            self._save(server_round, state.arrays, TRAIN)
+            self.events.emit("evaluation", round=server_round, phase=TRAIN, metrics=metrics)
+            self.events.emit("checkpoint", round=server_round, epoch=server_round * federation.local_epochs)
+        final: dict[str, Any] = {}
+        if not any(record.phase == EVALUATE and record.round == federation.rounds
+                   for record in self.strategy.history.records):
+            final = self._final_evaluation(federation.rounds, state.arrays)
+            self._save(federation.rounds, state.arrays, EVALUATE)
+            self.events.emit("evaluation", round=federation.rounds, phase=EVALUATE, metrics=final)
+        state.records = list(self.strategy.history.records)
+        self.events.emit("finished", metrics=final)
+        return state
+
+    def _round_config(self, server_round: int) -> ConfigRecord:
+        config: dict[str, Any] = {
+            MODEL_KEY: model_to_json(self.training, self.labels),
+            LOCAL_EPOCHS_KEY: self.config.federation.local_epochs,
+        }
+        if self.config.federation.share_site_metrics:
+            records = self.strategy.history.records
+            config[SHARED_HISTORY_KEY] = shared_history_json(record.to_dict() for record in records)
+        return ConfigRecord(config)
+
+    def _train_round(
+        self, server_round: int, arrays: dict[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        record = ArrayRecord({name: Array(array) for name, array in arrays.items()})
+        config = self._round_config(server_round)
+        replies = self._send(self.strategy.configure_train(server_round, record, config, self.grid))
+        aggregated, metrics = self.strategy.aggregate_train(server_round, replies)
+        if aggregated is not None:
+            arrays = {name: array.numpy() for name, array in aggregated.items()}
+        return arrays, _plain(metrics)
+
+    def _final_evaluation(self, server_round: int, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+        record = ArrayRecord({name: Array(array) for name, array in arrays.items()})
+        config = self._round_config(server_round)
+        messages = self.strategy.configure_evaluate(server_round, record, config, self.grid)
+        return _plain(self.strategy.aggregate_evaluate(server_round, self._send(messages)))
+
+    def _send(self, messages: Iterable[Message]) -> list[Message]:
+        messages = list(messages)
+        if not messages:
+            return []
+        return list(self.grid.send_and_receive(messages, timeout=self.config.federation.round_timeout))
+
+    def _save(self, server_round: int, arrays: dict[str, np.ndarray], phase: str) -> None:
+        """Metrics first, then the checkpoint: a resumed run drops records after the checkpoint's round."""
+        records = self.strategy.history.records
+        write_metrics(records, self.run_dir)
+        save_global_model(self.run_dir / CHECKPOINT_NAME, self.training, self.labels, arrays, server_round,
+                          self.config.federation.local_epochs)
+        for record in records:
+            if record.round == server_round and record.phase == phase:
+                self.events.emit("site-metrics", **_site_event(record))
+
+
+def _site_event(record: SiteRound) -> dict[str, Any]:
+    data = record.to_dict()
+    return {key: data[key] for key in ("round", "site", "phase", "status", "num_examples", "metrics")}
+
+
+def _plain(metrics: MetricRecord | None) -> dict[str, Any]:
+    return dict(metrics) if metrics is not None else {}
+
+
+def run_server(grid: Grid, config: ServerConfig, resume: bool) -> RunState:
+    """The ServerApp's work, with every failure written to the run's event stream before it propagates."""
+    with EventWriter(config.run_dir / EVENTS_NAME, job=SERVER_JOB) as events:
+        try:
+            return FederatedRun(config, grid, events).run(resume)
+        except FedSegError as error:
+            events.emit("error", code=type(error).__name__, message=str(error))
+            raise
+        except Exception as error:
+            events.emit("error", code=type(error).__name__, message=f"{type(error).__name__}: {error}")
+            raise

@@ -1,0 +1,263 @@
+"""A site's part of a federated round, in the segmentation engine's terms and without Flower.
+
+The Flower apps stay thin (as Flower's own examples keep task.py apart from client_app.py and
+server_app.py): they move arrays and numbers in and out; everything a site does with them is here.
+The federation's model travels as JSON (network, preprocessing, labels, hyperparameters: what a
+checkpoint stores), the weights as a name -> array map in state_dict order, and what a site reports as
+flat numeric metrics: "num-examples", "train-loss", "before/dice/<label>", "after/dice/<label>"...
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from segmentation.errors import CheckpointError, ConfigError, FedSegError
+from segmentation.events import EventWriter
+from segmentation.network import NetworkConfig
+from segmentation.preprocessing import Preprocessing
+from segmentation.training import TrainingConfig
+
+if TYPE_CHECKING:
+    from segmentation.algorithm import SegmentationAlgorithm
+    from segmentation.datalist import CaseEntry, DatasetIndex
+
+NUM_EXAMPLES = "num-examples"
+TRAIN_LOSS = "train-loss"
+BEFORE = "before"  # the received global model, scored on the site's validation cases
+AFTER = "after"  # the same model after this round's local training
+SITE_JOB = "federation"
+
+# Keys of a round's ConfigRecord; Flower's strategies add "server-round" and FedProx "proximal-mu".
+CONFIG_KEY = "config"  # the strategy's name for the ConfigRecord of its messages
+MODEL_KEY = "model"  # model_to_json(): what to build
+LOCAL_EPOCHS_KEY = "local-epochs"
+SHARED_HISTORY_KEY = "site-history"  # shared_history_json(): every site's numbers so far
+
+# Keys of the SuperNode's --node-config that describe the site.
+NODE_SITE_NAME = "site-name"
+NODE_MODALITY = "modality"
+NODE_DATA_DIR = "data-dir"
+NODE_EVENT_FILE = "event-file"
+
+
+class SiteErrorCode(IntEnum):
+    """What a failing site tells the server instead of its exception text (Flower uses codes 0-8)."""
+
+    FAILED = 100  # anything unexpected; the details are in the site's own event file
+    SETTINGS = 101  # the SuperNode's node config is incomplete or wrong
+    DATA = 102  # the site's dataset is missing, unreadable or has no labelled training cases
+    MODEL = 103  # the federation's model does not fit this site (labels, shapes)
+    NO_VALIDATION = 104  # asked to evaluate, but the site has no labelled validation cases
+
+
+class SiteRoundError(FedSegError):
+    """A failure of a site's round that maps to a specific SiteErrorCode."""
+
+    def __init__(self, code: SiteErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def error_code(error: BaseException) -> SiteErrorCode:
+    """The code a site reports for an exception: typed errors keep their meaning, the rest is FAILED."""
+    if isinstance(error, SiteRoundError):
+        return error.code
+    if isinstance(error, (ConfigError, CheckpointError)):
+        return SiteErrorCode.MODEL
+    if isinstance(error, FedSegError):
+        return SiteErrorCode.DATA
+    return SiteErrorCode.FAILED
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    """What a site's ClientApp needs to know about its site; it arrives as the SuperNode's node config."""
+
+    name: str
+    modality: str
+    data_dir: Path
+    event_file: Path
+
+    def to_node_config(self) -> dict[str, str]:
+        return {
+            NODE_SITE_NAME: self.name, NODE_MODALITY: self.modality,
+            NODE_DATA_DIR: str(self.data_dir), NODE_EVENT_FILE: str(self.event_file),
+        }
+
+    @classmethod
+    def from_node_config(cls, node_config: Mapping[str, Any]) -> SiteSettings:
+        missing = [key for key in (NODE_SITE_NAME, NODE_MODALITY, NODE_DATA_DIR, NODE_EVENT_FILE)
+                   if not isinstance(node_config.get(key), str) or not node_config[key]]
+        if missing:
+            raise SiteRoundError(SiteErrorCode.SETTINGS, f"the node config lacks {', '.join(missing)}")
+        return cls(
+            name=node_config[NODE_SITE_NAME], modality=node_config[NODE_MODALITY],
+            data_dir=Path(node_config[NODE_DATA_DIR]), event_file=Path(node_config[NODE_EVENT_FILE]),
+        )
+
+
+class RoundEvents(EventWriter):
+    """The site's event file with the federated round on every event (the federation's extra field)."""
+
+    def __init__(self, target: str | Path, server_round: int) -> None:
+        super().__init__(target, job=SITE_JOB)
+        self.round = server_round
+
+    def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
+        return super().emit(kind, **{"round": self.round, **fields})
+
+
+# -- the federation's model on the wire ------------------------------------------------------------
+
+def model_to_json(config: TrainingConfig, labels: Mapping[int, str]) -> str:
+    """Everything a site needs to build the federation's model (no paths: cache_dir stays local)."""
+    return json.dumps({
+        "network": config.network.to_dict(),
+        "preprocessing": config.preprocessing.to_dict(),
+        "augmentation": config.augmentation,
+        "training": config.hyperparameters(),
+        "labels": {str(value): name for value, name in labels.items()},
+    })
+
+
+def model_from_json(text: str) -> tuple[TrainingConfig, dict[int, str]]:
+    """The TrainingConfig and labels of model_to_json's text; ConfigError when it is not one."""
+    try:
+        data = json.loads(text)
+        config = TrainingConfig(
+            network=NetworkConfig.from_dict(data["network"]),
+            preprocessing=Preprocessing.from_dict(data["preprocessing"]),
+            augmentation=data["augmentation"],
+        ).with_hyperparameters(data["training"])
+        labels = {int(value): str(name) for value, name in data["labels"].items()}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
+        reason = type(error).__name__
+        raise ConfigError(f"the federation's model description is unusable ({reason})") from None
+    return config, labels
+
+
+# -- weights by name -------------------------------------------------------------------------------
+
+def named_weights(algorithm: SegmentationAlgorithm) -> dict[str, np.ndarray]:
+    """The model's state as name -> array, in state_dict order (the keys the server validates)."""
+    return dict(zip(algorithm.model.state_dict(), algorithm.get_weights(), strict=True))
+
+
+def load_named_weights(algorithm: SegmentationAlgorithm, arrays: Mapping[str, np.ndarray]) -> None:
+    """Load name -> array weights; ConfigError unless the names are exactly the model's."""
+    names = list(algorithm.model.state_dict())
+    if set(arrays) != set(names):
+        first = sorted(set(arrays) ^ set(names))[0]
+        raise ConfigError(f"the global model's arrays do not match this network (first difference {first!r})")
+    algorithm.set_weights([arrays[name] for name in names])
+
+
+# -- a site's round --------------------------------------------------------------------------------
+
+def prefixed(prefix: str, metrics: Mapping[str, float]) -> dict[str, float]:
+    return {f"{prefix}/{key}": value for key, value in metrics.items()}
+
+
+def validation_cases(dataset: DatasetIndex) -> tuple[CaseEntry, ...]:
+    """The labelled cases of the site's test split: what the site scores models on."""
+    return tuple(case for case in dataset.test if case.label is not None)
+
+
+def check_labels(dataset: DatasetIndex, labels: Mapping[int, str]) -> None:
+    """The site's dataset must segment exactly the federation's labels."""
+    if dict(dataset.labels) != dict(labels):
+        raise SiteRoundError(SiteErrorCode.MODEL, f"the dataset's labels {dict(dataset.labels)} differ "
+                                                  f"from the federation's {dict(labels)}")
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What a site sends back after training: its new weights and flat numeric metrics."""
+
+    weights: dict[str, np.ndarray]
+    metrics: dict[str, float]
+
+
+def train_round(
+    algorithm: SegmentationAlgorithm, dataset: DatasetIndex, epochs: int, events: EventWriter | None = None
+) -> RoundResult:
+    """Score the received model, train it `epochs` epochs on the site's data, score it again.
+
+    The scores use the site's validation cases (none: only num-examples and train-loss are reported).
+    """
+    if not any(case.label is not None for case in dataset.training):
+        raise SiteRoundError(SiteErrorCode.DATA, "the dataset has no labelled training cases")
+    validation = validation_cases(dataset)
+    metrics: dict[str, float] = {}
+    if validation:
+        before = algorithm.evaluate(validation).metrics
+        metrics.update(prefixed(BEFORE, before))
+        if events is not None:
+            events.emit("evaluation", model="global", metrics=before)
+    result = algorithm.train(dataset, epochs, events=events)
+    metrics.update({NUM_EXAMPLES: result.num_examples, TRAIN_LOSS: result.loss})
+    if validation:
+        after = algorithm.evaluate(validation).metrics
+        metrics.update(prefixed(AFTER, after))
+        if events is not None:
+            events.emit("evaluation", model="local", metrics=after)
+    return RoundResult(named_weights(algorithm), metrics)
+
+
+def evaluate_round(algorithm: SegmentationAlgorithm, cases: Sequence[CaseEntry]) -> dict[str, float]:
+    """The model's Dice and HD95 on the site's validation cases, weighted by their number."""
+    if not cases:
+        raise SiteRoundError(SiteErrorCode.NO_VALIDATION, "the dataset has no labelled validation cases")
+    return {NUM_EXAMPLES: len(cases), **algorithm.evaluate(cases).metrics}
+
+
+# -- every site's numbers, shared back by the server -----------------------------------------------
+
+_SHARED_FIELDS = ("round", "phase", "site", "status", "num_examples", "metrics")
+
+
+def shared_history_json(records: Iterable[Mapping[str, Any]]) -> str:
+    """The per-site records (SiteRound.to_dict()) as sites receive them: numbers and names, no more."""
+    return json.dumps([{key: record[key] for key in _SHARED_FIELDS} for record in records], allow_nan=False)
+
+
+def emit_shared_history(events: EventWriter, text: str, after_round: int) -> int:
+    """Write the server's shared per-site records of rounds after `after_round` as site-metrics events.
+
+    Returns the last round written, so the next round's message (which repeats the whole history)
+    only adds what is new. Records that are not plain numbers are skipped, never trusted.
+    """
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError:
+        return after_round
+    latest = after_round
+    for record in records if isinstance(records, list) else []:
+        if not _is_shared_record(record) or record["round"] <= after_round:
+            continue
+        events.emit("site-metrics", **{key: record[key] for key in _SHARED_FIELDS})
+        latest = max(latest, record["round"])
+    return latest
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _is_shared_record(record: Any) -> bool:
+    if not isinstance(record, dict) or not all(key in record for key in _SHARED_FIELDS):
+        return False
+    metrics = record["metrics"]
+    names = (record["phase"], record["site"], record["status"])
+    return (
+        isinstance(record["round"], int) and all(isinstance(name, str) for name in names)
+        and _is_number(record["num_examples"]) and isinstance(metrics, dict)
+        and all(_is_number(v) or (isinstance(v, list) and all(map(_is_number, v))) for v in metrics.values())
+    )
