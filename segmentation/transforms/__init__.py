@@ -40,9 +40,10 @@ class UnknownAugmentationError(ConfigError, ValueError):
 
 
 def build_batch_augmentation(
-    name: str, seed: int | None = None
+    name: str, seed: int | None = None, prob: float = 1.0
 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The random batch op for `name` with default settings, seeded if `seed` is given.
+    """The random batch op for `name` with default settings, seeded if `seed` is given, applied to
+    each sample with probability `prob`.
 
     None for "none" and for "dsn", which acts through normalization (see DomainSpecificNormalization).
     """
@@ -53,7 +54,7 @@ def build_batch_augmentation(
     factory = _BATCH_AUGMENTATIONS.get(name)
     if factory is None:
         return None
-    transform = factory()
+    transform = factory(prob=prob)
     if seed is not None:
         transform.set_random_state(seed)
     return transform

@@ -98,10 +98,15 @@ class RandomBatchTransform(Randomizable, Transform):
 
     `randomize()` draws the host-side choices from `self.R`; `__call__(img, randomize=False)` replays
     them (MONAI's convention, used by the dictionary wrapper to give several keys the same draw).
+    Each sample is augmented with probability `prob` (MONAI's Rand* convention) and otherwise passes
+    through unchanged, so a batch can keep some of the original appearance.
     Subclasses extend `randomize` and implement `apply`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, prob: float = 1.0) -> None:
+        if not 0.0 <= prob <= 1.0:
+            raise ConfigError(f"augmentation probability must be within [0, 1], got {prob}")
+        self.prob = prob
         self._seed: int | None = None
 
     def randomize(self, data: Any = None) -> None:
@@ -120,7 +125,10 @@ class RandomBatchTransform(Randomizable, Transform):
         generator = torch.Generator(device=img.device)
         generator.manual_seed(self._seed)
         with torch.no_grad():
-            return self.apply(img, generator)
+            augmented = self.apply(img, generator)
+            if self.prob < 1.0:
+                augmented = torch.where(uniform_per_sample(img, 0.0, 1.0, generator) < self.prob, augmented, img)
+            return augmented
 
 
 class RandomBatchTransformd(Randomizable, MapTransform):

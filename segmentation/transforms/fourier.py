@@ -85,8 +85,8 @@ def fourier_amplitude_mix(x: torch.Tensor, config: FourierConfig, generator: tor
 class RandFourierMix(RandomBatchTransform):
     """Fourier amplitude mixing on a (B, C, H, W) or (B, C, D, H, W) float batch; labels untouched."""
 
-    def __init__(self, config: FourierConfig | None = None) -> None:
-        super().__init__()
+    def __init__(self, config: FourierConfig | None = None, prob: float = 1.0) -> None:
+        super().__init__(prob)
         self.config = config or FourierConfig()
 
     def apply(self, img: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

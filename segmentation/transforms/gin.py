@@ -68,8 +68,8 @@ def gin_augment(
 class RandGIN(RandomBatchTransform):
     """GIN on a (B, C, H, W) or (B, C, D, H, W) float batch; labels are never touched."""
 
-    def __init__(self, config: GINConfig | None = None) -> None:
-        super().__init__()
+    def __init__(self, config: GINConfig | None = None, prob: float = 1.0) -> None:
+        super().__init__(prob)
         self.config = config or GINConfig()
         self._kernel_sizes: tuple[int, ...] = ()
 

@@ -53,8 +53,8 @@ def random_blend_field(like: torch.Tensor, control_points: int, generator: torch
 class RandGINIPA(RandomBatchTransform):
     """GIN + IPA: field * GIN_1(x) + (1 - field) * GIN_2(x), a new field and nets per sample."""
 
-    def __init__(self, config: IPAConfig | None = None) -> None:
-        super().__init__()
+    def __init__(self, config: IPAConfig | None = None, prob: float = 1.0) -> None:
+        super().__init__(prob)
         self.config = config or IPAConfig()
         self._kernel_sizes: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
 

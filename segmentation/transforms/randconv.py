@@ -52,8 +52,8 @@ def randconv_augment(
 class RandConv(RandomBatchTransform):
     """RandConv on a (B, C, H, W) or (B, C, D, H, W) float batch; labels are never touched."""
 
-    def __init__(self, config: RandConvConfig | None = None) -> None:
-        super().__init__()
+    def __init__(self, config: RandConvConfig | None = None, prob: float = 1.0) -> None:
+        super().__init__(prob)
         self.config = config or RandConvConfig()
         self._kernel_size = 1
 

@@ -235,3 +235,29 @@ def test_registry_rejects_unknown_names_naming_the_choices():
     with pytest.raises(ValueError, match="gin-ipa, randconv") as caught:
         build_batch_augmentation("mixup")
     assert isinstance(caught.value, FedSegError) and "\n" not in str(caught.value)
+
+
+# RandConv's 1x1 kernel is an identity on one channel once range-matched, so it is left out here.
+PROBABILITY_CASES = {
+    "gin": lambda prob: RandGIN(prob=prob),
+    "gin-ipa": lambda prob: RandGINIPA(prob=prob),
+    "randconv": lambda prob: RandConv(RandConvConfig(kernel_sizes=(3, 5)), prob=prob),
+    "fourier": lambda prob: RandFourierMix(prob=prob),
+}
+
+
+@pytest.mark.parametrize("name", PROBABILITY_CASES)
+def test_probability_decides_per_sample_which_samples_are_augmented(name):
+    batch = torch.rand(64, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    never = PROBABILITY_CASES[name](0.0).set_random_state(3)
+    torch.testing.assert_close(never(batch), batch)
+    half = PROBABILITY_CASES[name](0.5).set_random_state(3)(batch)
+    changed = (half - batch).abs().flatten(1).amax(dim=1) > 1e-6
+    assert 16 < int(changed.sum()) < 48  # about half of 64, each sample entirely one or the other
+    again = PROBABILITY_CASES[name](0.5).set_random_state(3)(batch)
+    torch.testing.assert_close(again, half)
+
+
+def test_probability_outside_the_unit_interval_is_refused():
+    with pytest.raises(ConfigError, match="probability"):
+        build_batch_augmentation("gin", prob=1.5)
