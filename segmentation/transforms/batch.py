@@ -127,7 +127,9 @@ class RandomBatchTransform(Randomizable, Transform):
         with torch.no_grad():
             augmented = self.apply(img, generator)
             if self.prob < 1.0:
-                augmented = torch.where(uniform_per_sample(img, 0.0, 1.0, generator) < self.prob, augmented, img)
+                augmented = torch.where(
+                    uniform_per_sample(img, 0.0, 1.0, generator) < self.prob, augmented, img
+                )
             return augmented
 
 
