@@ -187,7 +187,8 @@ class FederationSite:
             return
         if not self.connected():
             reason = last_error_line(self.supernode.log_tail(40))
-            raise FlowerProcessError(f"flower-supernode could not join {self.config.server_address}: {reason} "
+            address = self.config.server_address
+            raise FlowerProcessError(f"flower-supernode could not join {address}: {reason} "
                                      f"(log: {self.supernode.log_path})")
         time.sleep(self.restart_delay)
         self.restarts += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -32,6 +33,7 @@ FLOWER_ENVIRONMENT = {
 }
 CONNECTION_NAME = "fedseg"  # the SuperLink connection the flwr CLI uses, in FLWR_HOME/config.toml
 _STOP_GRACE_SECONDS = 10.0
+_ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class FlowerProcessError(FedSegError):
@@ -141,7 +143,7 @@ def wait_until_listening(process: ChildProcess, host: str, port: int, timeout: f
 
 def last_error_line(log: str) -> str:
     """The most telling line of a Flower log tail: the last error or warning, else the last line."""
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    lines = [line.strip() for line in _ANSI_COLOUR.sub("", log).splitlines() if line.strip()]
     for line in reversed(lines):
         if "ERROR" in line or "error" in line.lower():
             return line
@@ -179,8 +181,9 @@ def superlink_command(settings: SuperLinkSettings) -> list[str]:
     if settings.tls is None:
         command.append("--insecure")
     else:
-        command += ["--ssl-ca-certfile", str(settings.tls.ca_certificate),
-                    "--ssl-certfile", str(settings.tls.certificate), "--ssl-keyfile", str(settings.tls.private_key)]
+        tls = settings.tls
+        command += ["--ssl-ca-certfile", str(tls.ca_certificate), "--ssl-certfile", str(tls.certificate),
+                    "--ssl-keyfile", str(tls.private_key)]
     if settings.supernode_auth:
         command.append("--enable-supernode-auth")
     return command
@@ -189,9 +192,10 @@ def superlink_command(settings: SuperLinkSettings) -> list[str]:
 def start_superlink(settings: SuperLinkSettings, timeout: float = 60.0) -> ChildProcess:
     """Start flower-superlink and wait until its port accepts connections."""
     if settings.supernode_auth and settings.tls is None:
-        raise ConfigError("SuperNode authentication needs TLS: enable [tls] or remove [auth] site_public_keys")
+        raise ConfigError("SuperNode authentication needs TLS: enable [tls] or empty [auth] site_public_keys")
     settings.flwr_home.mkdir(parents=True, exist_ok=True)
-    process = start_child("flower-superlink", superlink_command(settings), flower_environment(settings.flwr_home),
+    environment = flower_environment(settings.flwr_home)
+    process = start_child("flower-superlink", superlink_command(settings), environment,
                           settings.state_dir / "superlink.log", cwd=settings.state_dir)
     host, _, port = settings.local_address.rpartition(":")
     try:
@@ -211,7 +215,9 @@ class FlowerCli:
         self.flwr_home = flwr_home
         self.environment = flower_environment(flwr_home)
         flwr_home.mkdir(parents=True, exist_ok=True)
-        security = f'root-certificates = "{_toml_path(ca_certificate)}"' if ca_certificate else "insecure = true"
+        security = "insecure = true"
+        if ca_certificate is not None:
+            security = f"root-certificates = {_toml_value(Path(ca_certificate).resolve())}"
         (flwr_home / "config.toml").write_text(
             f'[superlink]\ndefault = "{CONNECTION_NAME}"\n\n[superlink.{CONNECTION_NAME}]\n'
             f'address = "{address}"\n{security}\n', encoding="utf-8",
@@ -220,8 +226,7 @@ class FlowerCli:
     def submit(self, app_dir: Path, run_config: Mapping[str, Any]) -> int:
         """`flwr run`: bundle the app project, start a run with these run-config values; its run ID."""
         overrides = self.flwr_home / "run-config.toml"
-        overrides.write_text("".join(f"{key} = {_toml_value(value)}\n" for key, value in run_config.items()),
-                             encoding="utf-8")
+        overrides.write_text(_toml_table(run_config), encoding="utf-8")
         reply = self._call("run", str(app_dir), CONNECTION_NAME, "--run-config", str(overrides))
         return int(reply["run-id"])
 
@@ -245,8 +250,8 @@ class FlowerCli:
         """Run one flwr command with --format json; its JSON reply, or FlowerProcessError with its message."""
         command = [flower_command("flwr"), *arguments, "--format", "json"]
         try:
-            done = subprocess.run(command, env=self.environment, capture_output=True, text=True, timeout=timeout,
-                                  stdin=subprocess.DEVNULL, cwd=self.flwr_home)
+            done = subprocess.run(command, env=self.environment, capture_output=True, text=True,
+                                  timeout=timeout, stdin=subprocess.DEVNULL, cwd=self.flwr_home)
         except subprocess.TimeoutExpired:
             raise FlowerProcessError(f"flwr {arguments[0]} did not answer within {timeout:.0f} s") from None
         reply = _last_json_object(done.stdout)
@@ -268,8 +273,9 @@ def _last_json_object(text: str) -> dict[str, Any]:
     return {}
 
 
-def _toml_path(path: Path) -> str:
-    return str(Path(path).resolve()).replace("\\", "\\\\").replace('"', '\\"')
+def _toml_table(values: Mapping[str, Any]) -> str:
+    """key = value lines of flat settings (what --node-config and --run-config files hold)."""
+    return "".join(f"{key} = {_toml_value(value)}\n" for key, value in values.items())
 
 
 def _toml_value(value: Any) -> str:
@@ -300,21 +306,25 @@ class SuperNodeSettings:
 
 def supernode_command(settings: SuperNodeSettings) -> list[str]:
     node_config = settings.state_dir / "node-config.toml"
-    node_config.write_text("".join(f"{key} = {_toml_value(value)}\n" for key, value in settings.node_config.items()),
-                           encoding="utf-8")
+    node_config.write_text(_toml_table(settings.node_config), encoding="utf-8")
     command = [
         flower_command("flower-supernode"), "--superlink", settings.superlink,
         "--port", str(settings.runtime_port), "--node-config", str(node_config),
     ]
-    command += ["--root-certificates", str(settings.ca_certificate)] if settings.ca_certificate else ["--insecure"]
+    if settings.ca_certificate is not None:
+        command += ["--root-certificates", str(settings.ca_certificate)]
+    else:
+        command.append("--insecure")
     if settings.private_key is not None:
         command += ["--auth-supernode-private-key", str(settings.private_key)]
     return command
 
 
-def start_supernode(settings: SuperNodeSettings, environment: Mapping[str, str] | None = None) -> ChildProcess:
+def start_supernode(
+    settings: SuperNodeSettings, environment: Mapping[str, str] | None = None
+) -> ChildProcess:
     """Start flower-supernode; it keeps retrying until the SuperLink answers (Flower's own backoff)."""
     settings.flwr_home.mkdir(parents=True, exist_ok=True)
     return start_child("flower-supernode", supernode_command(settings),
-                       flower_environment(settings.flwr_home, environment), settings.state_dir / "supernode.log",
-                       cwd=settings.state_dir)
+                       flower_environment(settings.flwr_home, environment),
+                       settings.state_dir / "supernode.log", cwd=settings.state_dir)

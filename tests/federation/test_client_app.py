@@ -1,0 +1,178 @@
+"""The ClientApp on a real (tiny) site dataset, called in-process as a SuperNode's ClientApp would be.
+
+What must hold: a train reply carries the new weights (same names, shapes, dtypes) and numbers only,
+plus the site's display name; a failing site answers with an error code and nothing else; the site's
+event file gets the round's events and the server's shared history, each record once.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from site_data import LABELS, write_disk_site
+
+from federation import client_app
+from federation.site_history import SITE_NAME_KEY
+from federation.task import (
+    SiteErrorCode,
+    SiteRoundError,
+    SiteSettings,
+    emit_shared_history,
+    model_from_json,
+    model_to_json,
+    named_weights,
+)
+from segmentation.algorithm import SegmentationAlgorithm
+from segmentation.errors import ConfigError
+from segmentation.events import EventWriter, read_events
+from segmentation.network import NetworkConfig
+from segmentation.preprocessing import Preprocessing
+from segmentation.training import TrainingConfig
+
+TRAINING = TrainingConfig(
+    network=NetworkConfig(out_channels=2, channels=(8, 16)), preprocessing=Preprocessing(image_size=(16, 16)),
+    augmentation="none", batch_size=4,
+)
+
+
+@pytest.fixture(scope="module")
+def site_dir(tmp_path_factory):
+    return write_disk_site(tmp_path_factory.mktemp("site"))
+
+
+@pytest.fixture(autouse=True)
+def slice_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDSEG_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def global_weights() -> dict[str, np.ndarray]:
+    return named_weights(SegmentationAlgorithm(TRAINING, LABELS, device="cpu"))
+
+
+def context(data_dir, event_file, name="CT Hospital") -> Context:
+    node_config = SiteSettings(name, "ct", data_dir, event_file).to_node_config()
+    return Context(run_id=1, node_id=7, node_config=node_config, state=RecordDict(), run_config={})
+
+
+def instruction(message_type: str, weights, server_round: int = 1, labels=LABELS, **config) -> Message:
+    """What the strategy sends: the global arrays and the round's ConfigRecord."""
+    content = RecordDict({
+        "arrays": ArrayRecord({name: Array(array) for name, array in weights.items()}),
+        "config": ConfigRecord({"server-round": server_round, "model": model_to_json(TRAINING, labels),
+                                "local-epochs": 1, **config}),
+    })
+    return Message(content, dst_node_id=7, message_type=message_type)
+
+
+def strings_in(message: Message) -> list[str]:
+    return [value for record in message.content.config_records.values() for value in record.values()
+            if isinstance(value, str)]
+
+
+def test_a_train_reply_has_the_new_weights_numbers_and_the_site_name_only(
+    server_identity, site_dir, global_weights, tmp_path
+):
+    reply = client_app.app(instruction(MessageType.TRAIN, global_weights),
+                           context(site_dir, tmp_path / "events.jsonl"))
+    assert not reply.has_error()
+    arrays = {name: array.numpy() for name, array in reply.content.array_records["arrays"].items()}
+    assert list(arrays) == list(global_weights)
+    assert all(arrays[k].shape == v.shape and arrays[k].dtype == v.dtype for k, v in global_weights.items())
+    assert any(not np.allclose(arrays[k], v) for k, v in global_weights.items())
+    metrics = dict(reply.content.metric_records["metrics"])
+    assert metrics["num-examples"] == 2 * 3  # two training volumes of three slices
+    assert {"train-loss", "before/dice", "before/dice/disk", "after/dice", "after/dice/disk"} <= set(metrics)
+    assert all(isinstance(value, (int, float)) for value in metrics.values())
+    assert 0.0 <= metrics["after/dice/disk"] <= 1.0
+    assert strings_in(reply) == ["CT Hospital"]
+    assert reply.content.config_records["site"][SITE_NAME_KEY] == "CT Hospital"
+
+
+def test_the_site_event_file_follows_the_round(server_identity, site_dir, global_weights, tmp_path):
+    client_app.app(instruction(MessageType.TRAIN, global_weights, server_round=3),
+                   context(site_dir, tmp_path / "events.jsonl"))
+    events = list(read_events(tmp_path / "events.jsonl"))
+    kinds = [event["kind"] for event in events]
+    assert kinds[0] == "started" and kinds[-1] == "finished" and "progress" in kinds
+    assert [e["model"] for e in events if e["kind"] == "evaluation"] == ["global", "local"]
+    assert all(event["round"] == 3 and event["job"] == "federation" for event in events)
+    # Epochs count across rounds, so round 3 of one-epoch rounds trains epoch 3 (new draws each round).
+    assert {event["epoch"] for event in events if event["kind"] == "progress"} == {3}
+
+
+def test_a_failing_site_answers_with_a_code_and_keeps_the_details(server_identity, global_weights, tmp_path):
+    missing = tmp_path / "secret-patient-folder"
+    missing.mkdir()
+    reply = client_app.app(instruction(MessageType.TRAIN, global_weights),
+                           context(missing, tmp_path / "events.jsonl"))
+    assert reply.has_error() and not reply.has_content()
+    assert (reply.error.code, reply.error.reason) == (SiteErrorCode.DATA, "data")
+    error = [event for event in read_events(tmp_path / "events.jsonl") if event["kind"] == "error"]
+    assert error[0]["code"] == SiteErrorCode.DATA and "secret-patient-folder" in error[0]["message"]
+
+
+def test_a_site_whose_labels_differ_refuses_the_model(server_identity, site_dir, global_weights, tmp_path):
+    other = {0: "background", 1: "liver"}
+    reply = client_app.app(instruction(MessageType.TRAIN, global_weights, labels=other),
+                           context(site_dir, tmp_path / "events.jsonl"))
+    assert reply.error.code == SiteErrorCode.MODEL
+
+
+def test_weights_of_another_network_are_refused(server_identity, site_dir, global_weights, tmp_path):
+    wrong = {**global_weights}
+    wrong.pop(next(iter(wrong)))
+    site = context(site_dir, tmp_path / "events.jsonl")
+    reply = client_app.app(instruction(MessageType.TRAIN, wrong), site)
+    assert reply.error.code == SiteErrorCode.MODEL
+
+
+def test_an_incomplete_node_config_is_a_settings_error(server_identity, global_weights):
+    broken = Context(run_id=1, node_id=7, node_config={"site-name": "A"}, state=RecordDict(), run_config={})
+    reply = client_app.app(instruction(MessageType.TRAIN, global_weights), broken)
+    assert reply.error.code == SiteErrorCode.SETTINGS
+    with pytest.raises(SiteRoundError, match="modality, data-dir, event-file"):
+        SiteSettings.from_node_config({"site-name": "A"})
+
+
+def test_evaluate_scores_the_global_model_on_the_validation_cases(
+    server_identity, site_dir, global_weights, tmp_path
+):
+    reply = client_app.app(instruction(MessageType.EVALUATE, global_weights),
+                           context(site_dir, tmp_path / "events.jsonl"))
+    metrics = dict(reply.content.metric_records["metrics"])
+    assert metrics["num-examples"] == 1 and {"dice", "dice/disk", "hd95", "hd95/disk"} <= set(metrics)
+    assert not reply.content.array_records
+
+
+def _record(server_round: int, site: str, dice: float) -> dict:
+    return {"round": server_round, "phase": "train", "site": site, "status": "accepted", "num_examples": 6,
+            "metrics": {"after/dice": dice}, "node_id": 5, "update_norm": 0.1}
+
+
+def test_the_shared_history_reaches_the_event_file_once(server_identity, site_dir, global_weights, tmp_path):
+    site = context(site_dir, tmp_path / "events.jsonl")
+    first = json.dumps([_record(1, "CT Hospital", 0.2), _record(1, "MR Clinic", 0.3)])
+    second = json.dumps([*json.loads(first), _record(2, "MR Clinic", 0.4)])
+    client_app.app(instruction(MessageType.EVALUATE, global_weights, 2, **{"site-history": first}), site)
+    client_app.app(instruction(MessageType.EVALUATE, global_weights, 3, **{"site-history": second}), site)
+    shared = [(e["round"], e["site"], e["metrics"]["after/dice"])
+              for e in read_events(tmp_path / "events.jsonl") if e["kind"] == "site-metrics"]
+    assert shared == [(1, "CT Hospital", 0.2), (1, "MR Clinic", 0.3), (2, "MR Clinic", 0.4)]
+
+
+def test_shared_records_that_are_not_plain_numbers_are_skipped(tmp_path):
+    records = [_record(1, "A", 0.5), {**_record(1, "B", 0.5), "metrics": {"x": "/data/p1.nii"}}, "junk"]
+    with EventWriter(tmp_path / "events.jsonl", "federation") as events:
+        assert emit_shared_history(events, json.dumps(records), 0) == 1
+        assert emit_shared_history(events, "not json", 1) == 1
+    assert [e["site"] for e in read_events(tmp_path / "events.jsonl")] == ["A"]
+
+
+def test_the_model_description_round_trips_and_garbage_is_a_config_error():
+    config, labels = model_from_json(model_to_json(TRAINING, LABELS))
+    assert (config.network, config.preprocessing, config.batch_size, labels) == (
+        TRAINING.network, TRAINING.preprocessing, 4, LABELS)
+    with pytest.raises(ConfigError, match="model description is unusable"):
+        model_from_json('{"network": 1}')

@@ -1,0 +1,116 @@
+"""Launching Flower's processes: commands and flags, certificates, stopping, readiness and flwr errors.
+
+The real SuperLink/SuperNode runs are in tests/e2e; here every check is fast and uses small stand-in
+children where a Flower process would take seconds.
+"""
+
+import stat
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from federation.certificates import default_names, existing_or_new_tls_files, generate_tls_files
+from federation.processes import (
+    FLOWER_ENVIRONMENT,
+    FlowerCli,
+    FlowerProcessError,
+    SuperLinkSettings,
+    SuperNodeSettings,
+    flower_environment,
+    free_port,
+    last_error_line,
+    start_child,
+    start_superlink,
+    superlink_command,
+    supernode_command,
+    wait_until_listening,
+)
+from segmentation.errors import ConfigError
+
+
+def test_generated_certificates_chain_to_the_ca_and_name_the_loopback(tmp_path):
+    files = generate_tls_files(tmp_path, default_names("fl.example.org"))
+    ca = x509.load_pem_x509_certificate(files.ca_certificate.read_bytes())
+    server = x509.load_pem_x509_certificate(files.certificate.read_bytes())
+    server.verify_directly_issued_by(ca)
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"localhost", "fl.example.org"} <= set(names.get_values_for_type(x509.DNSName))
+    assert "127.0.0.1" in {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
+    assert stat.S_IMODE(files.private_key.stat().st_mode) == 0o600
+    assert isinstance(ca.public_key(), ec.EllipticCurvePublicKey)
+    # A later session keeps the CA the sites already trust.
+    again = existing_or_new_tls_files(tmp_path, ["localhost"])
+    assert again.ca_certificate.read_bytes() == ca.public_bytes(Encoding.PEM)
+
+
+def test_every_child_has_telemetry_and_update_checks_off(tmp_path):
+    environment = flower_environment(tmp_path / "home", {"FEDSEG_CACHE_DIR": "/c"})
+    assert environment["FLWR_TELEMETRY_ENABLED"] == "0" and environment["FLWR_DISABLE_UPDATE_CHECK"] == "1"
+    assert environment["FLWR_HOME"] == str(tmp_path / "home") and environment["FEDSEG_CACHE_DIR"] == "/c"
+    assert environment["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+    assert set(FLOWER_ENVIRONMENT) <= set(environment)
+
+
+def test_the_superlink_command_has_a_database_tls_and_auth(tmp_path):
+    tls = generate_tls_files(tmp_path / "tls", ["localhost"])
+    command = superlink_command(SuperLinkSettings("0.0.0.0", 9092, tmp_path, tls, supernode_auth=True))
+    assert command[command.index("--database") + 1] == str(tmp_path / "superlink.db")
+    assert command[command.index("--ssl-certfile") + 1] == str(tls.certificate)
+    assert "--enable-supernode-auth" in command and "--insecure" not in command
+    assert "--disable-runtime-dependency-installation" in command
+    plain = superlink_command(SuperLinkSettings("127.0.0.1", 9092, tmp_path, None))
+    assert "--insecure" in plain and "--ssl-certfile" not in plain
+    assert SuperLinkSettings("0.0.0.0", 9092, tmp_path, None).local_address == "127.0.0.1:9092"
+
+
+def test_supernode_auth_without_tls_is_refused_before_starting(tmp_path):
+    with pytest.raises(ConfigError, match="needs TLS"):
+        start_superlink(SuperLinkSettings("127.0.0.1", free_port(), tmp_path, None, supernode_auth=True))
+
+
+def test_the_supernode_gets_its_node_config_as_a_toml_file(tmp_path):
+    settings = SuperNodeSettings("fl.example.org:9092", 9100, {"site-name": 'CT "Main"', "data-dir": "/d x"},
+                                 tmp_path, tmp_path / "ca.crt", tmp_path / "node.key")
+    command = supernode_command(settings)
+    node_config = command[command.index("--node-config") + 1]
+    assert tomllib.loads(open(node_config).read()) == {"site-name": 'CT "Main"', "data-dir": "/d x"}
+    assert command[command.index("--root-certificates") + 1] == str(tmp_path / "ca.crt")
+    assert command[command.index("--auth-supernode-private-key") + 1] == str(tmp_path / "node.key")
+    assert command[command.index("--port") + 1] == "9100"
+
+
+def test_stop_ends_a_child_that_ignores_sigterm(tmp_path):
+    code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); "
+            "time.sleep(60)")
+    child = start_child("stubborn", [sys.executable, "-c", code], {}, tmp_path / "child.log")
+    deadline = time.monotonic() + 20
+    while "up" not in child.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert child.stop(grace=0.5) == -9 and not child.alive()
+
+
+def test_waiting_for_a_port_reports_a_child_that_died(tmp_path):
+    code = "import sys; print('\\x1b[91mERROR \\x1b[0m:  Address already in use'); sys.exit(3)"
+    child = start_child("flower-superlink", [sys.executable, "-c", code], {}, tmp_path / "link.log")
+    with pytest.raises(FlowerProcessError, match=r"exited with status 3: ERROR :  Address already in use"):
+        wait_until_listening(child, "127.0.0.1", free_port(), timeout=30)
+
+
+def test_the_telling_line_of_a_log_is_its_last_error():
+    log = "INFO: starting\nERROR: certificate verify failed\nINFO: shutting down\n"
+    assert last_error_line(log) == "ERROR: certificate verify failed"
+    assert last_error_line("one\ntwo\n") == "two" and last_error_line("") == "no output"
+
+
+def test_a_flwr_command_against_no_superlink_fails_with_one_line(tmp_path):
+    cli = FlowerCli(tmp_path / "home", f"127.0.0.1:{free_port()}", None)
+    with pytest.raises(FlowerProcessError) as error:
+        cli.status(1)
+    assert str(error.value).startswith("flwr list failed: ") and "\n" not in str(error.value)
+    assert 'insecure = true' in (tmp_path / "home" / "config.toml").read_text()

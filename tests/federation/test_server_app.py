@@ -1,0 +1,177 @@
+"""The server's run loop with real ClientApps called in-process through a grid stand-in.
+
+What must hold: every round writes metrics.jsonl/metrics.csv with every site, then model.pt with the
+round; a failing site is recorded and the run goes on; --resume continues after the checkpointed
+round and keeps the history up to it; the app project passes Flower's own validation.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Context, Message, RecordDict
+from flwr.cli.config_utils import load_and_validate
+from flwr.supercore.task_identity import TaskIdentity
+from site_data import LABELS, server_toml, write_disk_site
+
+from federation import client_app, server_app
+from federation.config import load_server_config
+from federation.launch import write_app_project
+from federation.server_run import EVENTS_NAME, METRICS_NAME, model_of, read_metrics, run_server
+from federation.task import SiteSettings
+from segmentation.checkpoint import load_checkpoint
+from segmentation.errors import ConfigError
+from segmentation.events import read_events
+
+
+class LocalGrid:
+    """Delivers each message to an in-process ClientApp with that node's Context, as a SuperNode would."""
+
+    def __init__(self, sites: dict[int, Context]) -> None:
+        self.sites = sites
+        self.delivered: list[tuple[int, int, str]] = []
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.sites)
+
+    def send_and_receive(self, messages: list[Message], timeout: float) -> list[Message]:
+        replies = []
+        for message in messages:
+            config = message.content.config_records["config"]
+            self.delivered.append((config["server-round"], message.metadata.dst_node_id,
+                                   message.metadata.message_type))
+            replies.append(client_app.app(message, self.sites[message.metadata.dst_node_id]))
+        return replies
+
+
+def site_context(node_id: int, name: str, data_dir: Path, folder: Path) -> Context:
+    settings = SiteSettings(name, "ct", data_dir, folder / f"{name}.jsonl")
+    return Context(run_id=1, node_id=node_id, node_config=settings.to_node_config(), state=RecordDict(),
+                   run_config={})
+
+
+@pytest.fixture(scope="module")
+def site_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sites")
+    return [write_disk_site(root / name, seed=seed) for seed, name in enumerate(("a", "b"))]
+
+
+@pytest.fixture(autouse=True)
+def slice_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDSEG_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def write_config(folder: Path, rounds: int) -> Path:
+    path = folder / "server.toml"
+    path.write_text(server_toml("run", rounds=rounds))
+    return path
+
+
+def two_sites(site_dirs, folder: Path) -> LocalGrid:
+    return LocalGrid({11: site_context(11, "Site A", site_dirs[0], folder),
+                      12: site_context(12, "Site B", site_dirs[1], folder)})
+
+
+@pytest.fixture(scope="module")
+def finished_run(site_dirs, tmp_path_factory):
+    """A folder with server.toml, the run folder of a finished two-round run and the sites' event files."""
+    folder = tmp_path_factory.mktemp("finished")
+    with pytest.MonkeyPatch.context() as patch:
+        for attribute, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+            patch.setattr(TaskIdentity, attribute, value)
+        patch.setenv("FEDSEG_CACHE_DIR", str(folder / "cache"))
+        config = load_server_config(write_config(folder, rounds=2))
+        run_server(two_sites(site_dirs, folder), config, resume=False)
+    return folder
+
+
+@pytest.fixture
+def two_site_run(server_identity, finished_run, site_dirs, tmp_path):
+    """A private copy of the finished run: a fresh grid, the config path and the run folder."""
+    folder = shutil.copytree(finished_run, tmp_path / "copy")
+    return two_sites(site_dirs, folder), folder / "server.toml", folder / "run"
+
+
+def test_every_round_records_both_sites_and_checkpoints_the_global_model(two_site_run):
+    _, _, run_dir = two_site_run
+    rows = [(r.round, r.phase, r.site, r.status) for r in read_metrics(run_dir / METRICS_NAME)]
+    assert sorted(rows) == sorted([(n, "train", s, "accepted") for n in (1, 2) for s in ("Site A", "Site B")]
+                                  + [(2, "evaluate", s, "accepted") for s in ("Site A", "Site B")])
+    assert (run_dir / "metrics.csv").read_text().splitlines()[0].startswith("round,phase,site,node_id,status")
+    checkpoint = load_checkpoint(run_dir / "model.pt")
+    assert (checkpoint.round, checkpoint.labels, checkpoint.network.channels) == (2, LABELS, (8, 16))
+    kinds = [(e["kind"], e.get("round")) for e in read_events(run_dir / EVENTS_NAME)]
+    assert ("checkpoint", 1) in kinds and ("checkpoint", 2) in kinds and kinds[-1][0] == "finished"
+    assert sum(kind == "site-metrics" for kind, _ in kinds) == 6
+
+
+def test_sites_receive_every_sites_numbers_of_earlier_rounds(finished_run):
+    events = read_events(finished_run / "Site A.jsonl")
+    shared = [(event["round"], event["site"]) for event in events if event["kind"] == "site-metrics"]
+    assert sorted(shared) == [(1, "Site A"), (1, "Site B"), (2, "Site A"), (2, "Site B")]
+
+
+def test_resume_continues_after_the_checkpointed_round(two_site_run, server_identity):
+    grid, path, run_dir = two_site_run
+    path.write_text(path.read_text().replace("rounds = 2", "rounds = 3"))
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run_server(grid, load_server_config(path), resume=False)
+    delivered_before = len(grid.delivered)
+    run_server(grid, load_server_config(path), resume=True)
+    assert {(r, kind) for r, _, kind in grid.delivered[delivered_before:]} == {(3, "train"), (3, "evaluate")}
+    assert load_checkpoint(run_dir / "model.pt").round == 3
+    rounds = sorted({(r.round, r.phase) for r in read_metrics(run_dir / METRICS_NAME)})
+    assert rounds == [(1, "train"), (2, "evaluate"), (2, "train"), (3, "evaluate"), (3, "train")]
+
+
+def test_resume_refuses_a_run_folder_of_another_model(two_site_run):
+    grid, path, _ = two_site_run
+    path.write_text(path.read_text().replace("channels = [8, 16]", "channels = [8, 32]"))
+    with pytest.raises(ConfigError, match="other \\[model\\] settings"):
+        run_server(grid, load_server_config(path), resume=True)
+
+
+def test_a_failing_site_is_recorded_and_the_others_carry_the_round(server_identity, site_dirs, tmp_path):
+    broken = tmp_path / "empty-site"
+    broken.mkdir()
+    grid = two_sites([site_dirs[0], broken], tmp_path)
+    state = run_server(grid, load_server_config(write_config(tmp_path, rounds=1)), resume=False)
+    statuses = {(r.phase, r.node_id): r.status for r in state.records}
+    assert statuses == {("train", 11): "accepted", ("train", 12): "site-error",
+                        ("evaluate", 11): "accepted", ("evaluate", 12): "site-error"}
+    assert all(np.isfinite(array).all() for array in state.arrays.values())
+    assert "empty-site" not in (tmp_path / "run" / METRICS_NAME).read_text()
+
+
+def test_model_of_builds_what_server_toml_describes(tmp_path):
+    training, labels = model_of(load_server_config(write_config(tmp_path, rounds=1)))
+    assert labels == LABELS
+    assert (training.network.channels, training.network.out_channels) == ((8, 16), 2)
+    assert training.preprocessing.image_size == (16, 16)
+    assert (training.augmentation, training.batch_size) == ("none", 4)
+
+
+def test_the_server_app_needs_the_server_config_in_its_run_config():
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={"resume": False})
+    with pytest.raises(ConfigError, match="server-config"):
+        server_app.main(None, context)
+
+
+def test_the_app_project_passes_flowers_own_validation(tmp_path):
+    config, warnings = load_and_validate(write_app_project(tmp_path / "app") / "pyproject.toml")
+    components = config["tool"]["flwr"]["app"]["components"]
+    assert components == {"serverapp": "federation.server_app:app", "clientapp": "federation.client_app:app"}
+    assert config["tool"]["flwr"]["app"]["config"] == {"server-config": "", "resume": False}
+    assert warnings == []
+
+
+def test_a_metrics_file_of_another_kind_is_a_checkpoint_error(tmp_path):
+    from segmentation.errors import CheckpointError
+
+    (tmp_path / METRICS_NAME).write_text(json.dumps({"unexpected": 1}) + "\n")
+    with pytest.raises(CheckpointError, match="not a metrics file"):
+        read_metrics(tmp_path / METRICS_NAME)
+    shutil.rmtree(tmp_path)
+    assert read_metrics(tmp_path / METRICS_NAME) == []
