@@ -187,6 +187,8 @@ class FederationSite:
             return
         if not self.connected():
             reason = last_error_line(self.supernode.log_tail(40))
+            if self.config.node_private_key is not None:
+                reason += " (is this site's public key in the server's [auth] site_public_keys?)"
             address = self.config.server_address
             raise FlowerProcessError(f"flower-supernode could not join {address}: {reason} "
                                      f"(log: {self.supernode.log_path})")

@@ -34,6 +34,7 @@ FLOWER_ENVIRONMENT = {
 CONNECTION_NAME = "fedseg"  # the SuperLink connection the flwr CLI uses, in FLWR_HOME/config.toml
 _STOP_GRACE_SECONDS = 10.0
 _ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+_EXIT_CODE = re.compile(r"Exit Code: (\d+)")
 
 
 class FlowerProcessError(FedSegError):
@@ -142,10 +143,20 @@ def wait_until_listening(process: ChildProcess, host: str, port: int, timeout: f
 
 
 def last_error_line(log: str) -> str:
-    """The most telling line of a Flower log tail: the last error or warning, else the last line."""
-    lines = [line.strip() for line in _ANSI_COLOUR.sub("", log).splitlines() if line.strip()]
+    """The most telling line of a Flower log tail: Flower's exit message (the lines after "Exit Code: N",
+    joined), else the last error line, else the last line."""
+    lines = [line.strip() for line in _ANSI_COLOUR.sub("", log).splitlines()]
+    for index in range(len(lines) - 1, -1, -1):
+        if match := _EXIT_CODE.search(lines[index]):
+            message = []
+            for line in lines[index + 1:]:
+                if not line:
+                    break
+                message.append(line)
+            return f"Flower exit code {match.group(1)}: {' '.join(message)}".rstrip(": ")
+    lines = [line for line in lines if line]
     for line in reversed(lines):
-        if "ERROR" in line or "error" in line.lower():
+        if "error" in line.lower():
             return line
     return lines[-1] if lines else "no output"
 

@@ -102,9 +102,14 @@ def test_waiting_for_a_port_reports_a_child_that_died(tmp_path):
         wait_until_listening(child, "127.0.0.1", free_port(), timeout=30)
 
 
-def test_the_telling_line_of_a_log_is_its_last_error():
+def test_the_telling_line_of_a_log_is_flowers_exit_message_or_its_last_error():
     log = "INFO: starting\nERROR: certificate verify failed\nINFO: shutting down\n"
     assert last_error_line(log) == "ERROR: certificate verify failed"
+    exit_message = ("\x1b[91mERROR \x1b[0m:     Exit Code: 305\nFailed to initialize the connection.\n"
+                    "[code: 2004] Failed to activate SuperNode.\n\nFor more information, visit: <...>\n"
+                    "INFO:     Shutting down\n")
+    assert last_error_line(exit_message) == ("Flower exit code 305: Failed to initialize the connection. "
+                                             "[code: 2004] Failed to activate SuperNode.")
     assert last_error_line("one\ntwo\n") == "two" and last_error_line("") == "no output"
 
 

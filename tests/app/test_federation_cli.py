@@ -1,0 +1,97 @@
+"""`fedseg server`, `fedseg server status` and `fedseg site`: one-line errors before any process starts,
+and the per-site, per-round table of a run folder."""
+
+import json
+
+import pytest
+
+from app.cli import main
+from federation.site_history import SiteRound, write_metrics
+from segmentation.events import EventWriter
+
+SERVER_TOML = """
+[model]
+labels = ["background", "liver"]
+[federation]
+rounds = 2
+min_sites = 2
+[server]
+run_dir = "run"
+"""
+
+
+def one_line_error(capsys) -> str:
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("fedseg: error: ") and "\n" not in error
+    return error
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["server"], "give --config server.toml"),
+        (["server", "--config", "{tmp}/absent.toml"], "the configuration file does not exist"),
+        (["site", "--config", "{tmp}/absent.toml"], "the configuration file does not exist"),
+        (["server", "status", "--run", "{tmp}"], "holds no federated run"),
+    ],
+)
+def test_mistakes_are_one_line_errors(tmp_path, capsys, arguments, expected):
+    assert main([argument.format(tmp=tmp_path) for argument in arguments]) == 2
+    assert expected in one_line_error(capsys)
+
+
+def test_a_bad_server_toml_names_the_key(tmp_path, capsys):
+    (tmp_path / "server.toml").write_text(SERVER_TOML.replace("rounds = 2", "rounds = 0"))
+    assert main(["server", "--config", str(tmp_path / "server.toml")]) == 2
+    assert "[federation] rounds must be a positive integer, got 0" in one_line_error(capsys)
+
+
+def test_an_existing_run_is_not_restarted_without_resume(tmp_path, capsys):
+    (tmp_path / "server.toml").write_text(SERVER_TOML)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.pt").write_bytes(b"")
+    assert main(["server", "--config", str(tmp_path / "server.toml")]) == 2
+    assert "already holds a run (model.pt); continue it with --resume" in one_line_error(capsys)
+    assert not (tmp_path / "run" / "flower").exists()  # nothing was started
+
+
+@pytest.fixture
+def run_folder(tmp_path):
+    """A run folder as the ServerApp leaves it after two rounds of two sites, one of which failed once."""
+    run = tmp_path / "run"
+    records = [
+        SiteRound(1, "train", "CT Hospital", 11, "accepted", 96, 0.5,
+                  {"train-loss": 0.8123, "before/dice": 0.1, "after/dice": 0.4}),
+        SiteRound(1, "train", "MR Clinic", 12, "site-error"),
+        SiteRound(2, "train", "CT Hospital", 11, "accepted", 96, 0.4,
+                  {"train-loss": 0.5, "before/dice": 0.41, "after/dice": 0.6}),
+        SiteRound(2, "evaluate", "CT Hospital", 11, "accepted", 4, None, {"dice": 0.612}),
+    ]
+    write_metrics(records, run)
+    with EventWriter(run / "events.jsonl", "server") as events:
+        events.emit("started", rounds=2, round=0)
+        events.emit("checkpoint", round=1)
+        events.emit("checkpoint", round=2)
+        events.emit("finished", metrics={"dice": 0.612})
+    return run
+
+
+def test_status_prints_the_per_site_per_round_table(run_folder, capsys):
+    assert main(["server", "status", "--run", str(run_folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{run_folder}: finished, round 2 of 2"
+    rows = [line.split() for line in lines[3:]]
+    assert len(rows) == 4 and "CT Hospital" in lines[3]
+    assert rows[0][:2] == ["1", "train"] and rows[0][-4:] == ["96", "0.8123", "0.100", "0.400"]
+    assert rows[1][-1] == "site-error"
+    assert rows[3][:2] == ["2", "evaluate"] and rows[3][-1] == "0.612"
+
+
+def test_status_json_has_every_record_and_the_run_state(run_folder, tmp_path, capsys):
+    (tmp_path / "server.toml").write_text(SERVER_TOML)
+    assert main(["server", "status", "--config", str(tmp_path / "server.toml"), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert (status["state"], status["round"], status["rounds"]) == ("finished", 2, 2)
+    sites = [record["site"] for record in status["records"]]
+    assert sites == ["CT Hospital", "MR Clinic", "CT Hospital", "CT Hospital"]
+    assert status["records"][1]["status"] == "site-error"
