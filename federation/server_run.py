@@ -11,8 +11,7 @@ the history up to it. After the last round the sites score the final global mode
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,6 @@ from segmentation.events import EventWriter
 from segmentation.network import NetworkConfig
 from segmentation.preprocessing import Preprocessing
 from segmentation.training import CHECKPOINT_NAME, TrainingConfig
-
-logger = logging.getLogger(__name__)
 
 EVENTS_NAME = "events.jsonl"
 METRICS_NAME = "metrics.jsonl"
@@ -118,42 +115,44 @@ def save_global_model(
 class FederatedRun:
     """One server run: the strategy, the run folder and the event stream, driven round by round."""
 
-    def __init__(
-        self, config: ServerConfig, grid: Grid, events: EventWriter,
-        strategy_factory: Callable[[ServerConfig], ValidatingFedAvg] | None = None,
-    ) -> None:
+    def __init__(self, config: ServerConfig, grid: Grid, events: EventWriter) -> None:
         self.config = config
         self.grid = grid
         self.events = events
         self.run_dir = config.run_dir
         self.training, self.labels = model_of(config)
-        factory = strategy_factory or (lambda c: build_strategy(c.federation, c.validation))
-        self.strategy = factory(config)
+        self.strategy: ValidatingFedAvg = build_strategy(config.federation, config.validation)
 
     def run(self, resume: bool) -> RunState:
         """Train the remaining rounds, then have the sites score the final model (unless done before)."""
         federation = self.config.federation
         state = initial_state(self.run_dir, self.training, self.labels, resume)
+        if state.completed_round > federation.rounds:
+            raise ConfigError(f"{self.run_dir} is at round {state.completed_round}, beyond [federation] "
+                              f"rounds = {federation.rounds}; raise rounds to continue it")
         self.strategy.history.records.extend(state.records)
         self.events.emit("started", rounds=federation.rounds, round=state.completed_round)
         self.strategy.summary()
         for server_round in range(state.completed_round + 1, federation.rounds + 1):
             state.arrays, metrics = self._train_round(server_round, state.arrays)
             state.completed_round = server_round
-            self._save(server_round, state.arrays, TRAIN)
+            self._record(server_round, TRAIN)
+            save_global_model(self.run_dir / CHECKPOINT_NAME, self.training, self.labels, state.arrays,
+                              server_round, federation.local_epochs)
             self.events.emit("evaluation", round=server_round, phase=TRAIN, metrics=metrics)
             self.events.emit("checkpoint", round=server_round, epoch=server_round * federation.local_epochs)
         final: dict[str, Any] = {}
         if not any(record.phase == EVALUATE and record.round == federation.rounds
                    for record in self.strategy.history.records):
             final = self._final_evaluation(federation.rounds, state.arrays)
-            self._save(federation.rounds, state.arrays, EVALUATE)
+            self._record(federation.rounds, EVALUATE)
             self.events.emit("evaluation", round=federation.rounds, phase=EVALUATE, metrics=final)
         state.records = list(self.strategy.history.records)
         self.events.emit("finished", metrics=final)
         return state
 
-    def _round_config(self, server_round: int) -> ConfigRecord:
+    def _round_config(self) -> ConfigRecord:
+        """What every site gets with the weights (Flower's strategy adds the round number)."""
         config: dict[str, Any] = {
             MODEL_KEY: model_to_json(self.training, self.labels),
             LOCAL_EPOCHS_KEY: self.config.federation.local_epochs,
@@ -167,7 +166,7 @@ class FederatedRun:
         self, server_round: int, arrays: dict[str, np.ndarray]
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         record = ArrayRecord({name: Array(array) for name, array in arrays.items()})
-        config = self._round_config(server_round)
+        config = self._round_config()
         replies = self._send(self.strategy.configure_train(server_round, record, config, self.grid))
         aggregated, metrics = self.strategy.aggregate_train(server_round, replies)
         if aggregated is not None:
@@ -176,7 +175,7 @@ class FederatedRun:
 
     def _final_evaluation(self, server_round: int, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         record = ArrayRecord({name: Array(array) for name, array in arrays.items()})
-        config = self._round_config(server_round)
+        config = self._round_config()
         messages = self.strategy.configure_evaluate(server_round, record, config, self.grid)
         return _plain(self.strategy.aggregate_evaluate(server_round, self._send(messages)))
 
@@ -186,12 +185,11 @@ class FederatedRun:
             return []
         return list(self.grid.send_and_receive(messages, timeout=self.config.federation.round_timeout))
 
-    def _save(self, server_round: int, arrays: dict[str, np.ndarray], phase: str) -> None:
-        """Metrics first, then the checkpoint: a resumed run drops records after the checkpoint's round."""
+    def _record(self, server_round: int, phase: str) -> None:
+        """Write metrics.jsonl/.csv (before the round's checkpoint: a resumed run drops records of rounds
+        after its checkpoint) and emit the round's site-metrics events."""
         records = self.strategy.history.records
         write_metrics(records, self.run_dir)
-        save_global_model(self.run_dir / CHECKPOINT_NAME, self.training, self.labels, arrays, server_round,
-                          self.config.federation.local_epochs)
         for record in records:
             if record.round == server_round and record.phase == phase:
                 self.events.emit("site-metrics", **_site_event(record))
@@ -211,9 +209,7 @@ def run_server(grid: Grid, config: ServerConfig, resume: bool) -> RunState:
     with EventWriter(config.run_dir / EVENTS_NAME, job=SERVER_JOB) as events:
         try:
             return FederatedRun(config, grid, events).run(resume)
-        except FedSegError as error:
-            events.emit("error", code=type(error).__name__, message=str(error))
-            raise
         except Exception as error:
-            events.emit("error", code=type(error).__name__, message=f"{type(error).__name__}: {error}")
+            message = str(error) if isinstance(error, FedSegError) else f"{type(error).__name__}: {error}"
+            events.emit("error", code=type(error).__name__, message=message)
             raise
