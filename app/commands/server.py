@@ -65,6 +65,8 @@ def run_server(args: argparse.Namespace) -> int:
         print(f"starting the SuperLink on {config.host}:{config.fleet_port} ({tls}); "
               f"run folder {config.run_dir}")
         server.start()
+        if stop():
+            return EXIT_INTERRUPTED
         if server.tls is not None and config.tls.generate:
             print(f"sites trust this CA certificate: {server.tls.ca_certificate}")
         tail = EventTail(server.events_path)
