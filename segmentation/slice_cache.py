@@ -159,7 +159,7 @@ class SliceDataset(Dataset):
         return len(self.modalities)
 
     def __getitem__(self, index: int | Sequence[int]):
-        if isinstance(index, int):
+        if isinstance(index, (int, np.integer)):
             return self.images[index], self.labels[index], self.modalities[index]
         positions = torch.as_tensor(index, dtype=torch.long)
         return self.images[positions], self.labels[positions], [self.modalities[i] for i in index]
@@ -173,9 +173,10 @@ def make_loader(
     dataset: SliceDataset, batch_size: int, shuffle: bool = True, generator: torch.Generator | None = None,
     num_workers: int = 0, pin_memory: bool = False,
 ) -> DataLoader:
-    """A DataLoader that fetches each batch with one gather instead of batch_size item calls."""
+    """A DataLoader that fetches each batch with one gather instead of batch_size item calls; all of
+    its randomness (order, worker seeds) comes from `generator`, never from torch's global RNG."""
     order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
     return DataLoader(
         dataset, sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None,
-        num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False,
+        num_workers=num_workers, pin_memory=pin_memory, generator=generator,
     )
