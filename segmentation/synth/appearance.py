@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from segmentation.errors import ConfigError
 from segmentation.synth.anatomy import Tissue
 from segmentation.synth.shapes import SmoothField, grid
 
@@ -75,7 +76,8 @@ def _unit_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: tuple[f
 def render(tissues: np.ndarray, modality: str, rng: np.random.Generator) -> np.ndarray:
     """A (z, y, x) tissue map -> a float32 image of the modality (CT in HU, MR in arbitrary units)."""
     if modality not in MODALITY_MODELS:
-        raise ValueError(f"no phantom appearance for modality {modality!r}; use one of {SYNTH_MODALITIES}")
+        choices = ", ".join(SYNTH_MODALITIES)
+        raise ConfigError(f"no phantom for modality {modality!r}; choose one of {choices}")
     model = MODALITY_MODELS[modality]
     means = np.array([model.means[tissue] for tissue in Tissue], np.float32)
     textures = np.array([model.textures.get(tissue, 0.0) for tissue in Tissue], np.float32)

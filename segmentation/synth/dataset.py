@@ -1,0 +1,96 @@
+"""Writes phantom cases as an MSD-style dataset folder (imagesTr/labelsTr/imagesTs/labelsTs + dataset.json).
+
+Case i of seed s has the same anatomy in every modality (its own random stream), so datasets of one
+seed pair up across modalities; give each simulated site its own seed for independent patients.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm import tqdm
+
+from segmentation.datalist import DatasetIndex, load_dataset, write_dataset_json
+from segmentation.errors import ConfigError, DatasetError
+from segmentation.synth.anatomy import LABELS, sample_anatomy
+from segmentation.synth.appearance import SYNTH_MODALITIES, render
+from segmentation.volume import Volume
+
+FIELD_OF_VIEW_MM = 400.0  # in-plane extent of every phantom image
+CRANIOCAUDAL_MM = 200.0  # extent along the slices of a 3D phantom
+_FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
+
+
+def phantom_depth(size: int, dim: int) -> int:
+    """Slices per volume: one for 2D, size/4 (at least 8) for 3D, e.g. 24 at size 96."""
+    return 1 if dim == 2 else max(8, size // 4)
+
+
+def phantom_case(seed: int, index: int, modality: str, size: int, depth: int) -> tuple[Volume, Volume]:
+    """Case `index` of `seed` as (image, label) volumes with physical geometry in millimetres."""
+    anatomy = sample_anatomy(np.random.default_rng([seed, index, 0]), size, depth)
+    stream = 1 + SYNTH_MODALITIES.index(modality)
+    image = render(anatomy.tissues, modality, np.random.default_rng([seed, index, stream]))
+    if modality == "ct":
+        image = np.clip(np.rint(image), -1024, 3071).astype(np.int16)
+    pixel = FIELD_OF_VIEW_MM / size
+    spacing = (pixel, pixel, CRANIOCAUDAL_MM / depth if depth > 1 else 5.0)
+    origin = (-FIELD_OF_VIEW_MM / 2 + pixel / 2, -FIELD_OF_VIEW_MM / 2 + pixel / 2, 0.0)
+    image_volume = Volume(image, spacing=spacing, origin=origin, modality=modality)
+    return image_volume, image_volume.with_array(anatomy.labels, labels=dict(LABELS))
+
+
+def generate_dataset(
+    out: str | Path,
+    modality: str,
+    cases: int,
+    seed: int,
+    size: int = 96,
+    dim: int = 3,
+    test_fraction: float = 0.2,
+    progress: bool = False,
+    overwrite: bool = False,
+) -> DatasetIndex:
+    """Write `cases` phantom cases and index them; the last test_fraction of them (at least one when the
+    fraction is above 0 and there are two cases or more) become test cases."""
+    _check(cases, size, dim, test_fraction, modality)
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DatasetError(f"{out} is not empty; choose a new folder or allow overwriting")
+    for folder in _FOLDERS:
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    tests = min(cases - 1, max(1, round(cases * test_fraction))) if test_fraction > 0 else 0
+    depth = phantom_depth(size, dim)
+    name = f"synth_{modality.replace('-', '')}"
+    training, test = [], []
+    for index in tqdm(range(cases), desc=f"synth {modality}", unit="case", disable=not progress):
+        image, label = phantom_case(seed, index, modality, size, depth)
+        suffix = "Ts" if index >= cases - tests else "Tr"
+        pair = (f"./images{suffix}/{name}_{index:03d}.nii.gz", f"./labels{suffix}/{name}_{index:03d}.nii.gz")
+        sitk.WriteImage(image.to_sitk(), str(out / pair[0]), useCompression=True)
+        sitk.WriteImage(label.to_sitk(), str(out / pair[1]), useCompression=True)
+        (test if suffix == "Ts" else training).append(pair)
+    write_dataset_json(
+        out, name=name, modality=modality, labels=LABELS, training=training, test=test,
+        description=f"FedSeg synthetic abdominal phantom, {modality}, seed {seed}, {dim}D, size {size}",
+    )
+    return load_dataset(out)
+
+
+def _check(cases: int, size: int, dim: int, test_fraction: float, modality: str) -> None:
+    """Reject bad settings before any folder is made."""
+    problems = [
+        (modality not in SYNTH_MODALITIES, f"no phantom for modality {modality!r}; choose one of "
+                                           f"{', '.join(SYNTH_MODALITIES)}"),
+        (cases < 1, f"cases must be at least 1, got {cases}"),
+        (not 16 <= size <= 512, f"size must be between 16 and 512 pixels, got {size}"),
+        (dim not in (2, 3), f"dim must be 2 or 3, got {dim}"),
+        (not 0.0 <= test_fraction < 1.0, f"test fraction must be in [0, 1), got {test_fraction}"),
+    ]
+    for failed, message in problems:
+        if failed:
+            raise ConfigError(message)
