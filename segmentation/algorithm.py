@@ -124,7 +124,9 @@ class SegmentationAlgorithm:
     ) -> float | None:
         """One pass over the loader; its mean loss, or None when stop() interrupted it."""
         seed = _derived_seed(self.config.seed, epoch, 1)
-        augment = build_batch_augmentation(self.config.augmentation, seed=seed)
+        augment = build_batch_augmentation(
+            self.config.augmentation, seed=seed, prob=self.config.augmentation_probability
+        )
         self.model.train()
         total, steps = 0.0, len(loader)
         for step, (images, labels, _) in enumerate(loader, start=1):

@@ -34,7 +34,7 @@ HISTORY_NAME = "history.csv"
 # preprocessing and augmentation define the model and may not.
 _HYPERPARAMETERS = (
     "learning_rate", "weight_decay", "batch_size", "seed", "proximal_mu", "num_workers",
-    "foreground_slice_fraction",
+    "foreground_slice_fraction", "augmentation_probability",
 )
 
 
@@ -45,11 +45,14 @@ class TrainingConfig:
     proximal_mu > 0 adds FedProx's mu/2 * ||w - w_start||^2, w_start being the weights at the start of
     each train() call (the global model in a federated round). foreground_slice_fraction drops samples
     whose labelled share is below it (0 keeps all). cache_dir None means slice_cache.default_cache_dir().
+    augmentation_probability is the share of samples each batch augments: half keeps the in-modality
+    Dice of unaugmented training while the other half teaches the unseen modalities (docs/augmentations.md).
     """
 
     network: NetworkConfig = field(default_factory=NetworkConfig)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     augmentation: str = "gin"
+    augmentation_probability: float = 0.5
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     batch_size: int = 16
@@ -71,6 +74,7 @@ class TrainingConfig:
             "proximal_mu": self.proximal_mu >= 0,
             "num_workers": self.num_workers >= 0,
             "foreground_slice_fraction": 0.0 <= self.foreground_slice_fraction < 1.0,
+            "augmentation_probability": 0.0 <= self.augmentation_probability <= 1.0,
         }
         for name, valid in checks.items():
             if not valid:
