@@ -4,7 +4,10 @@ from app.cli import main
 
 
 def test_unknown_augmentation_is_a_one_line_error(tmp_path, capsys):
-    assert main(["experiment", "cross-modality", "--out", str(tmp_path / "x"), "--augmentations", "gin,mixup"]) == 2
+    assert (
+        main(["experiment", "cross-modality", "--out", str(tmp_path / "x"), "--augmentations", "gin,mixup"])
+        == 2
+    )
     error = capsys.readouterr().err.strip()
     assert error.startswith("fedseg: error: --augmentations") and "mixup" in error and "\n" not in error
     assert not (tmp_path / "x").exists()
