@@ -45,12 +45,12 @@ class CrossModalitySettings:
     @classmethod
     def quick(cls, **changes: Any) -> CrossModalitySettings:
         values = {
-            "train_cases": 12,
-            "test_cases": 4,
+            "train_cases": 24,
+            "test_cases": 10,
             "volume_size": 64,
             "image_size": 64,
             "channels": (16, 32, 64, 128),
-            "epochs": 6,
+            "epochs": 25,
         }
         return cls(**{**values, **changes})
 
