@@ -11,14 +11,13 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from flwr.app import Message
 
 from federation.validation import ACCEPTED, is_site_name
+from segmentation.atomic import write_text_atomic
 
 # Key of the site's display name in the ConfigRecord of its replies.
 SITE_NAME_KEY = "site-name"
@@ -116,27 +115,10 @@ def metrics_csv(records: list[SiteRound]) -> str:
     return stream.getvalue()
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Replace `path` with `text` in one step: a reader sees the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_metrics(records: list[SiteRound], run_dir: str | Path) -> tuple[Path, Path]:
     """Write metrics.jsonl and metrics.csv into the run folder; returns both paths."""
     run_dir = Path(run_dir)
     return (
-        write_atomic(run_dir / "metrics.jsonl", metrics_jsonl(records)),
-        write_atomic(run_dir / "metrics.csv", metrics_csv(records)),
+        write_text_atomic(run_dir / "metrics.jsonl", metrics_jsonl(records)),
+        write_text_atomic(run_dir / "metrics.csv", metrics_csv(records)),
     )

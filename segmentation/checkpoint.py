@@ -6,14 +6,13 @@ with torch's weights_only loader so a checkpoint from elsewhere cannot run code.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from segmentation.atomic import atomic_open
 from segmentation.errors import CheckpointError
 from segmentation.network import NetworkConfig
 from segmentation.preprocessing import Preprocessing
@@ -60,16 +59,8 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> None:
         "training": checkpoint.training,
         "round": checkpoint.round,
     }
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as stream:
+        torch.save(payload, stream)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

@@ -9,12 +9,12 @@ load_decathlon_datalist; a "fedseg" block adds what MSD cannot say, the MR seque
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segmentation.atomic import write_text_atomic
 from segmentation.errors import DatasetError
 from segmentation.volume import normalize_modality
 
@@ -180,8 +180,4 @@ def write_dataset_json(
         "test": [{"image": image, **({"label": label} if label else {})} for image, label in test],
         "fedseg": {"modality": tag},
     }
-    path = Path(root) / DATASET_JSON
-    partial = path.with_name(f".{DATASET_JSON}.partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
-    return path
+    return write_text_atomic(Path(root) / DATASET_JSON, json.dumps(data, indent=2) + "\n")

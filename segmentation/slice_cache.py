@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import platformdirs
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from segmentation.atomic import atomic_open
 from segmentation.datalist import CaseEntry
 from segmentation.errors import DatasetError
 from segmentation.io import read_labeled_pair
@@ -105,14 +105,8 @@ class SliceCache:
 
 
 def _save_atomically(array: np.ndarray, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            np.save(stream, np.ascontiguousarray(array))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as stream:
+        np.save(stream, np.ascontiguousarray(array))
 
 
 class SliceDataset(Dataset):

@@ -8,13 +8,12 @@ compared with nothing but the folder.
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from segmentation.atomic import atomic_open
 from segmentation.checkpoint import save_checkpoint
 from segmentation.errors import ConfigError
 from segmentation.events import EventWriter
@@ -155,14 +154,7 @@ def write_history(history: Sequence[dict[str, Any]], path: Path) -> None:
     columns: dict[str, None] = {}
     for record in history:
         columns.update(dict.fromkeys(record))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as stream:
-            writer = csv.DictWriter(stream, fieldnames=list(columns))
-            writer.writeheader()
-            writer.writerows(history)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(history)
