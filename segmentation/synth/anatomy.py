@@ -93,7 +93,7 @@ def patient_coordinates(points: np.ndarray, rng: np.random.Generator) -> np.ndar
     u = np.cos(angle) * warped[0] + np.sin(angle) * warped[1]
     v = -np.sin(angle) * warped[0] + np.cos(angle) * warped[1]
     t = warped[2] * rng.uniform(0.9, 1.1)
-    return np.stack([(u - shift_u) / scale, (v - shift_v) / (scale * aspect), t - shift_t])
+    return np.stack([(u - shift_u) / scale, (v - shift_v) / (scale * aspect), t - shift_t]).astype(np.float32)
 
 
 def sample_anatomy(rng: np.random.Generator, size: int, depth: int) -> Anatomy:
@@ -137,12 +137,12 @@ def _thorax_and_bowel(painter: _Painter, cavity: np.ndarray) -> None:
         painter.paint(ellipsoid(points, (side * 0.42, 0.25, 1.2), painter.resize((0.3, 0.3, 0.6))),
                       Tissue.LUNG, cavity)
     free = cavity & (painter.tissues == Tissue.FAT)
-    stomach_center = painter.jitter((0.32, -0.12, 0.45), 0.04)
-    stomach = painter.organ(stomach_center, (0.22, 0.17, 0.35), angle=0.3, roughness=0.15)
-    painter.paint(stomach, Tissue.BOWEL, free)
-    lumen = ellipsoid(points, stomach_center, (0.18, 0.13, 0.3), angle=0.3)
+    center = painter.jitter((0.32, -0.12, 0.45), 0.04)
+    radii, wobble = painter.resize((0.22, 0.17, 0.35)), painter.wobble(0.15)
+    painter.paint(ellipsoid(points, center, radii, 0.3, wobble), Tissue.BOWEL, free)  # stomach wall
+    lumen = ellipsoid(points, center, tuple(r - 0.035 for r in radii), 0.3, wobble)
     painter.paint(lumen, rng.choice([Tissue.FLUID, Tissue.BOWEL]), free)
-    painter.paint(lumen & (points[1] < stomach_center[1] - rng.uniform(0.0, 0.08)), Tissue.GAS, free)
+    painter.paint(lumen & (points[1] < center[1] - rng.uniform(0.0, 0.08)), Tissue.GAS, free)  # gas rises
     duodenum = bezier(painter.jitter((-0.3, -0.05, 0.05), 0.03), (-0.38, 0.15, -0.15),
                       painter.jitter((-0.1, 0.2, -0.3), 0.03), n=24)
     painter.paint(tube(points, duodenum, np.full(24, 0.05), t_stretch=2.0), Tissue.BOWEL, free)

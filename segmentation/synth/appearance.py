@@ -56,9 +56,9 @@ MODALITY_MODELS: dict[str, ModalityModel] = {
         jitter=0.06, noise=(0.015, 0.035), bias=0.15, scale=(200.0, 2000.0),
     ),
     "mr-t2": ModalityModel(
-        means={T.AIR: 0.0, T.FAT: 0.15, T.MUSCLE: 0.20, T.BONE: 0.03, T.MARROW: 0.2, T.LUNG: 0.03,
-               T.VESSEL: 0.06, T.BOWEL: 0.40, T.FLUID: 1.0, T.GAS: 0.0, T.LIVER: 0.32, T.KIDNEY: 0.78,
-               T.MEDULLA: 0.88, T.SPLEEN: 0.80, T.PANCREAS: 0.45},
+        means={T.AIR: 0.0, T.FAT: 0.12, T.MUSCLE: 0.18, T.BONE: 0.03, T.MARROW: 0.2, T.LUNG: 0.03,
+               T.VESSEL: 0.06, T.BOWEL: 0.30, T.FLUID: 1.0, T.GAS: 0.0, T.LIVER: 0.28, T.KIDNEY: 0.50,
+               T.MEDULLA: 0.60, T.SPLEEN: 0.45, T.PANCREAS: 0.35},
         textures={tissue: 0.04 for tissue in _SOFT + (T.FAT, T.MARROW)},
         jitter=0.06, noise=(0.015, 0.035), bias=0.15, scale=(200.0, 2000.0),
     ),

@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 from tqdm import tqdm
 
 from segmentation.datalist import DatasetIndex, load_dataset, write_dataset_json
 from segmentation.errors import ConfigError, DatasetError
+from segmentation.io import write_volume
 from segmentation.synth.anatomy import LABELS, sample_anatomy
 from segmentation.synth.appearance import SYNTH_MODALITIES, render
 from segmentation.volume import Volume
@@ -71,8 +71,8 @@ def generate_dataset(
         image, label = phantom_case(seed, index, modality, size, depth)
         suffix = "Ts" if index >= cases - tests else "Tr"
         pair = (f"./images{suffix}/{name}_{index:03d}.nii.gz", f"./labels{suffix}/{name}_{index:03d}.nii.gz")
-        sitk.WriteImage(image.to_sitk(), str(out / pair[0]), useCompression=True)
-        sitk.WriteImage(label.to_sitk(), str(out / pair[1]), useCompression=True)
+        write_volume(image, out / pair[0])
+        write_volume(label, out / pair[1])
         (test if suffix == "Ts" else training).append(pair)
     write_dataset_json(
         out, name=name, modality=modality, labels=LABELS, training=training, test=test,

@@ -8,6 +8,7 @@ at any grid size.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,14 +36,14 @@ class SmoothField:
         """`cycles`: the highest frequency in cycles across the field of view (2 units)."""
         return cls(
             frequencies=(rng.uniform(-cycles, cycles, (modes, 3)) * np.pi).astype(np.float32),
-            phases=rng.uniform(0.0, 2.0 * np.pi, modes),
-            weights=rng.normal(0.0, 1.0, modes) * np.sqrt(2.0 / modes),
+            phases=rng.uniform(0.0, 2.0 * np.pi, modes).astype(np.float32),
+            weights=(rng.normal(0.0, 1.0, modes) * np.sqrt(2.0 / modes)).astype(np.float32),
         )
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         field = np.zeros(points.shape[1:], np.float32)
-        for frequency, phase, weight in zip(self.frequencies, self.phases, self.weights, strict=True):
-            field += np.float32(weight) * np.cos(np.tensordot(frequency, points, axes=1) + np.float32(phase))
+        for (fu, fv, ft), phase, weight in zip(self.frequencies, self.phases, self.weights, strict=True):
+            field += weight * np.cos(fu * points[0] + fv * points[1] + ft * points[2] + phase)
         return field
 
 
@@ -59,7 +60,7 @@ def ellipsoid(
     the normalized squared radius, which bumps the surface smoothly in and out.
     """
     du, dv, dt = (points[axis] - center[axis] for axis in range(3))
-    cos, sin = np.cos(angle), np.sin(angle)
+    cos, sin = math.cos(angle), math.sin(angle)  # Python floats keep float32 arrays float32
     du, dv = cos * du + sin * dv, -sin * du + cos * dv
     with np.errstate(divide="ignore", invalid="ignore"):
         radius2 = (du / radii[0]) ** 2 + (dv / radii[1]) ** 2 + (dt / radii[2]) ** 2
@@ -78,11 +79,18 @@ def superellipse(points: np.ndarray, center: Sequence[float], radii: Sequence, e
 def tube(points: np.ndarray, curve: np.ndarray, radii: np.ndarray, t_stretch: float = 1.0) -> np.ndarray:
     """Mask of a tube of varying radius along a polyline `curve` (n, 3); t distances are divided by
     `t_stretch`, so the tube is that much thicker across slices."""
-    nearest = np.full(points.shape[1:], np.inf, np.float32)
+    reach = float(np.max(radii)) * np.array([1.0, 1.0, t_stretch], np.float32)[:, None]
+    low, high = curve.min(axis=0)[:, None] - reach, curve.max(axis=0)[:, None] + reach
+    flat = points.reshape(3, -1)
+    candidates = np.flatnonzero(np.all((flat >= low) & (flat <= high), axis=0))  # bounding box only
+    u, v, t = flat[:, candidates]
+    nearest = np.full(candidates.size, np.inf, np.float32)
     for (cu, cv, ct), radius in zip(curve, radii, strict=True):
-        distance2 = (points[0] - cu) ** 2 + (points[1] - cv) ** 2 + ((points[2] - ct) / t_stretch) ** 2
+        distance2 = (u - cu) ** 2 + (v - cv) ** 2 + ((t - ct) / t_stretch) ** 2
         np.minimum(nearest, distance2 / radius**2, out=nearest)
-    return nearest < 1.0
+    mask = np.zeros(flat.shape[1], bool)
+    mask[candidates[nearest < 1.0]] = True
+    return mask.reshape(points.shape[1:])
 
 
 def bezier(start: Sequence[float], control: Sequence[float], end: Sequence[float], n: int = 48) -> np.ndarray:
