@@ -1,0 +1,205 @@
+"""CKKS contexts: the parameters, the key files `fedseg keys he` writes, and their fingerprints.
+
+The sites share one secret context (it encrypts and decrypts); the server gets the public context: the
+same parameters and public key, no secret key, so it can add ciphertexts but never read them. A
+fingerprint (a hash of the public part, which both files hold) lets admins compare keys by eye and
+lets each side refuse a peer with another key before anything is decrypted into a garbage model.
+
+Aggregation only adds ciphertexts, so one coefficient modulus prime carries the data (TenSEAL also
+needs a second, "special" prime for the key-switching keys it always makes; it never travels with a
+ciphertext). Why these parameters: docs/security.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from segmentation.errors import ConfigError
+
+if TYPE_CHECKING:
+    import tenseal as ts
+
+SECRET_CONTEXT_NAME = "secret.ctx"
+PUBLIC_CONTEXT_NAME = "public.ctx"
+_MAKE_ONE = "make one with `fedseg keys he --out DIR`"
+
+
+class HeContextError(ConfigError):
+    """A context file that is missing, unreadable, not CKKS, or of the wrong kind for its reader."""
+
+
+@dataclass(frozen=True)
+class CkksParameters:
+    """CKKS parameters: ring degree N (N/2 values per ciphertext), the primes' bit sizes (the last one is
+    the special prime) and the scale 2**scale_bits that fixed-point encodes the values."""
+
+    poly_modulus_degree: int = 4096
+    coeff_mod_bit_sizes: tuple[int, ...] = (56, 20)
+    scale_bits: int = 35
+
+    def __post_init__(self) -> None:
+        degree = self.poly_modulus_degree
+        if degree < 1024 or degree & (degree - 1):
+            raise ValueError(f"poly_modulus_degree must be a power of two >= 1024, got {degree}")
+        primes = self.coeff_mod_bit_sizes
+        if len(primes) < 2 or not all(20 <= bits <= 60 for bits in primes):
+            raise ValueError(f"coeff_mod_bit_sizes needs at least two primes of 20-60 bits, got {primes}")
+        if not 0 < self.scale_bits < sum(primes[:-1]):
+            raise ValueError(f"scale_bits must be below the data primes' {sum(primes[:-1])} bits, "
+                             f"got {self.scale_bits}")
+
+
+DEFAULT_PARAMETERS = CkksParameters()
+# NVFlare's default CKKS parameters, the reference row of bench/he_aggregation.py.
+NVFLARE_PARAMETERS = CkksParameters(8192, (60, 40, 40), 40)
+
+
+class HeContext:
+    """A TenSEAL CKKS context and what FedSeg reads from it: size, scale, capacity and fingerprint."""
+
+    def __init__(self, context: ts.Context) -> None:
+        self.tenseal = context
+        seal = context.seal_context().data
+        data = seal.first_context_data()
+        self.poly_modulus_degree: int = data.parms().poly_modulus_degree()
+        self.data_bits: int = data.total_coeff_modulus_bit_count()
+        self.parms_id = seal.first_parms_id()
+        self.scale: float = context.global_scale
+        self.fingerprint = fingerprint(context)
+
+    @property
+    def has_secret_key(self) -> bool:
+        return self.tenseal.has_secret_key()
+
+    @property
+    def slots(self) -> int:
+        """Values per ciphertext."""
+        return self.poly_modulus_degree // 2
+
+    @property
+    def capacity(self) -> float:
+        """The largest |value| a ciphertext (a sum of several) may hold and still decrypt correctly.
+
+        Decryption reads scale * value modulo the data prime q, so |value| must stay below q / (2 scale);
+        one more halving leaves room for the noise and the prime being a little under 2**data_bits.
+        """
+        return 2.0 ** (self.data_bits - 2) / self.scale
+
+    def public_bytes(self) -> bytes:
+        """Parameters and public key only: what the server's file holds and the fingerprint hashes."""
+        return self.tenseal.serialize(save_public_key=True, save_secret_key=False,
+                                      save_galois_keys=False, save_relin_keys=False)
+
+    def secret_bytes(self) -> bytes:
+        """The public part plus the secret key (no key-switching keys: aggregation never needs them)."""
+        return self.tenseal.serialize(save_public_key=True, save_secret_key=True,
+                                      save_galois_keys=False, save_relin_keys=False)
+
+
+def fingerprint(context: ts.Context) -> str:
+    """A short, stable name of a context's keys: 16 hex digits of the SHA-256 of its public part."""
+    public = context.serialize(save_public_key=True, save_secret_key=False,
+                               save_galois_keys=False, save_relin_keys=False)
+    digest = hashlib.sha256(public).hexdigest()[:16]
+    return "-".join(digest[index:index + 4] for index in range(0, 16, 4))
+
+
+def create_context(parameters: CkksParameters = DEFAULT_PARAMETERS) -> HeContext:
+    """A new secret CKKS context; SEAL refuses parameters below 128-bit security."""
+    import tenseal as ts
+
+    try:
+        context = ts.context(ts.SCHEME_TYPE.CKKS, parameters.poly_modulus_degree,
+                             coeff_mod_bit_sizes=list(parameters.coeff_mod_bit_sizes), n_threads=1)
+    except ValueError:
+        raise ConfigError(f"{parameters} are not valid CKKS parameters at 128-bit security") from None
+    context.global_scale = 2.0 ** parameters.scale_bits
+    return HeContext(context)
+
+
+def public_context(context: HeContext) -> HeContext:
+    """The server's view of a context: the same keys without the secret key."""
+    return context_from_bytes(context.public_bytes(), "the public part of a context")
+
+
+def context_from_bytes(data: bytes, source: str) -> HeContext:
+    """A context from TenSEAL's serialization; HeContextError when it is not a CKKS context."""
+    import tenseal as ts
+
+    try:
+        context = ts.context_from(data, n_threads=1)
+        scheme = context.seal_context().data.first_context_data().parms().scheme()
+        ckks = scheme == ts.SCHEME_TYPE.CKKS.value
+        loaded = HeContext(context) if ckks else None
+    except (ValueError, RuntimeError, TypeError):
+        loaded = None
+    if loaded is None or not loaded.scale > 0:
+        raise HeContextError(f"{source} is not a TenSEAL CKKS context ({_MAKE_ONE})")
+    return loaded
+
+
+def _read(path: str | Path) -> HeContext:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise HeContextError(f"cannot read the HE context {path}: {error.strerror}") from None
+    return context_from_bytes(data, str(path))
+
+
+def load_secret_context(path: str | Path) -> HeContext:
+    """A site's context: it must hold the secret key, or the site could not decrypt the global model."""
+    context = _read(path)
+    if not context.has_secret_key:
+        raise HeContextError(f"{path} holds no secret key; sites need the {SECRET_CONTEXT_NAME} "
+                             "made by `fedseg keys he`")
+    return context
+
+
+def load_public_context(path: str | Path) -> HeContext:
+    """The server's context: refused when it holds a secret key, so the server can never decrypt."""
+    context = _read(path)
+    if context.has_secret_key:
+        raise HeContextError(f"{path} holds a secret key, which the server must never have; give the server "
+                             f"the {PUBLIC_CONTEXT_NAME} made by `fedseg keys he`")
+    return context
+
+
+@dataclass(frozen=True)
+class HeKeyFiles:
+    """Where `fedseg keys he` wrote the two contexts, and their common fingerprint."""
+
+    secret_context: Path
+    public_context: Path
+    fingerprint: str
+
+
+def write_he_keys(out_dir: str | Path, parameters: CkksParameters = DEFAULT_PARAMETERS) -> HeKeyFiles:
+    """Write secret.ctx (mode 0600, for the sites) and public.ctx (for the server); never overwrites."""
+    out_dir = Path(out_dir)
+    secret_path, public_path = out_dir / SECRET_CONTEXT_NAME, out_dir / PUBLIC_CONTEXT_NAME
+    for path in (secret_path, public_path):
+        if path.exists():
+            raise ConfigError(f"{path} already exists; remove it or choose another --out folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the key folder {out_dir}: {error.strerror}") from None
+    context = create_context(parameters)
+    _write_new(secret_path, context.secret_bytes(), 0o600)
+    _write_new(public_path, context.public_bytes(), 0o644)
+    return HeKeyFiles(secret_path, public_path, context.fingerprint)
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create `path` with `mode` from the start: the secret key is never readable by others."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        raise ConfigError(f"{path} already exists; remove it or choose another --out folder") from None
+    with os.fdopen(descriptor, "wb") as stream:
+        stream.write(data)
+    os.chmod(path, mode)  # the umask may have removed bits; set exactly what was asked

@@ -1,0 +1,130 @@
+"""Encrypted sums in Flower's records, and the server's judgement and sum of encrypted replies.
+
+An EncryptedSum travels as named arrays: "he/weight" (the example count, int64) and "he/00000",
+"he/00001", ... (one serialized ciphertext each, uint8). The global model of an encrypted round and a
+site's encrypted update have the same form, so one ArrayRecord layout serves both directions. The
+round's ConfigRecord names the federation's key ("he-fingerprint") and each site's share of the
+ciphertext capacity ("he-max-magnitude"); a site names its own key in its reply's site record.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, RecordDict
+
+from federation.he.aggregation import CiphertextError, EncryptedSum, add_encrypted, check_sum
+from federation.he.context import HeContext, HeContextError
+from federation.validation import (
+    ACCEPTED,
+    MALFORMED,
+    ValidationLimits,
+    Verdict,
+    decode_arrays,
+    validate_metrics_reply,
+)
+
+WEIGHT_KEY = "he/weight"
+FINGERPRINT_KEY = "he-fingerprint"
+MAX_MAGNITUDE_KEY = "he-max-magnitude"
+HE_KEY_MISMATCH = "he-key-mismatch"  # the reason code of a reply encrypted under another key
+_CHUNK_KEY = re.compile(r"he/(\d{5})")
+
+
+def _chunk_key(index: int) -> str:
+    return f"he/{index:05d}"
+
+
+def is_encrypted(arrays: Mapping[str, object]) -> bool:
+    """Whether a model's arrays are an encrypted sum rather than plaintext weights."""
+    return WEIGHT_KEY in arrays
+
+
+def to_arrays(encrypted: EncryptedSum) -> dict[str, np.ndarray]:
+    """The named arrays of an encrypted sum (for an ArrayRecord or a checkpoint)."""
+    arrays = {WEIGHT_KEY: np.array(encrypted.weight, dtype=np.int64)}
+    arrays.update({_chunk_key(index): np.frombuffer(chunk, dtype=np.uint8)
+                   for index, chunk in enumerate(encrypted.chunks)})
+    return arrays
+
+
+def from_arrays(arrays: Mapping[str, np.ndarray]) -> EncryptedSum:
+    """The encrypted sum of to_arrays' arrays; CiphertextError when they are not one."""
+    weight = arrays.get(WEIGHT_KEY)
+    if weight is None or np.shape(weight) != () or np.asarray(weight).dtype != np.int64:
+        raise CiphertextError(f"no scalar int64 {WEIGHT_KEY!r}")
+    names = [name for name in arrays if name != WEIGHT_KEY]
+    if not names or sorted(names) != [_chunk_key(index) for index in range(len(names))]:
+        first = next((name for name in names if not _CHUNK_KEY.fullmatch(name)), "none")
+        raise CiphertextError(f"the chunks are not he/00000..he/{len(names) - 1:05d} (odd name {first!r})")
+    chunks = []
+    for index in range(len(names)):
+        chunk = np.asarray(arrays[_chunk_key(index)])
+        if chunk.dtype != np.uint8 or chunk.ndim != 1:
+            raise CiphertextError(f"chunk {index} is not a 1-D uint8 array")
+        chunks.append(chunk.tobytes())
+    return EncryptedSum(tuple(chunks), int(weight))
+
+
+def to_array_record(encrypted: EncryptedSum) -> ArrayRecord:
+    return ArrayRecord({name: Array(array) for name, array in to_arrays(encrypted).items()})
+
+
+def reply_fingerprint(content: RecordDict) -> str | None:
+    """The key fingerprint a site named in its reply, if any."""
+    for config in content.config_records.values():
+        value = config.get(FINGERPRINT_KEY)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+class EncryptedAggregation:
+    """The server's part with HE on: judge encrypted replies and add the accepted ones.
+
+    It holds only a public context (a secret one is refused), so it can check a ciphertext's form and
+    add ciphertexts, never read them. `size` is the model's number of values, fixing the chunks.
+    """
+
+    def __init__(self, context: HeContext, size: int) -> None:
+        if context.has_secret_key:
+            raise HeContextError("the server's HE context holds a secret key; the server must never have it")
+        self.context = context
+        self.size = size
+
+    @property
+    def fingerprint(self) -> str:
+        return self.context.fingerprint
+
+    def validate_reply(self, content: RecordDict, limits: ValidationLimits, weight_key: str) -> Verdict:
+        """Structure, numbers and the key as for plaintext; then the ciphertexts' form (not their values)."""
+        if len(content.array_records) != 1:
+            return Verdict(MALFORMED, f"expected one ArrayRecord, got {len(content.array_records)}")
+        verdict = validate_metrics_reply(content, limits, weight_key)
+        if not verdict.accepted:
+            return verdict
+        site_key = reply_fingerprint(content)
+        if site_key != self.fingerprint:
+            return Verdict(HE_KEY_MISMATCH, f"the site's HE key {site_key or 'none'} is not the federation's "
+                                            f"{self.fingerprint}")
+        arrays = decode_arrays(next(iter(content.array_records.values())))
+        if isinstance(arrays, Verdict):
+            return arrays
+        try:
+            encrypted = from_arrays(arrays)
+            check_sum(self.context, encrypted, self.size)
+        except CiphertextError as error:
+            return Verdict(MALFORMED, f"encrypted update: {error}")
+        examples = next(iter(content.metric_records.values()))[weight_key]
+        if encrypted.weight != examples:
+            return Verdict(MALFORMED, f"the encrypted update is weighted by {encrypted.weight}, "
+                                      f"not by its {weight_key} {examples}")
+        return Verdict(ACCEPTED)
+
+    def aggregate(self, contents: Sequence[RecordDict]) -> ArrayRecord:
+        """Enc(sum n_k w_k) and sum n_k of accepted replies: ciphertext additions only."""
+        records = [next(iter(content.array_records.values())) for content in contents]
+        sums = [from_arrays({name: array.numpy() for name, array in record.items()}) for record in records]
+        return to_array_record(add_encrypted(self.context, sums, self.size))

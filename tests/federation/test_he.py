@@ -1,0 +1,243 @@
+"""Homomorphically encrypted aggregation, without Flower processes.
+
+What must hold: `fedseg keys he` writes a secret context (mode 0600) and a public one without the secret
+key, both with the same fingerprint; the server refuses a secret context and cannot decrypt what it
+adds; sites refuse unsafe updates before encrypting; a round of encrypted FedAvg equals plaintext FedAvg
+within 1e-6 for 2D and 3D networks; malformed or foreign-key replies are dropped with a reason; the
+encrypted checkpoint round-trips.
+"""
+
+import math
+import stat
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+from app.cli import main
+from federation.he.aggregation import (
+    CiphertextError,
+    UnsafeUpdate,
+    check_update,
+    decrypt_average,
+    encrypt_weighted,
+)
+from federation.he.checkpoint import EncryptedCheckpoint, load_encrypted_checkpoint, save_encrypted_checkpoint
+from federation.he.context import (
+    CkksParameters,
+    HeContextError,
+    create_context,
+    load_public_context,
+    load_secret_context,
+    write_he_keys,
+)
+from federation.he.packing import Layout, chunk_sizes, chunks
+from federation.he.records import (
+    FINGERPRINT_KEY,
+    HE_KEY_MISMATCH,
+    EncryptedAggregation,
+    from_arrays,
+    to_array_record,
+    to_arrays,
+)
+from federation.validation import ACCEPTED, MALFORMED, ValidationLimits
+from segmentation.errors import CheckpointError, ConfigError
+from segmentation.network import NetworkConfig
+from segmentation.preprocessing import Preprocessing
+
+LIMITS = ValidationLimits()
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    """One federation's key files and the contexts the sites and the server load from them."""
+    files = write_he_keys(tmp_path_factory.mktemp("he"))
+    return files, load_secret_context(files.secret_context), load_public_context(files.public_context)
+
+
+def network_arrays(network: NetworkConfig, seed: int) -> dict[str, np.ndarray]:
+    import torch
+
+    torch.manual_seed(seed)
+    return {name: tensor.numpy().copy() for name, tensor in network.build().state_dict().items()}
+
+
+def site_reply(secret, arrays: dict[str, np.ndarray], examples: int) -> RecordDict:
+    """What a site with HE sends: the pre-weighted encrypted update, its count and its key's fingerprint."""
+    encrypted = encrypt_weighted(secret, Layout.of(arrays).flatten(arrays), examples)
+    return RecordDict({
+        "arrays": to_array_record(encrypted), "metrics": MetricRecord({"num-examples": examples}),
+        "site": ConfigRecord({"site-name": "Site", FINGERPRINT_KEY: secret.fingerprint}),
+    })
+
+
+def decoded(record: ArrayRecord):
+    return from_arrays({name: array.numpy() for name, array in record.items()})
+
+
+# -- keys ------------------------------------------------------------------------------------------
+
+def test_the_secret_context_is_private_and_the_public_one_has_no_secret_key(keys):
+    files, secret, public = keys
+    assert stat.S_IMODE(files.secret_context.stat().st_mode) == 0o600
+    assert secret.has_secret_key and not public.has_secret_key
+    assert secret.fingerprint == public.fingerprint == files.fingerprint
+    assert len(files.fingerprint) == 19 and files.fingerprint.count("-") == 3
+    assert files.public_context.stat().st_size < files.secret_context.stat().st_size
+
+
+def test_each_side_refuses_the_other_sides_context(keys):
+    files, _, _ = keys
+    with pytest.raises(HeContextError, match="holds a secret key, which the server must never have"):
+        load_public_context(files.secret_context)
+    with pytest.raises(HeContextError, match="holds no secret key"):
+        load_secret_context(files.public_context)
+
+
+def test_unusable_context_files_are_typed_errors(tmp_path, keys):
+    (tmp_path / "junk.ctx").write_bytes(b"not a context")
+    with pytest.raises(HeContextError, match="not a TenSEAL CKKS context"):
+        load_public_context(tmp_path / "junk.ctx")
+    with pytest.raises(HeContextError, match="cannot read"):
+        load_secret_context(tmp_path / "absent.ctx")
+    with pytest.raises(ConfigError, match="already exists"):
+        write_he_keys(keys[0].secret_context.parent)
+
+
+def test_another_key_has_another_fingerprint(tmp_path, keys):
+    assert create_context().fingerprint != keys[0].fingerprint
+
+
+def test_parameters_below_128_bit_security_are_refused():
+    with pytest.raises(ConfigError, match="128-bit security"):
+        create_context(CkksParameters(4096, (60, 60), 40))  # 120 bits > the 109 that N=4096 allows
+
+
+def test_keys_he_command_prints_the_fingerprint(tmp_path, capsys):
+    assert main(["keys", "he", "--out", str(tmp_path / "he")]) == 0
+    output = capsys.readouterr().out
+    fingerprint = load_public_context(tmp_path / "he" / "public.ctx").fingerprint
+    assert f"fingerprint:    {fingerprint}" in output and "secret.ctx" in output
+    assert main(["keys", "he", "--out", str(tmp_path / "he")]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+# -- packing ---------------------------------------------------------------------------------------
+
+def test_layout_round_trips_floats_and_integer_buffers():
+    arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3) / 7, "steps": np.array(12, dtype=np.int64)}
+    layout = Layout.of(arrays)
+    vector = layout.flatten(arrays)
+    assert vector.shape == (7,) and layout.size == 7
+    back = layout.unflatten(vector + 0.2)
+    assert back["steps"].dtype == np.int64 and int(back["steps"]) == 12
+    np.testing.assert_allclose(back["w"], arrays["w"] + 0.2, atol=1e-6)
+    with pytest.raises(ValueError, match="do not match the layout"):
+        layout.flatten({"w": arrays["w"], "x": arrays["steps"]})
+    with pytest.raises(ValueError, match="shape"):
+        layout.flatten({"w": arrays["w"].T, "steps": arrays["steps"]})
+
+
+def test_chunks_cover_any_size():
+    assert chunk_sizes(5000, 2048) == [2048, 2048, 904] and chunk_sizes(4096, 2048) == [2048, 2048]
+    assert [len(piece) for piece in chunks(np.arange(5000.0), 2048)] == [2048, 2048, 904]
+
+
+# -- the site's check before encrypting -------------------------------------------------------------
+
+def test_a_site_refuses_to_encrypt_an_unsafe_update():
+    reference = np.full(10, 0.5)
+    check_update(reference + 0.1, reference, 100, max_magnitude=100.0)
+    with pytest.raises(UnsafeUpdate, match="NaN or Inf"):
+        check_update(np.where(np.arange(10) == 3, np.nan, reference), reference, 100, 100.0)
+    with pytest.raises(UnsafeUpdate, match="diverged"):
+        check_update(reference + 1e4, reference, 1, math.inf)
+    with pytest.raises(UnsafeUpdate, match="share .* of the ciphertext capacity"):
+        check_update(reference, reference, 1000, max_magnitude=100.0)
+    with pytest.raises(UnsafeUpdate, match="positive integer"):
+        check_update(reference, reference, 0, 100.0)
+
+
+# -- one encrypted round -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("network", [NetworkConfig(channels=(8, 16, 32)),
+                                     NetworkConfig(spatial_dims=3, channels=(4, 8))], ids=["2d", "3d"])
+def test_an_encrypted_round_equals_plaintext_fedavg(keys, network):
+    _, secret, public = keys
+    global_model = network_arrays(network, seed=0)
+    counts = (1, 37, 384)
+    updates = [{name: value + np.random.default_rng(seed).normal(0, 0.05, value.shape).astype(value.dtype)
+                for name, value in global_model.items()} for seed in range(len(counts))]
+    layout = Layout.of(global_model)
+    replies = [site_reply(secret, update, count) for update, count in zip(updates, counts, strict=True)]
+
+    server = EncryptedAggregation(public, layout.size)
+    assert [server.validate_reply(reply, LIMITS, "num-examples").code for reply in replies] == [ACCEPTED] * 3
+    aggregate = decoded(server.aggregate(replies))
+    assert aggregate.weight == sum(counts)
+    average = layout.unflatten(decrypt_average(secret, aggregate, layout.size))
+
+    plaintext = [RecordDict({"arrays": ArrayRecord({n: Array(v) for n, v in update.items()}),
+                             "metrics": MetricRecord({"num-examples": count})})
+                 for update, count in zip(updates, counts, strict=True)]
+    fedavg = aggregate_arrayrecords(plaintext, "num-examples")
+    error = max(float(np.max(np.abs(average[name] - fedavg[name].numpy()))) for name in layout.names)
+    assert error <= 1e-6
+    assert all(average[name].dtype == global_model[name].dtype for name in layout.names)
+
+
+def test_the_server_holds_no_secret_key_and_cannot_decrypt_what_it_adds(keys):
+    _, secret, public = keys
+    arrays = {"w": np.linspace(-1, 1, 3000)}
+    server = EncryptedAggregation(public, 3000)
+    aggregate = decoded(server.aggregate([site_reply(secret, arrays, 5)]))
+    assert not server.context.has_secret_key and not server.context.tenseal.is_private()
+    with pytest.raises(CiphertextError, match="no secret key"):
+        decrypt_average(server.context, aggregate, 3000)
+    import tenseal as ts
+
+    with pytest.raises(ValueError, match="secret_key"):
+        ts.ckks_vector_from(public.tenseal, aggregate.chunks[0]).decrypt()
+    with pytest.raises(HeContextError, match="secret key"):
+        EncryptedAggregation(secret, 3000)
+    np.testing.assert_allclose(decrypt_average(secret, aggregate, 3000), arrays["w"], atol=1e-6)
+
+
+def test_replies_under_another_key_or_malformed_are_dropped_with_a_reason(keys):
+    _, secret, public = keys
+    arrays = {"w": np.linspace(-1, 1, 3000)}
+    server = EncryptedAggregation(public, 3000)
+
+    foreign = create_context()
+    verdict = server.validate_reply(site_reply(foreign, arrays, 5), LIMITS, "num-examples")
+    assert verdict.code == HE_KEY_MISMATCH
+    assert foreign.fingerprint in verdict.detail and public.fingerprint in verdict.detail
+
+    reply = site_reply(secret, arrays, 5)
+    garbage = to_arrays(decoded(reply["arrays"]))
+    garbage["he/00001"] = np.frombuffer(b"garbage", dtype=np.uint8)
+    reply["arrays"] = ArrayRecord({n: Array(a) for n, a in garbage.items()})
+    assert server.validate_reply(reply, LIMITS, "num-examples").code == MALFORMED
+
+    short = site_reply(secret, {"w": arrays["w"][:2048]}, 5)
+    assert "chunks, the model needs 2" in server.validate_reply(short, LIMITS, "num-examples").detail
+
+    lying = site_reply(secret, arrays, 5)
+    lying["metrics"] = MetricRecord({"num-examples": 500})
+    assert "weighted by 5" in server.validate_reply(lying, LIMITS, "num-examples").detail
+
+
+def test_the_encrypted_checkpoint_round_trips(keys, tmp_path):
+    _, secret, _ = keys
+    arrays = to_arrays(encrypt_weighted(secret, np.linspace(0, 1, 100), 3))
+    checkpoint = EncryptedCheckpoint(NetworkConfig(channels=(8, 16)), Preprocessing(image_size=(16, 16)),
+                                     {0: "background", 1: "disk"}, "none", 4, secret.fingerprint, arrays)
+    save_encrypted_checkpoint(checkpoint, tmp_path / "model.he")
+    loaded = load_encrypted_checkpoint(tmp_path / "model.he")
+    assert (loaded.round, loaded.fingerprint, loaded.labels) == (4, secret.fingerprint, checkpoint.labels)
+    assert list(loaded.arrays) == list(arrays)
+    assert all(np.array_equal(loaded.arrays[name], arrays[name]) for name in arrays)
+    (tmp_path / "bad.he").write_bytes(b"PK\x03\x04 damaged")
+    with pytest.raises(CheckpointError, match="not a readable encrypted model"):
+        load_encrypted_checkpoint(tmp_path / "bad.he")
