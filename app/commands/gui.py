@@ -1,0 +1,47 @@
+"""`fedseg gui`: the desktop workbench (viewer, dataset, training, federation, metrics, inference)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# Literal so that `fedseg --help` needs no Qt; a test checks it equals app.qt.main_window.PAGE_NAMES.
+PAGE_NAMES = ("home", "viewer", "dataset", "training", "federation", "metrics", "inference", "settings")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "gui", help="open the desktop workbench",
+        description="Open the FedSeg desktop workbench, optionally on a study or the demo workspace.",
+    )
+    parser.add_argument("path", nargs="?", type=Path, help="a study to open: a file or a DICOM folder")
+    parser.add_argument("--labels", type=Path, help="a label map to overlay on PATH")
+    parser.add_argument("--demo", action="store_true", help="open the demo workspace (made on first use)")
+    parser.add_argument("--page", choices=PAGE_NAMES, help="the page to show first")
+    parser.add_argument("--settings", type=Path, metavar="TOML",
+                        help="settings file (default: settings.toml in the user's config folder)")
+    parser.add_argument("--quit-when-shown", action="store_true",
+                        help="print the time the window was first drawn and quit (smoke tests, benchmarks)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from segmentation.errors import ConfigError
+
+    if args.labels is not None and args.path is None:
+        raise ConfigError("--labels needs a study to overlay: fedseg gui STUDY --labels LABELS")
+    if not has_display():
+        raise ConfigError("no display to show the workbench on; run it on a desktop, set QT_QPA_PLATFORM="
+                          "offscreen to render without one, or use the headless `fedseg` commands")
+    from app.qt.application import run_gui
+
+    return run_gui(args.path, args.labels, args.demo, args.page, args.settings, args.quit_when_shown)
+
+
+def has_display() -> bool:
+    """Whether Qt can open a window: a desktop session, or an explicit platform such as offscreen."""
+    if os.environ.get("QT_QPA_PLATFORM") or sys.platform in ("win32", "darwin"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

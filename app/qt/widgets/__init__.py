@@ -1,0 +1,1 @@
+"""Reusable widgets: cards, page headers, path fields, badges, the matplotlib canvas."""

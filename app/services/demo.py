@@ -1,0 +1,57 @@
+"""The demo workspace: one phantom dataset per modality (the federation's three demo sites) and the
+real chest CT with labels that slicerio ships, so a first-time user has something to look at."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+# Modality -> seed: each demo site has its own patients.
+DEMO_SITES = {"ct": 1, "mr-t1": 2, "mr-t2": 3}
+DEMO_CASES = 4
+DEMO_SIZE = 64
+CHEST_CT = "CTChest4.nrrd"
+CHEST_LABELS = "Segmentation.seg.nrrd"
+
+
+@dataclass(frozen=True)
+class DemoWorkspace:
+    """Paths of the demo data: a dataset folder per site modality, the chest CT and its labels."""
+
+    root: Path
+    sites: dict[str, Path]
+    chest_ct: Path
+    chest_labels: Path
+
+    def first_case(self, modality: str) -> tuple[Path, Path]:
+        """(image, label) of the first training case of a site's dataset."""
+        from segmentation.datalist import load_dataset
+
+        case = load_dataset(self.sites[modality]).training[0]
+        return case.image, case.label  # type: ignore[return-value]
+
+
+def chest_ct_files() -> tuple[Path, Path]:
+    """slicerio's chest CT (128 x 128 x 34, HU) and its Slicer segmentation (ribs, spine, lungs...)."""
+    import slicerio
+
+    data = Path(slicerio.__file__).parent / "data"
+    return data / CHEST_CT, data / CHEST_LABELS
+
+
+def prepare_demo_workspace(root: Path, progress: Callable[[str], None] | None = None) -> DemoWorkspace:
+    """Make the site datasets that are missing under root/demo (seconds) and return the workspace."""
+    from segmentation.datalist import DATASET_JSON
+    from segmentation.synth import generate_dataset
+
+    sites = {}
+    for modality, seed in DEMO_SITES.items():
+        folder = root / "demo" / f"site-{modality}"
+        if not (folder / DATASET_JSON).is_file():
+            if progress is not None:
+                progress(f"making the {modality.upper()} demo site")
+            generate_dataset(folder, modality, DEMO_CASES, seed, size=DEMO_SIZE, overwrite=True)
+        sites[modality] = folder
+    chest_ct, chest_labels = chest_ct_files()
+    return DemoWorkspace(root / "demo", sites, chest_ct, chest_labels)
