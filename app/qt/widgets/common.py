@@ -25,7 +25,8 @@ MARGIN = 16
 
 
 class Card(QFrame):
-    """A rounded panel with an optional title; add widgets to `.body` (a QVBoxLayout)."""
+    """A rounded panel with an optional title row (`.header`, for widgets beside the title); add
+    content to `.body` (a QVBoxLayout)."""
 
     def __init__(self, title: str = "", subtitle: str = "", parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -33,10 +34,13 @@ class Card(QFrame):
         self.body = QVBoxLayout(self)
         self.body.setContentsMargins(MARGIN, MARGIN, MARGIN, MARGIN)
         self.body.setSpacing(10)
+        self.header = QHBoxLayout()
+        self.header.setSpacing(10)
         if title:
             heading = QLabel(title)
             heading.setObjectName("CardTitle")
-            self.body.addWidget(heading)
+            self.header.addWidget(heading)
+            self.body.addLayout(self.header)
         if subtitle:
             self.body.addWidget(hint(subtitle))
 

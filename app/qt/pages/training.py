@@ -1,0 +1,297 @@
+"""Local training: settings, start/stop/resume of `fedseg train` in a child process, live progress
+and curves from its events (through app.services.training_job and app.models.training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import (
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QSpinBox,
+    QVBoxLayout,
+)
+
+from app.commands.train import AUGMENTATION_CHOICES
+from app.models.colors import label_color
+from app.models.training import JobState, TrainingRunModel, format_duration
+from app.qt.dialogs import show_error
+from app.qt.widgets.common import Badge, Card, MetricTile, Page, PathField, button, combo, hint
+from app.qt.widgets.plots import Canvas, rgb_to_mpl, style_axes, style_legend
+from app.services.training_job import (
+    EXIT_STOPPED,
+    TrainingJob,
+    TrainingRequest,
+    can_resume,
+    previous_events,
+)
+from app.services.workbench import Workbench
+from segmentation.errors import ConfigError, FedSegError
+
+POLL_MS = 300
+AUGMENTATION_CAPTIONS = {
+    "gin": "GIN: random intensity networks (recommended)",
+    "gin-ipa": "GIN + IPA: two GIN views blended",
+    "randconv": "Random convolution",
+    "fourier": "Fourier amplitude mixing",
+    "dsn": "Domain-specific normalization",
+    "none": "None (in-modality only)",
+}
+IMAGE_SIZES = (64, 96, 128, 160, 192, 256)
+STATE_TONES = {JobState.IDLE: "", JobState.STARTING: "running", JobState.RUNNING: "running",
+               JobState.STOPPING: "warn", JobState.FINISHED: "good", JobState.STOPPED: "warn",
+               JobState.FAILED: "bad"}
+
+
+class TrainingCurves(Canvas):
+    """Loss (per step and per epoch) and validation Dice (mean and per label) against epochs."""
+
+    def __init__(self) -> None:
+        super().__init__(columns=2)
+        self.loss_axes, self.dice_axes = self.axes
+        self.show(TrainingRunModel())
+
+    def show(self, model: TrainingRunModel) -> None:  # type: ignore[override]
+        curves = self.loss_axes, self.dice_axes
+        for axes in curves:
+            axes.clear()
+        style_axes(self.loss_axes, "Training loss", "epoch", "Dice + CE loss")
+        style_axes(self.dice_axes, "Validation Dice", "epoch", "Dice")
+        data = model.curves
+        if data.step_loss:
+            x, y = zip(*data.step_loss, strict=True)
+            self.loss_axes.plot(x, y, color=rgb_to_mpl((80, 160, 245)), alpha=0.35, linewidth=1, label="step")
+        if data.epoch_loss:
+            x, y = zip(*data.epoch_loss, strict=True)
+            self.loss_axes.plot(x, y, color=rgb_to_mpl((80, 160, 245)), marker="o", markersize=3,
+                                linewidth=1.8, label="epoch")
+        for value, (name, points) in enumerate(data.label_dice.items(), start=1):
+            x, y = zip(*points, strict=True)
+            self.dice_axes.plot(x, y, color=rgb_to_mpl(label_color(value)), linewidth=1.4, marker="o",
+                                markersize=2.5, label=name)
+        if data.mean_dice:
+            x, y = zip(*data.mean_dice, strict=True)
+            self.dice_axes.plot(x, y, color="white", linewidth=2, linestyle="--", label="mean")
+        self.dice_axes.set_ylim(0, 1)
+        for axes in curves:
+            axes.set_xlim(left=0, right=max(model.epochs, 1))
+        style_legend(self.loss_axes, loc="upper right")
+        style_legend(self.dice_axes, loc="lower right", ncols=2)
+        self.draw_idle()
+
+
+class TrainingPage(Page):
+    def __init__(self, workbench: Workbench, shell) -> None:
+        super().__init__("Local training", "Train this site's model on its own dataset. Training runs in "
+                         "its own process: keep working while it runs, stop it at any time and resume later.")
+        self.workbench, self.shell = workbench, shell
+        self.model = workbench.training
+        self.job: TrainingJob | None = None
+        self.timer = QTimer(self)
+        self.timer.setInterval(POLL_MS)
+        self.timer.timeout.connect(self.poll)
+        row = QHBoxLayout()
+        row.setSpacing(12)
+        row.addWidget(self._settings_card())
+        right = QVBoxLayout()
+        right.setSpacing(12)
+        right.addWidget(self._progress_card())
+        curves = Card("Curves")
+        self.curves = TrainingCurves()
+        curves.body.addWidget(self.curves, 1)
+        right.addWidget(curves, 1)
+        row.addLayout(right, 1)
+        self.content.addLayout(row, 1)
+        self.model.changed.connect(self.refresh)
+        self._load_defaults()
+        self.refresh()
+
+    # -- layout ------------------------------------------------------------------------------
+    def _settings_card(self) -> Card:
+        card = Card("Settings")
+        card.setFixedWidth(380)
+        form = QFormLayout()
+        form.setSpacing(10)
+        self.data = PathField("folder", "Choose a dataset folder", placeholder="folder with dataset.json")
+        self.data.changed.connect(self._data_changed)
+        form.addRow("Dataset", self.data)
+        self.out = PathField("folder", "Choose a run folder", placeholder="where model.pt and curves go")
+        self.out.changed.connect(lambda _: self.refresh())
+        form.addRow("Run folder", self.out)
+        self.augmentation = combo([(name, AUGMENTATION_CAPTIONS[name]) for name in AUGMENTATION_CHOICES])
+        form.addRow("Augmentation", self.augmentation)
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 10_000)
+        form.addRow("Epochs", self.epochs)
+        self.learning_rate = QDoubleSpinBox()
+        self.learning_rate.setDecimals(5)
+        self.learning_rate.setRange(0.00001, 1.0)
+        self.learning_rate.setSingleStep(0.0001)
+        form.addRow("Learning rate", self.learning_rate)
+        self.batch_size = QSpinBox()
+        self.batch_size.setRange(1, 512)
+        form.addRow("Batch size", self.batch_size)
+        self.image_size = combo([(str(size), f"{size} × {size} px") for size in IMAGE_SIZES])
+        form.addRow("Image size", self.image_size)
+        self.channels = QLineEdit("32,64,128,256")
+        self.channels.setToolTip("U-Net feature channels per level (the method's FedGIN widths by default)")
+        form.addRow("U-Net widths", self.channels)
+        card.body.addLayout(form)
+        card.body.addWidget(hint("GIN teaches the model to ignore intensity, so a CT-trained model also "
+                                 "segments MR. Resume continues the run folder's model up to the epochs "
+                                 "set above."))
+        card.body.addStretch(1)
+        buttons = QHBoxLayout()
+        self.start = button("Start", "play", primary=True)
+        self.start.clicked.connect(lambda: self.begin(resume=False))
+        self.resume = button("Resume", "resume")
+        self.resume.clicked.connect(lambda: self.begin(resume=True))
+        self.stop = button("Stop", "stop", object_name="Danger")
+        self.stop.clicked.connect(self.request_stop)
+        for widget in (self.start, self.resume, self.stop):
+            buttons.addWidget(widget)
+        card.body.addLayout(buttons)
+        return card
+
+    def _progress_card(self) -> Card:
+        card = Card("Progress")
+        self.badge = Badge("Idle")
+        card.header.addWidget(self.badge)
+        self.message = hint("")
+        card.header.addWidget(self.message, 1)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        card.body.addWidget(self.bar)
+        tiles = QHBoxLayout()
+        self.tile_epoch = MetricTile("epoch")
+        self.tile_loss = MetricTile("loss")
+        self.tile_dice = MetricTile("validation Dice")
+        self.tile_eta = MetricTile("time left")
+        for tile in (self.tile_epoch, self.tile_loss, self.tile_dice, self.tile_eta):
+            tiles.addWidget(tile, 1)
+        card.body.addLayout(tiles)
+        self.log = QPlainTextEdit()
+        self.log.setObjectName("Log")
+        self.log.setReadOnly(True)
+        self.log.setFixedHeight(74)
+        self.log.setPlaceholderText("The training process's messages appear here.")
+        card.body.addWidget(self.log)
+        return card
+
+    def _load_defaults(self) -> None:
+        defaults = self.workbench.settings.training
+        self.augmentation.setCurrentIndex(max(self.augmentation.findData(defaults.augmentation), 0))
+        self.epochs.setValue(defaults.epochs)
+        self.learning_rate.setValue(defaults.learning_rate)
+        self.batch_size.setValue(defaults.batch_size)
+        self.image_size.setCurrentIndex(max(self.image_size.findData(str(defaults.image_size)), 0))
+        recent = self.workbench.settings.recent_datasets
+        if recent:
+            self.set_dataset(Path(recent[0]))
+
+    # -- actions -----------------------------------------------------------------------------
+    def set_dataset(self, folder: Path) -> None:
+        self.data.set_path(folder)
+
+    def _data_changed(self, text: str) -> None:
+        if text.strip():
+            name = Path(text.strip()).name or "run"
+            self.out.set_path(self.workbench.settings.workspace_dir / "runs" / name)
+        self.refresh()
+
+    def request(self, resume: bool) -> TrainingRequest:
+        if self.data.path is None or self.out.path is None:
+            raise ConfigError("choose a dataset folder and a run folder first")
+        try:
+            channels = tuple(int(part) for part in self.channels.text().split(","))
+        except ValueError:
+            raise ConfigError(f"U-Net widths must be comma-separated integers like 32,64,128,256, "
+                              f"not {self.channels.text()!r}") from None
+        return TrainingRequest(
+            data=self.data.path, out=self.out.path, epochs=self.epochs.value(),
+            augmentation=self.augmentation.currentData(), learning_rate=self.learning_rate.value(),
+            batch_size=self.batch_size.value(), image_size=int(self.image_size.currentData()),
+            channels=channels, resume=resume,
+        )
+
+    def begin(self, resume: bool) -> None:
+        """Start (or resume) training in a child process; problems found at once become a dialog."""
+        try:
+            request = self.request(resume)
+            job = TrainingJob(request)
+            history = previous_events(request.out) if resume else []
+            job.start()
+        except (FedSegError, OSError) as error:
+            show_error(self, "Could not start training", error, "starting training")
+            return
+        self.job = job
+        self.model.reset()
+        self.model.apply_all(history)
+        self.model.set_state(JobState.STARTING, "starting the training process…")
+        self._remember(request)
+        self.log.clear()
+        self.timer.start()
+
+    def request_stop(self) -> None:
+        if self.job is not None and self.job.running:
+            self.job.request_stop()
+            self.model.set_state(JobState.STOPPING, "stopping after this step and saving the model…")
+
+    def poll(self) -> None:
+        """Read new events and, once the child has exited, its outcome."""
+        if self.job is None:
+            return
+        self.model.apply_all(self.job.events())
+        self.log.setPlainText(self.job.log_tail(12))
+        self.log.verticalScrollBar().setValue(self.log.verticalScrollBar().maximum())
+        if self.job.running:
+            return
+        self.timer.stop()
+        self.model.apply_all(self.job.events())
+        code = self.job.exit_code
+        if code not in (0, EXIT_STOPPED):
+            message = self.job.failure_message()
+            self.model.set_state(JobState.FAILED, message)
+            show_error(self, "Training failed", ConfigError(message))
+        elif self.model.state.active:  # the child ended before its final event (e.g. stopped while starting)
+            stopped = "stopped before training began" if code else "training finished"
+            self.model.set_state(JobState.STOPPED if code else JobState.FINISHED, stopped)
+        self.workbench.settings.last_checkpoint = str(self.job.request.out / "model.pt")
+        self.workbench.save()
+        self.refresh()
+
+    def shutdown(self) -> None:
+        """The window is closing: ask a running job to save and stop (it finishes on its own)."""
+        if self.job is not None and self.job.running:
+            self.job.request_stop()
+
+    def _remember(self, request: TrainingRequest) -> None:
+        defaults = self.workbench.settings.training
+        defaults.augmentation, defaults.epochs = request.augmentation, request.epochs
+        defaults.learning_rate, defaults.batch_size = request.learning_rate, request.batch_size
+        defaults.image_size = request.image_size
+        self.workbench.remember_dataset(request.data)
+
+    # -- view ----------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        model = self.model
+        active = model.state.active
+        out = self.out.path
+        self.start.setEnabled(not active and self.data.path is not None)
+        self.resume.setEnabled(not active and out is not None and can_resume(out))
+        self.stop.setEnabled(active and model.state is not JobState.STOPPING)
+        for widget in (self.data, self.out, self.augmentation, self.image_size, self.channels):
+            widget.setEnabled(not active)
+        self.badge.set(model.state.value.capitalize(), STATE_TONES[model.state])
+        self.message.setText(model.message)
+        self.bar.setValue(round(model.fraction * 1000))
+        self.tile_epoch.set(f"{model.epoch} / {model.epochs}" if model.epochs else "—")
+        self.tile_loss.set(f"{model.loss:.4f}" if model.loss is not None else "—")
+        self.tile_dice.set(f"{model.dice:.3f}" if model.dice is not None else "—")
+        self.tile_eta.set(format_duration(model.eta_seconds) if active else "—")
+        self.curves.show(model)

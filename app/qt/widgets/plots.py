@@ -1,0 +1,46 @@
+"""Matplotlib canvases in the workbench's dark style (matplotlib loads with the first canvas)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+
+from app.qt.theme import PALETTE
+
+TEXT, MUTED, GRID = PALETTE["text"], PALETTE["muted"], PALETTE["border"]
+
+
+def style_axes(axes: Axes, title: str, xlabel: str, ylabel: str) -> None:
+    axes.set_facecolor(PALETTE["card"])
+    axes.set_title(title, color=TEXT, fontsize=10, loc="left", pad=8)
+    axes.set_xlabel(xlabel, color=MUTED, fontsize=8.5)
+    axes.set_ylabel(ylabel, color=MUTED, fontsize=8.5)
+    axes.tick_params(colors=MUTED, labelsize=8)
+    axes.grid(True, color=GRID, linewidth=0.6)
+    for side, spine in axes.spines.items():
+        spine.set_visible(side in ("left", "bottom"))
+        spine.set_color(PALETTE["border_strong"])
+
+
+def style_legend(axes: Axes, **options) -> None:
+    if axes.get_legend_handles_labels()[0]:
+        legend = axes.legend(fontsize=8, frameon=False, labelcolor=TEXT, **options)
+        legend.set_draggable(False)
+
+
+class Canvas(FigureCanvasQTAgg):
+    """A figure with `columns` axes side by side."""
+
+    def __init__(self, columns: int = 1) -> None:
+        self.figure = Figure(figsize=(6, 3), dpi=100, facecolor=PALETTE["card"], layout="constrained")
+        super().__init__(self.figure)
+        self.setStyleSheet(f"background: {PALETTE['card']};")
+        self.axes: Sequence[Axes] = [self.figure.add_subplot(1, columns, i + 1) for i in range(columns)]
+        self.setMinimumHeight(220)
+
+
+def rgb_to_mpl(rgb: tuple[int, int, int]) -> tuple[float, float, float]:
+    return tuple(channel / 255 for channel in rgb)  # type: ignore[return-value]

@@ -1,0 +1,161 @@
+"""The workbench's plain-Python services: settings, event tail, training jobs, studies, inference, demo."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import app.services.demo as demo
+from app.services.child_process import FedsegChild
+from app.services.event_tail import EventTail
+from app.services.inference import describe_model, export_dicom_seg, export_mask, segment
+from app.services.settings import RECENT_LIMIT, Settings, SettingsStore
+from app.services.studies import labels_beside, list_series_choices, load_label_map, load_study
+from app.services.training_job import CHECKPOINT_NAME, EVENTS_NAME, TrainingRequest, previous_events
+from segmentation import training
+from segmentation.checkpoint import Checkpoint, save_checkpoint
+from segmentation.errors import ConfigError, DatasetError, StudyReadError
+from segmentation.io import read_volume, write_volume
+from segmentation.network import NetworkConfig
+from segmentation.preprocessing import Preprocessing
+from segmentation.volume import Volume
+
+
+def test_training_names_match_the_engine():
+    assert (CHECKPOINT_NAME, EVENTS_NAME) == (training.CHECKPOINT_NAME, training.EVENTS_NAME)
+
+
+def test_settings_round_trip_recent_files_and_damaged_files(tmp_path):
+    store = SettingsStore(tmp_path / "config" / "settings.toml")
+    settings = store.load()
+    assert settings == Settings()
+    for index in range(RECENT_LIMIT + 2):
+        settings.add_recent_study(f"/data/study{index}.nii.gz")
+    settings.add_recent_study("/data/study5.nii.gz")
+    settings.training.learning_rate = 0.0005
+    settings.site.name = "hospital-a"
+    store.save(settings)
+    loaded = SettingsStore(store.path).load()
+    assert loaded == settings
+    assert loaded.recent_studies[0] == "/data/study5.nii.gz" and len(loaded.recent_studies) == RECENT_LIMIT
+    assert loaded.recent_studies.count("/data/study5.nii.gz") == 1
+    store.path.write_text("[training]\nepochs = 'many'\n", encoding="utf-8")
+    damaged = SettingsStore(store.path)
+    assert damaged.load() == Settings() and "could not be read" in damaged.problem
+    store.path.write_text("not = [toml", encoding="utf-8")
+    assert SettingsStore(store.path).load() == Settings()
+
+
+def test_event_tail_waits_for_whole_lines_and_restarts_on_a_new_file(tmp_path):
+    path = tmp_path / "events.jsonl"
+    tail = EventTail(path)
+    assert tail.read() == []
+    path.write_text(json.dumps({"kind": "started"}) + "\n" + '{"kind": "progr', encoding="utf-8")
+    assert [event["kind"] for event in tail.read()] == ["started"]
+    with open(path, "a", encoding="utf-8") as stream:
+        stream.write('ess"}\nnot json\n')
+    assert [event["kind"] for event in tail.read()] == ["progress"]
+    path.write_text(json.dumps({"kind": "finished"}) + "\n", encoding="utf-8")  # a new, shorter file
+    assert [event["kind"] for event in tail.read()] == ["finished"]
+    assert EventTail(path).read() == []  # a new tail starts at the end
+
+
+def test_training_request_arguments_and_checks(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    request = TrainingRequest(data, tmp_path / "run", epochs=3, augmentation="fourier", learning_rate=2e-4,
+                              batch_size=4, image_size=64, channels=(8, 16))
+    with pytest.raises(DatasetError, match="dataset.json"):
+        request.check()
+    (data / "dataset.json").write_text("{}", encoding="utf-8")
+    request.check()
+    assert request.arguments() == [
+        "train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "3", "--lr", "0.0002",
+        "--batch-size", "4", "--aug", "fourier", "--image-size", "64", "--channels", "8,16",
+    ]
+    resumed = TrainingRequest(data, tmp_path / "run", epochs=5, resume=True)
+    assert resumed.arguments()[-1] == "--resume" and "--aug" not in resumed.arguments()
+    with pytest.raises(ConfigError, match="no model to resume"):
+        resumed.check()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / CHECKPOINT_NAME).write_bytes(b"")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        request.check()
+    (tmp_path / "run" / EVENTS_NAME).write_text('{"kind": "started"}\n', encoding="utf-8")
+    assert previous_events(tmp_path / "run") == [{"kind": "started"}]
+
+
+def test_a_failing_child_reports_its_one_line_error(tmp_path):
+    child = FedsegChild(["inspect", str(tmp_path / "missing.nii.gz")], tmp_path / "child.log",
+                        tmp_path / "events.jsonl")
+    assert child.command[:3] == [sys.executable, "-m", "app.cli"]
+    child.start()
+    child._process.wait(60)
+    assert child.exit_code == 2 and not child.running
+    assert child.failure_message() == f"{tmp_path / 'missing.nii.gz'} does not exist"
+
+
+def test_studies_load_with_metadata_and_msd_labels(tmp_path):
+    image = Volume(np.arange(24, dtype=np.int16).reshape(2, 3, 4), spacing=(0.5, 0.5, 2.0), modality="ct")
+    image_path = write_volume(image, tmp_path / "imagesTr" / "case_000.nii.gz")
+    labels = image.with_array(np.ones((2, 3, 4), np.uint8))
+    label_path = write_volume(labels, tmp_path / "labelsTr" / "case_000.nii.gz")
+    study = load_study(image_path)
+    assert study.name == "case_000.nii.gz" and not study.is_dicom
+    rows = dict(study.details)
+    assert rows["Format"] == "NIfTI" and rows["Size (x × y × z)"] == "4 × 3 × 2"
+    assert rows["Value range"] == "0 … 23"
+    assert list_series_choices(image_path) == []
+    assert labels_beside(image_path) == label_path
+    assert labels_beside(label_path) is None
+    assert load_label_map(label_path).labels == {1: "label 1"}
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(StudyReadError):
+        load_study(broken)
+
+
+def tiny_checkpoint(path: Path) -> Path:
+    network = NetworkConfig(out_channels=3, channels=(8, 16))
+    torch.manual_seed(0)
+    model = network.build()
+    save_checkpoint(Checkpoint(network, Preprocessing(image_size=(32, 32)), {0: "background", 1: "liver",
+                                                                             2: "spleen"},
+                               model.state_dict(), augmentation="gin", train_modality="ct", epoch=4), path)
+    return path
+
+
+def test_segment_measures_and_exports_in_the_study_geometry(tmp_path):
+    checkpoint = tiny_checkpoint(tmp_path / "model.pt")
+    summary = describe_model(checkpoint)
+    assert summary.epoch == 4 and "epoch 4" in summary.describe() and "2 labels" in summary.describe()
+    array = np.random.default_rng(0).normal(size=(3, 20, 24)).astype(np.float32)
+    image = Volume(array, spacing=(2.0, 2.0, 5.0), origin=(1.0, 2.0, 3.0), modality="ct")
+    study = load_study(write_volume(image, tmp_path / "ct.nii.gz"))
+    steps = []
+    result = segment(checkpoint, study, lambda done, total: steps.append((done, total)))
+    assert result.mask.shape == image.shape and result.mask.spacing == pytest.approx(image.spacing)
+    assert set(result.volumes_ml) == {"liver", "spleen"} and steps[-1] == (3, 3)
+    voxel_ml = 2.0 * 2.0 * 5.0 / 1000
+    assert sum(result.volumes_ml.values()) == pytest.approx(np.count_nonzero(result.mask.array) * voxel_ml)
+    written = export_mask(result.mask, tmp_path / "out" / "mask.nii.gz")
+    np.testing.assert_array_equal(read_volume(written).array, result.mask.array)
+    with pytest.raises(ConfigError, match="DICOM-SEG"):
+        export_dicom_seg(result.mask, study, tmp_path / "seg.dcm")
+
+
+def test_demo_workspace_is_made_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "DEMO_CASES", 2)
+    monkeypatch.setattr(demo, "DEMO_SIZE", 16)
+    messages = []
+    workspace = demo.prepare_demo_workspace(tmp_path, messages.append)
+    assert set(workspace.sites) == {"ct", "mr-t1", "mr-t2"} and len(messages) == 3
+    assert workspace.chest_ct.is_file() and workspace.chest_labels.is_file()
+    image, label = workspace.first_case("mr-t2")
+    assert image.is_file() and label.is_file()
+    stamp = (workspace.sites["ct"] / "dataset.json").stat().st_mtime_ns
+    demo.prepare_demo_workspace(tmp_path, messages.append)
+    assert len(messages) == 3 and (workspace.sites["ct"] / "dataset.json").stat().st_mtime_ns == stamp
