@@ -25,7 +25,7 @@ from segmentation.metrics import EvaluationResult, score_case, summarize
 from segmentation.network import default_device
 from segmentation.preprocessing import logits_to_label, network_input
 from segmentation.slice_cache import SliceCache, SliceDataset, default_cache_dir, make_loader
-from segmentation.training import TrainingConfig, TrainResult
+from segmentation.training import TrainingConfig, TrainResult, learning_rate_schedule
 from segmentation.transforms import ModalityStatistics, build_batch_augmentation
 from segmentation.volume import normalize_modality
 
@@ -100,11 +100,13 @@ class SegmentationAlgorithm:
             pin_memory=self.device.type == "cuda",
         )
         target, anchor = self.epoch + epochs, self._proximal_anchor()
+        schedule = learning_rate_schedule(self.config, epochs * len(loader))
         loss, metrics, completed = float("nan"), {}, 0
-        for _ in range(epochs):
+        for index in range(epochs):
             epoch = self.epoch + 1
             generator.manual_seed(_derived_seed(self.config.seed, epoch, 0))
-            epoch_loss = self._run_epoch(loader, epoch, target, anchor, events, stop)
+            rates = schedule[index * len(loader):(index + 1) * len(loader)]
+            epoch_loss = self._run_epoch(loader, epoch, target, anchor, rates, events, stop)
             if epoch_loss is None:
                 return TrainResult(completed, self.epoch, loss, len(data), True, metrics)
             loss = epoch_loss
@@ -120,18 +122,21 @@ class SegmentationAlgorithm:
 
     def _run_epoch(
         self, loader: DataLoader, epoch: int, target: int, anchor: list[torch.Tensor] | None,
-        events: EventWriter | None, stop: Callable[[], bool] | None,
+        rates: Sequence[float], events: EventWriter | None, stop: Callable[[], bool] | None,
     ) -> float | None:
-        """One pass over the loader; its mean loss, or None when stop() interrupted it."""
+        """One pass over the loader at the given per-step learning rates; its mean loss, or None when
+        stop() interrupted it."""
         seed = _derived_seed(self.config.seed, epoch, 1)
         augment = build_batch_augmentation(
             self.config.augmentation, seed=seed, prob=self.config.augmentation_probability
         )
         self.model.train()
         total, steps = 0.0, len(loader)
-        for step, (images, labels, _) in enumerate(loader, start=1):
+        for step, ((images, labels, _), rate) in enumerate(zip(loader, rates, strict=True), start=1):
             if stop is not None and stop():
                 return None
+            for group in self.optimizer.param_groups:
+                group["lr"] = rate
             value = self._step(images, labels, augment, anchor)
             total += value
             if events is not None:

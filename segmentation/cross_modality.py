@@ -154,6 +154,7 @@ def run_cross_modality(
             preprocessing=Preprocessing(image_size=(settings.image_size, settings.image_size)),
             augmentation=aug,
             learning_rate=settings.learning_rate,
+            learning_rate_schedule="cosine",
             batch_size=settings.batch_size,
             seed=settings.seed,
             cache_dir=out / "cache",

@@ -8,6 +8,7 @@ compared with nothing but the folder.
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -33,8 +34,9 @@ HISTORY_NAME = "history.csv"
 # preprocessing and augmentation define the model and may not.
 _HYPERPARAMETERS = (
     "learning_rate", "weight_decay", "batch_size", "seed", "proximal_mu", "num_workers",
-    "foreground_slice_fraction", "augmentation_probability",
+    "foreground_slice_fraction", "augmentation_probability", "learning_rate_schedule",
 )
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,15 @@ class TrainingConfig:
     whose labelled share is below it (0 keeps all). cache_dir None means slice_cache.default_cache_dir().
     augmentation_probability is the share of samples each batch augments: half keeps the in-modality
     Dice of unaugmented training while the other half teaches the unseen modalities (docs/augmentations.md).
+    learning_rate_schedule "cosine" decays the rate to zero over each train() call, so a fixed step
+    budget ends on a settled model rather than a noisy last step; "constant" suits federated rounds.
     """
 
     network: NetworkConfig = field(default_factory=NetworkConfig)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     augmentation: str = "gin"
     augmentation_probability: float = 0.5
+    learning_rate_schedule: str = "constant"
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     batch_size: int = 16
@@ -75,6 +80,11 @@ class TrainingConfig:
             "foreground_slice_fraction": 0.0 <= self.foreground_slice_fraction < 1.0,
             "augmentation_probability": 0.0 <= self.augmentation_probability <= 1.0,
         }
+        if self.learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
+            raise ConfigError(
+                f"learning_rate_schedule {self.learning_rate_schedule!r} is unknown; choose one of: "
+                + ", ".join(LEARNING_RATE_SCHEDULES)
+            )
         for name, valid in checks.items():
             if not valid:
                 raise ConfigError(f"{name} = {getattr(self, name)} is out of range")
@@ -96,6 +106,13 @@ class TrainingConfig:
     def with_hyperparameters(self, values: dict[str, Any]) -> TrainingConfig:
         """This config with known hyperparameters replaced (unknown keys are ignored)."""
         return replace(self, **{name: values[name] for name in _HYPERPARAMETERS if name in values})
+
+
+def learning_rate_schedule(config: TrainingConfig, steps: int) -> list[float]:
+    """The learning rate of each of `steps` optimisation steps under the config's schedule."""
+    if config.learning_rate_schedule == "constant":
+        return [config.learning_rate] * steps
+    return [0.5 * config.learning_rate * (1.0 + math.cos(math.pi * step / steps)) for step in range(steps)]
 
 
 @dataclass(frozen=True)
