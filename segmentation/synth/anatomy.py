@@ -99,7 +99,7 @@ def patient_coordinates(points: np.ndarray, rng: np.random.Generator) -> np.ndar
 def sample_anatomy(rng: np.random.Generator, size: int, depth: int) -> Anatomy:
     """A random abdomen on a (depth, size, size) grid; depth 1 is one axial slice at kidney level."""
     level = rng.uniform(-0.2, 0.05) if depth == 1 else 0.0
-    painter = _Painter(patient_coordinates(grid(size, depth, level), rng), rng)
+    painter = _Painter(patient_coordinates(grid(depth, size, size, level), rng), rng)
     cavity = _body_wall(painter)
     _thorax_and_bowel(painter, cavity)
     _organs(painter, cavity)

@@ -29,12 +29,11 @@ class ModalityModel:
     textures: dict[Tissue, float]  # standard deviation of smooth within-tissue variation
     jitter: float  # per-case standard deviation of each tissue mean (HU for CT, relative for MR)
     noise: tuple[float, float]  # range of the noise standard deviation
-    bias: float = 0.0  # standard deviation of the log bias field (0: none)
+    # True: Hounsfield units, additive jitter and Gaussian noise. False (MR): arbitrary units with
+    # relative jitter and texture, a bias field, Rician noise and a random overall scale.
+    hounsfield: bool = False
+    bias: float = 0.0  # standard deviation of the log bias field
     scale: tuple[float, float] = (1.0, 1.0)  # range of the arbitrary overall intensity scale
-
-    @property
-    def is_ct(self) -> bool:
-        return self.bias == 0.0
 
 
 _SOFT = (T.MUSCLE, T.LIVER, T.KIDNEY, T.MEDULLA, T.SPLEEN, T.PANCREAS, T.BOWEL, T.VESSEL, T.FLUID)
@@ -46,7 +45,7 @@ MODALITY_MODELS: dict[str, ModalityModel] = {
                T.MEDULLA: 28, T.SPLEEN: 48, T.PANCREAS: 42},
         textures={T.FAT: 8, T.BONE: 80, T.MARROW: 40, T.LUNG: 30, T.BOWEL: 10, T.GAS: 20,
                   T.LIVER: 4, T.KIDNEY: 3, T.MEDULLA: 3, T.SPLEEN: 3, T.PANCREAS: 6, T.MUSCLE: 5},
-        jitter=4.0, noise=(10.0, 20.0),
+        jitter=4.0, noise=(10.0, 20.0), hounsfield=True,
     ),
     "mr-t1": ModalityModel(
         means={T.AIR: 0.0, T.FAT: 0.90, T.MUSCLE: 0.36, T.BONE: 0.03, T.MARROW: 0.75, T.LUNG: 0.03,
@@ -73,16 +72,21 @@ def _unit_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: tuple[f
     return noise / max(float(noise.std()), 1e-6)
 
 
-def render(tissues: np.ndarray, modality: str, rng: np.random.Generator) -> np.ndarray:
-    """A (z, y, x) tissue map -> a float32 image of the modality (CT in HU, MR in arbitrary units)."""
+def modality_model(modality: str) -> ModalityModel:
+    """The appearance of a phantom modality; ConfigError for one the phantom does not render."""
     if modality not in MODALITY_MODELS:
         choices = ", ".join(SYNTH_MODALITIES)
         raise ConfigError(f"no phantom for modality {modality!r}; choose one of {choices}")
-    model = MODALITY_MODELS[modality]
+    return MODALITY_MODELS[modality]
+
+
+def render(tissues: np.ndarray, modality: str, rng: np.random.Generator) -> np.ndarray:
+    """A (z, y, x) tissue map -> a float32 image of the modality (CT in HU, MR in arbitrary units)."""
+    model = modality_model(modality)
     means = np.array([model.means[tissue] for tissue in Tissue], np.float32)
     textures = np.array([model.textures.get(tissue, 0.0) for tissue in Tissue], np.float32)
     soft = np.array(_SOFT)
-    if model.is_ct:
+    if model.hounsfield:
         means[soft] += rng.normal(0.0, model.jitter, len(soft))
     else:
         means[soft] *= 1.0 + rng.normal(0.0, model.jitter, len(soft))
@@ -91,10 +95,9 @@ def render(tissues: np.ndarray, modality: str, rng: np.random.Generator) -> np.n
     image = means[tissues] + textures[tissues] * _unit_noise(rng, tissues.shape, tuple(2 * s for s in thin))
     image = gaussian_filter(image, tuple(0.6 * s for s in thin))  # partial volume at organ edges
     sigma = rng.uniform(*model.noise)
-    if model.is_ct:
+    if model.hounsfield:
         return image + sigma * _unit_noise(rng, tissues.shape, tuple(0.7 * s for s in thin))
-    depth, size = tissues.shape[0], tissues.shape[-1]
-    image *= np.exp(model.bias * SmoothField.sample(rng, cycles=0.8, modes=6)(grid(size, depth)))
+    image *= np.exp(model.bias * SmoothField.sample(rng, cycles=0.8, modes=6)(grid(*tissues.shape)))
     real = image + sigma * rng.standard_normal(image.shape).astype(np.float32)
     imaginary = sigma * rng.standard_normal(image.shape).astype(np.float32)
     return (np.hypot(real, imaginary) * rng.uniform(*model.scale)).astype(np.float32)

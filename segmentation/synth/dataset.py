@@ -15,7 +15,7 @@ from segmentation.datalist import DatasetIndex, load_dataset, write_dataset_json
 from segmentation.errors import ConfigError, DatasetError
 from segmentation.io import write_volume
 from segmentation.synth.anatomy import LABELS, sample_anatomy
-from segmentation.synth.appearance import SYNTH_MODALITIES, render
+from segmentation.synth.appearance import SYNTH_MODALITIES, modality_model, render
 from segmentation.volume import Volume
 
 FIELD_OF_VIEW_MM = 400.0  # in-plane extent of every phantom image
@@ -30,10 +30,11 @@ def phantom_depth(size: int, dim: int) -> int:
 
 def phantom_case(seed: int, index: int, modality: str, size: int, depth: int) -> tuple[Volume, Volume]:
     """Case `index` of `seed` as (image, label) volumes with physical geometry in millimetres."""
+    model = modality_model(modality)
     anatomy = sample_anatomy(np.random.default_rng([seed, index, 0]), size, depth)
-    stream = 1 + SYNTH_MODALITIES.index(modality)
+    stream = 1 + SYNTH_MODALITIES.index(modality)  # each modality its own noise, one shared anatomy
     image = render(anatomy.tissues, modality, np.random.default_rng([seed, index, stream]))
-    if modality == "ct":
+    if model.hounsfield:
         image = np.clip(np.rint(image), -1024, 3071).astype(np.int16)
     pixel = FIELD_OF_VIEW_MM / size
     spacing = (pixel, pixel, CRANIOCAUDAL_MM / depth if depth > 1 else 5.0)
@@ -83,9 +84,8 @@ def generate_dataset(
 
 def _check(cases: int, size: int, dim: int, test_fraction: float, modality: str) -> None:
     """Reject bad settings before any folder is made."""
+    modality_model(modality)
     problems = [
-        (modality not in SYNTH_MODALITIES, f"no phantom for modality {modality!r}; choose one of "
-                                           f"{', '.join(SYNTH_MODALITIES)}"),
         (cases < 1, f"cases must be at least 1, got {cases}"),
         (not 16 <= size <= 512, f"size must be between 16 and 512 pixels, got {size}"),
         (dim not in (2, 3), f"dim must be 2 or 3, got {dim}"),

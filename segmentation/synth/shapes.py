@@ -15,11 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def grid(size: int, depth: int, level: float = 0.0) -> np.ndarray:
-    """Voxel-centre coordinates (3, depth, size, size); a single slice (depth 1) sits at t=level."""
-    in_plane = (np.arange(size) + 0.5) / size * 2.0 - 1.0
-    t = (np.arange(depth) + 0.5) / depth * 2.0 - 1.0 if depth > 1 else np.array([level])
-    tt, vv, uu = np.meshgrid(t, in_plane, in_plane, indexing="ij")
+def _centres(n: int) -> np.ndarray:
+    return (np.arange(n) + 0.5) / n * 2.0 - 1.0
+
+
+def grid(depth: int, height: int, width: int, level: float = 0.0) -> np.ndarray:
+    """Voxel-centre coordinates (3, depth, height, width); a single slice (depth 1) sits at t=level."""
+    t = _centres(depth) if depth > 1 else np.array([level])
+    tt, vv, uu = np.meshgrid(t, _centres(height), _centres(width), indexing="ij")
     return np.stack([uu, vv, tt]).astype(np.float32)
 
 
