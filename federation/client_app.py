@@ -4,6 +4,11 @@ Each message runs in a fresh ClientApp process started by the site's SuperNode; 
 come from the SuperNode's --node-config (federation.task.SiteSettings). Only arrays and numbers leave
 the site, plus its display name: a failure is answered with a SiteErrorCode and never with its
 exception text, which goes to the site's event file and log instead.
+
+With homomorphic encryption (site.toml [he]) the site decrypts the global model, checks its own update
+and sends it pre-weighted and encrypted (federation.he.site); after the final evaluation it keeps the
+decrypted global model as global-model.pt next to its event file, since the server only holds it
+encrypted.
 """
 
 from __future__ import annotations
@@ -15,11 +20,16 @@ from dataclasses import replace
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from federation.he.context import HeContext
+from federation.he.records import FINGERPRINT_KEY, MAX_MAGNITUDE_KEY, is_encrypted, to_array_record
+from federation.he.site import decrypt_global, encrypt_update, site_context
+from federation.server_run import save_global_model
 from federation.site_history import SITE_NAME_KEY
 from federation.task import (
     CONFIG_KEY,
     LOCAL_EPOCHS_KEY,
     MODEL_KEY,
+    NUM_EXAMPLES,
     SHARED_HISTORY_KEY,
     RoundEvents,
     SiteErrorCode,
@@ -31,6 +41,7 @@ from federation.task import (
     evaluate_round,
     load_named_weights,
     model_from_json,
+    named_weights,
     train_round,
     validation_cases,
 )
@@ -41,6 +52,7 @@ from segmentation.errors import FedSegError
 logger = logging.getLogger(__name__)
 
 SITE_RECORD_KEY = "site"
+SITE_MODEL_NAME = "global-model.pt"  # the decrypted final global model, next to the event file (HE only)
 # The site's own memory across a run's messages (Context.state survives between ClientApp processes).
 _STATE_KEY = "fedseg-site"
 _SHARED_THROUGH = "shared-through-round"
@@ -69,7 +81,7 @@ def _answer(message: Message, context: Context, handler: Handler) -> Message:
         events = RoundEvents(settings.event_file, _server_round(message))
     except Exception as error:  # noqa: BLE001 - whatever went wrong stays at the site
         logger.exception("the site's settings are unusable")
-        return _error_reply(message, error_code(error))
+        return _error_reply(message, error)
     with events:
         try:
             content = handler(message, context, settings, events)
@@ -77,8 +89,10 @@ def _answer(message: Message, context: Context, handler: Handler) -> Message:
             code = error_code(error)
             events.emit("error", code=int(code), message=_describe(error))
             logger.exception("round %s failed at this site (code %d)", events.round, code)
-            return _error_reply(message, code)
-    content[SITE_RECORD_KEY] = ConfigRecord({SITE_NAME_KEY: settings.name})
+            return _error_reply(message, error)
+    site = content.config_records.get(SITE_RECORD_KEY, ConfigRecord())
+    site[SITE_NAME_KEY] = settings.name
+    content[SITE_RECORD_KEY] = site
     return Message(content, reply_to=message)
 
 
@@ -86,39 +100,58 @@ def _train(message: Message, context: Context, settings: SiteSettings, events: R
     config = _config(message)
     _share_history(config, context, events)
     epochs = int(config.get(LOCAL_EPOCHS_KEY, 1))
-    algorithm, dataset = _received_model(message, config, settings)
+    algorithm, dataset, he = _received_model(message, config, settings)
+    global_model = named_weights(algorithm)
     # Count epochs across rounds: each round then draws new batches and augmentations.
     algorithm.epoch = (events.round - 1) * epochs
     events.emit("started", epochs=epochs)
     result = train_round(algorithm, dataset, epochs, events)
+    content = RecordDict({"metrics": MetricRecord(_numbers(result.metrics))})
+    if he is None:
+        content["arrays"] = ArrayRecord({name: Array(array) for name, array in result.weights.items()})
+    else:
+        share = float(config.get(MAX_MAGNITUDE_KEY, he.capacity))
+        encrypted = encrypt_update(he, result.weights, global_model, int(result.metrics[NUM_EXAMPLES]), share)
+        content["arrays"] = to_array_record(encrypted)
+        content[SITE_RECORD_KEY] = ConfigRecord({FINGERPRINT_KEY: he.fingerprint})
     events.emit("finished", metrics=result.metrics)
-    arrays = ArrayRecord({name: Array(array) for name, array in result.weights.items()})
-    return RecordDict({"arrays": arrays, "metrics": MetricRecord(_numbers(result.metrics))})
+    return content
 
 
 def _evaluate(message: Message, context: Context, settings: SiteSettings, events: RoundEvents) -> RecordDict:
     config = _config(message)
     _share_history(config, context, events)
-    algorithm, dataset = _received_model(message, config, settings)
+    algorithm, dataset, he = _received_model(message, config, settings)
     metrics = evaluate_round(algorithm, validation_cases(dataset))
     events.emit("evaluation", model="global", phase="evaluate", metrics=metrics)
+    if he is not None:  # only the sites can read the final global model: keep it
+        save_global_model(settings.event_file.parent / SITE_MODEL_NAME, algorithm.config, algorithm.labels,
+                          named_weights(algorithm), events.round, int(config.get(LOCAL_EPOCHS_KEY, 1)))
     return RecordDict({"metrics": MetricRecord(_numbers(metrics))})
 
 
 def _received_model(
     message: Message, config: ConfigRecord, settings: SiteSettings
-) -> tuple[SegmentationAlgorithm, DatasetIndex]:
-    """The federation's model with the message's global weights, and the site's dataset."""
+) -> tuple[SegmentationAlgorithm, DatasetIndex, HeContext | None]:
+    """The federation's model with the message's global weights (decrypted with HE), the site's dataset
+    and, when the federation encrypts, the site's HE context (checked against the federation's key)."""
     if MODEL_KEY not in config or len(message.content.array_records) != 1:
         raise SiteRoundError(SiteErrorCode.MODEL, "the message carries no model description or no weights")
+    fingerprint = config.get(FINGERPRINT_KEY)
+    he = site_context(settings.he_secret_context, fingerprint if isinstance(fingerprint, str) else None)
     training, labels = model_from_json(str(config[MODEL_KEY]))
     training = replace(training, proximal_mu=float(config.get("proximal-mu", 0.0)))
     dataset = load_dataset(settings.data_dir)
     check_labels(dataset, labels)
     algorithm = SegmentationAlgorithm(training, labels)
     record = next(iter(message.content.array_records.values()))
-    load_named_weights(algorithm, {name: array.numpy() for name, array in record.items()})
-    return algorithm, dataset
+    arrays = {name: array.numpy() for name, array in record.items()}
+    if is_encrypted(arrays):
+        if he is None:
+            raise SiteRoundError(SiteErrorCode.MODEL, "the global model is encrypted, but with no key named")
+        arrays = decrypt_global(he, arrays, named_weights(algorithm))
+    load_named_weights(algorithm, arrays)
+    return algorithm, dataset, he
 
 
 def _share_history(config: ConfigRecord, context: Context, events: RoundEvents) -> None:
@@ -153,6 +186,10 @@ def _describe(error: BaseException) -> str:
     return text if isinstance(error, FedSegError) else f"{type(error).__name__}: {text}"
 
 
-def _error_reply(message: Message, code: SiteErrorCode) -> Message:
-    """An error reply with the code and the code's name only."""
-    return Message(Error(code=int(code), reason=code.name.lower()), reply_to=message)
+def _error_reply(message: Message, error: BaseException) -> Message:
+    """An error reply with the code and the code's name, plus the message only when it is shareable."""
+    code = error_code(error)
+    reason = code.name.lower()
+    if isinstance(error, SiteRoundError) and error.shareable:
+        reason += f": {error}"
+    return Message(Error(code=int(code), reason=reason), reply_to=message)

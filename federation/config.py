@@ -11,10 +11,12 @@ from __future__ import annotations
 import difflib
 import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from federation.he.context import HeContext, load_public_context, load_secret_context
 from federation.keys import load_private_key, load_public_key
 from federation.validation import ValidationLimits, is_site_name
 from segmentation.errors import ConfigError
@@ -203,10 +205,11 @@ class ServerTls:
 
 @dataclass(frozen=True)
 class HomomorphicEncryption:
-    """CKKS aggregation: the server holds only the public context."""
+    """CKKS aggregation: the server holds only the public context (fingerprint: its key's, when on)."""
 
     enabled: bool = False
     context: Path | None = None
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -239,7 +242,8 @@ class SiteConfig:
     tls_enabled: bool
     ca_certificate: Path | None
     node_private_key: Path | None
-    he_secret_context: Path | None
+    he_secret_context: Path | None  # set exactly when the site encrypts ([he] enabled)
+    he_fingerprint: str | None = None
 
 
 MAX_PORT = 65535
@@ -350,14 +354,31 @@ def _site_public_keys(document: _Document) -> tuple[Path, ...]:
 
 def _server_he(document: _Document) -> HomomorphicEncryption:
     table = document.table("he")
-    enabled = table.boolean("enabled", False)
-    context = table.path("public_context", None)
-    if enabled and context is None:
-        raise table.error("public_context", "is required when enabled = true")
-    if context is not None and not enabled:
-        raise table.error("public_context", "is set but homomorphic encryption is off (enabled = false)")
+    enabled, context = _he_switch(table, "public_context")
+    fingerprint = None
+    if context is not None:
+        fingerprint = _he_context(table, "public_context", context, load_public_context)
     table.finish()
-    return HomomorphicEncryption(enabled=enabled, context=context)
+    return HomomorphicEncryption(enabled=enabled, context=context, fingerprint=fingerprint)
+
+
+def _he_switch(table: _Table, key: str) -> tuple[bool, Path | None]:
+    """[he] enabled and the context file `key`, which is required exactly when enabled."""
+    enabled = table.boolean("enabled", False)
+    context = table.path(key, None)
+    if enabled and context is None:
+        raise table.error(key, "is required when enabled = true")
+    if context is not None and not enabled:
+        raise table.error(key, "is set but homomorphic encryption is off (enabled = false)")
+    return enabled, context
+
+
+def _he_context(table: _Table, key: str, path: Path, load: Callable[[Path], HeContext]) -> str:
+    """The fingerprint of the context file `key`, loaded as its reader needs it (public or secret)."""
+    try:
+        return load(path).fingerprint
+    except ConfigError as error:
+        raise table.error(key, f"is not usable: {error}") from None
 
 
 def load_site_config(path: str | Path) -> SiteConfig:
@@ -398,12 +419,16 @@ def load_site_config(path: str | Path) -> SiteConfig:
     auth.finish()
 
     he = document.table("he")
-    he_secret_context = he.path("secret_context", None)
+    _, he_secret_context = _he_switch(he, "secret_context")
+    he_fingerprint = None
+    if he_secret_context is not None:
+        he_fingerprint = _he_context(he, "secret_context", he_secret_context, load_secret_context)
     he.finish()
     return SiteConfig(
         source=document.source, name=name, modality=modality, data_dir=data_dir, event_file=event_file,
         server_address=address, clientappio_port=clientappio_port, tls_enabled=tls_enabled,
         ca_certificate=ca_certificate, node_private_key=node_key, he_secret_context=he_secret_context,
+        he_fingerprint=he_fingerprint,
     )
 
 

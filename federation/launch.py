@@ -17,6 +17,7 @@ from typing import Any
 
 from federation.certificates import TlsFiles, default_names, existing_or_new_tls_files
 from federation.config import ServerConfig, SiteConfig
+from federation.he.checkpoint import ENCRYPTED_CHECKPOINT_NAME
 from federation.processes import (
     ChildProcess,
     FlowerCli,
@@ -81,9 +82,10 @@ def server_tls(config: ServerConfig) -> TlsFiles | None:
 
 def check_run_folder(config: ServerConfig, resume: bool) -> None:
     """Refuse to start over an existing run without --resume (before any process is started)."""
-    if (config.run_dir / CHECKPOINT_NAME).exists() and not resume:
-        raise ConfigError(f"{config.run_dir} already holds a run (model.pt); continue it with --resume "
-                          "or choose another [server] run_dir")
+    for name in (CHECKPOINT_NAME, ENCRYPTED_CHECKPOINT_NAME):
+        if (config.run_dir / name).exists() and not resume:
+            raise ConfigError(f"{config.run_dir} already holds a run ({name}); continue it with --resume "
+                              "or choose another [server] run_dir")
 
 
 class FederationServer:
@@ -158,7 +160,8 @@ class FederationSite:
         self.config = config
         self.environment = dict(environment or {})
         self.restart_delay = restart_delay
-        site = SiteSettings(config.name, config.modality, config.data_dir, config.event_file)
+        site = SiteSettings(config.name, config.modality, config.data_dir, config.event_file,
+                            config.he_secret_context)
         self.settings = SuperNodeSettings(
             superlink=config.server_address, runtime_port=config.clientappio_port,
             node_config=site.to_node_config(), state_dir=config.event_file.parent / "supernode",

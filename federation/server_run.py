@@ -6,6 +6,9 @@ the same strategy hooks (configure_train / aggregate_train / configure_evaluate 
 in its own loop. After every round it writes metrics.jsonl/metrics.csv, then model.pt (atomically, with
 the round number), then events; a resumed run continues after the round in model.pt and keeps only
 the history up to it. After the last round the sites score the final global model once.
+
+With homomorphic encryption ([he] enabled) the server holds only the public context: the global model
+after a round is an encrypted sum that it sends on as it is, and checkpoints encrypted as model.he.
 """
 
 from __future__ import annotations
@@ -22,6 +25,14 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
 from federation.config import ServerConfig
+from federation.he.checkpoint import (
+    ENCRYPTED_CHECKPOINT_NAME,
+    EncryptedCheckpoint,
+    load_encrypted_checkpoint,
+    save_encrypted_checkpoint,
+)
+from federation.he.context import load_public_context
+from federation.he.records import FINGERPRINT_KEY, EncryptedAggregation
 from federation.site_history import EVALUATE, TRAIN, SiteRound, write_metrics
 from federation.strategy import ValidatingFedAvg, build_strategy
 from federation.task import (
@@ -56,6 +67,15 @@ def model_of(config: ServerConfig) -> tuple[TrainingConfig, dict[int, str]]:
     return training, dict(enumerate(model.labels))
 
 
+def encrypted_aggregation(config: ServerConfig, training: TrainingConfig) -> EncryptedAggregation | None:
+    """The server's part of HE when server.toml turns it on: the public context (a secret one is refused)
+    and the model's number of values."""
+    if not config.he.enabled:
+        return None
+    size = sum(tensor.numel() for tensor in training.network.build().state_dict().values())
+    return EncryptedAggregation(load_public_context(config.he.context), size)
+
+
 @dataclass
 class RunState:
     """Where a run stands: the global weights after `completed_round` rounds and every site record."""
@@ -78,24 +98,37 @@ def read_metrics(path: Path) -> list[SiteRound]:
 
 
 def initial_state(
-    run_dir: Path, training: TrainingConfig, labels: dict[int, str], resume: bool
+    run_dir: Path, training: TrainingConfig, labels: dict[int, str], resume: bool,
+    he: EncryptedAggregation | None = None,
 ) -> RunState:
-    """A new run's seeded initial weights, or with resume the run folder's last checkpointed round."""
-    path = run_dir / CHECKPOINT_NAME
+    """A new run's seeded initial weights, or with resume the run folder's last checkpointed round
+    (model.pt, or with HE the encrypted model.he, which must be under the same key)."""
+    path, other = run_dir / CHECKPOINT_NAME, run_dir / ENCRYPTED_CHECKPOINT_NAME
+    if he is not None:
+        path, other = other, path
+    if other.exists():
+        raise ConfigError(f"{run_dir} holds a run {'without' if he else 'with'} homomorphic encryption "
+                          f"({other.name}); keep [he] enabled as it was or choose another [server] run_dir")
     if not path.exists():
         algorithm = SegmentationAlgorithm(training, labels, device="cpu")
         names = list(algorithm.model.state_dict())
         return RunState(dict(zip(names, algorithm.get_weights(), strict=True)))
     if not resume:
-        raise ConfigError(f"{run_dir} already holds a run (model.pt); resume it with --resume or choose "
+        raise ConfigError(f"{run_dir} already holds a run ({path.name}); resume it with --resume or choose "
                           "another [server] run_dir")
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path) if he is None else load_encrypted_checkpoint(path)
+    if he is not None and checkpoint.fingerprint != he.fingerprint:
+        raise ConfigError(f"{path} is encrypted under HE key {checkpoint.fingerprint}, but [he] "
+                          f"public_context has key {he.fingerprint}; give the server the run's public.ctx")
     stored = (checkpoint.network, checkpoint.preprocessing, checkpoint.labels, checkpoint.augmentation)
     if stored != (training.network, training.preprocessing, labels, training.augmentation):
         raise ConfigError(f"{path} was trained with other [model] settings or augmentation than server.toml "
                           "now has; restore them or choose another [server] run_dir")
     records = [record for record in read_metrics(run_dir / METRICS_NAME) if record.round <= checkpoint.round]
-    arrays = {name: tensor.numpy() for name, tensor in checkpoint.state_dict.items()}
+    if he is None:
+        arrays = {name: tensor.numpy() for name, tensor in checkpoint.state_dict.items()}
+    else:
+        arrays = checkpoint.arrays
     return RunState(arrays, checkpoint.round, records)
 
 
@@ -121,12 +154,13 @@ class FederatedRun:
         self.events = events
         self.run_dir = config.run_dir
         self.training, self.labels = model_of(config)
-        self.strategy: ValidatingFedAvg = build_strategy(config.federation, config.validation)
+        self.he = encrypted_aggregation(config, self.training)
+        self.strategy: ValidatingFedAvg = build_strategy(config.federation, config.validation, self.he)
 
     def run(self, resume: bool) -> RunState:
         """Train the remaining rounds, then have the sites score the final model (unless done before)."""
         federation = self.config.federation
-        state = initial_state(self.run_dir, self.training, self.labels, resume)
+        state = initial_state(self.run_dir, self.training, self.labels, resume, self.he)
         if state.completed_round > federation.rounds:
             raise ConfigError(f"{self.run_dir} is at round {state.completed_round}, beyond [federation] "
                               f"rounds = {federation.rounds}; raise rounds to continue it")
@@ -137,8 +171,7 @@ class FederatedRun:
             state.arrays, metrics = self._train_round(server_round, state.arrays)
             state.completed_round = server_round
             self._record(server_round, TRAIN)
-            save_global_model(self.run_dir / CHECKPOINT_NAME, self.training, self.labels, state.arrays,
-                              server_round, federation.local_epochs)
+            self._checkpoint(server_round, state.arrays)
             self.events.emit("evaluation", round=server_round, phase=TRAIN, metrics=metrics)
             self.events.emit("checkpoint", round=server_round, epoch=server_round * federation.local_epochs)
         final: dict[str, Any] = {}
@@ -151,12 +184,26 @@ class FederatedRun:
         self.events.emit("finished", metrics=final)
         return state
 
+    def _checkpoint(self, server_round: int, arrays: dict[str, np.ndarray]) -> None:
+        """model.pt, or with HE model.he: the global model as the server holds it, encrypted."""
+        if self.he is None:
+            save_global_model(self.run_dir / CHECKPOINT_NAME, self.training, self.labels, arrays,
+                              server_round, self.config.federation.local_epochs)
+            return
+        save_encrypted_checkpoint(EncryptedCheckpoint(
+            network=self.training.network, preprocessing=self.training.preprocessing, labels=self.labels,
+            augmentation=self.training.augmentation, round=server_round, fingerprint=self.he.fingerprint,
+            arrays=arrays,
+        ), self.run_dir / ENCRYPTED_CHECKPOINT_NAME)
+
     def _round_config(self) -> ConfigRecord:
         """What every site gets with the weights (Flower's strategy adds the round number)."""
         config: dict[str, Any] = {
             MODEL_KEY: model_to_json(self.training, self.labels),
             LOCAL_EPOCHS_KEY: self.config.federation.local_epochs,
         }
+        if self.he is not None:
+            config[FINGERPRINT_KEY] = self.he.fingerprint
         if self.config.federation.share_site_metrics:
             records = self.strategy.history.records
             config[SHARED_HISTORY_KEY] = shared_history_json(record.to_dict() for record in records)

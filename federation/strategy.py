@@ -3,7 +3,9 @@
 Stock flwr 1.41 raises out of FedAvg on one wrong-shaped reply and averages NaN straight in. These
 subclasses judge each reply with federation.validation, drop the bad ones with a logged reason,
 delegate the averaging to Flower's own helpers, keep the previous global model when fewer than
-`min_valid_replies` survive, and record every site's reply in a SiteHistory.
+`min_valid_replies` survive, and record every site's reply in a SiteHistory. With homomorphic
+encryption (an EncryptedAggregation) replies are judged by their form and key and added as
+ciphertexts; each sampled site gets an equal share of the ciphertext capacity.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from flwr.serverapp.strategy import FedAvg, FedProx
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from federation.config import FederationSettings
+from federation.he.records import HE_KEY_MISMATCH, MAX_MAGNITUDE_KEY, EncryptedAggregation
 from federation.site_history import EVALUATE, TRAIN, SiteHistory, SiteRound
+from federation.task import SiteErrorCode
 from federation.validation import (
     SITE_ERROR,
     ValidationLimits,
@@ -73,6 +77,7 @@ class ValidatingFedAvg(FedAvg):
         *,
         limits: ValidationLimits | None = None,
         min_valid_replies: int = 1,
+        he: EncryptedAggregation | None = None,
         **fedavg_arguments,
     ) -> None:
         super().__init__(**fedavg_arguments)
@@ -80,20 +85,29 @@ class ValidatingFedAvg(FedAvg):
             raise ValueError(f"min_valid_replies must be at least 1, got {min_valid_replies}")
         self.limits = limits or ValidationLimits()
         self.min_valid_replies = min_valid_replies
+        self.he = he
         self.history = SiteHistory()
         self._global_arrays: ArrayRecord | None = None
 
     def summary(self) -> None:
-        """Log the validation settings, then Flower's own summary."""
+        """Log the validation settings and the HE key, then Flower's own summary."""
         logger.info("reply validation: %s, min_valid_replies=%d", self.limits, self.min_valid_replies)
+        if self.he is not None:
+            logger.info("homomorphic encryption on: HE key %s (public context only)", self.he.fingerprint)
         super().summary()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Remember the global arrays the replies will be judged against, then configure as usual."""
+        """Remember the global arrays the replies will be judged against, then configure as usual; with HE
+        tell the sampled sites their share of the ciphertext capacity."""
         self._global_arrays = arrays
-        return super().configure_train(server_round, arrays, config, grid)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        if self.he is not None and messages:
+            share = self.he.context.capacity / len(messages)
+            for message in messages:
+                message.content.config_records[self.configrecord_key][MAX_MAGNITUDE_KEY] = share
+        return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -101,10 +115,14 @@ class ValidatingFedAvg(FedAvg):
         """Average the valid replies; with too few of them, return the unchanged global arrays."""
         if self._global_arrays is None:
             raise RuntimeError("configure_train must run before aggregate_train")
-        reference = {key: array.numpy() for key, array in self._global_arrays.items()}
         replies = list(replies)
         answered = [reply.content for reply in replies if not reply.has_error()]
-        judged = iter(validate_replies(answered, reference, self.limits, self.weighted_by_key))
+        if self.he is not None:
+            judged = iter([self.he.validate_reply(content, self.limits, self.weighted_by_key)
+                           for content in answered])
+        else:
+            reference = {key: array.numpy() for key, array in self._global_arrays.items()}
+            judged = iter(validate_replies(answered, reference, self.limits, self.weighted_by_key))
         verdicts = [_error_verdict(reply) if reply.has_error() else next(judged) for reply in replies]
         valid = self._record(server_round, TRAIN, replies, verdicts)
         if len(valid) < self.min_valid_replies:
@@ -114,7 +132,10 @@ class ValidatingFedAvg(FedAvg):
             )
             return self._global_arrays, None
         contents = [reply.content for reply in valid]
-        arrays = cast_like(aggregate_arrayrecords(contents, self.weighted_by_key), reference)
+        if self.he is not None:
+            arrays = self.he.aggregate(contents)
+        else:
+            arrays = cast_like(aggregate_arrayrecords(contents, self.weighted_by_key), reference)
         return arrays, self.train_metrics_aggr_fn(common_metrics(contents), self.weighted_by_key)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
@@ -172,14 +193,22 @@ class ValidatingFedProx(ValidatingFedAvg, FedProx):
 
 
 def _error_verdict(reply: Message) -> Verdict:
-    """A site that answered with an error; only its code is kept (its text may hold local paths)."""
+    """A site that answered with an error; only its code is kept (its text may hold local paths), except
+    for an HE key mismatch, whose text names just the two key fingerprints."""
+    if reply.error.code == SiteErrorCode.HE_KEY:
+        reason = "".join(c for c in reply.error.reason[:200] if c.isprintable())
+        return Verdict(HE_KEY_MISMATCH, f"error code {reply.error.code}: {reason}")
     return Verdict(SITE_ERROR, f"error code {reply.error.code}")
 
 
-def build_strategy(settings: FederationSettings, limits: ValidationLimits) -> ValidatingFedAvg:
-    """The configured strategy: every round samples `fraction` of at least `min_sites` sites."""
+def build_strategy(
+    settings: FederationSettings, limits: ValidationLimits, he: EncryptedAggregation | None = None
+) -> ValidatingFedAvg:
+    """The configured strategy: every round samples `fraction` of at least `min_sites` sites; with `he`
+    it aggregates encrypted updates."""
     common = dict(
         limits=limits,
+        he=he,
         min_valid_replies=settings.min_valid_replies,
         fraction_train=settings.fraction,
         fraction_evaluate=settings.fraction,

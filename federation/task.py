@@ -45,6 +45,7 @@ NODE_SITE_NAME = "site-name"
 NODE_MODALITY = "modality"
 NODE_DATA_DIR = "data-dir"
 NODE_EVENT_FILE = "event-file"
+NODE_HE_SECRET_CONTEXT = "he-secret-context"  # only when the site encrypts (site.toml [he] enabled)
 
 
 class SiteErrorCode(IntEnum):
@@ -55,14 +56,21 @@ class SiteErrorCode(IntEnum):
     DATA = 102  # the site's dataset is missing, unreadable or has no labelled training cases
     MODEL = 103  # the federation's model does not fit this site (labels, shapes)
     NO_VALIDATION = 104  # asked to evaluate, but the site has no labelled validation cases
+    HE_KEY = 105  # the site's HE key differs from the federation's, or only one side encrypts
+    UNSAFE_UPDATE = 106  # the site's update failed its own check before encryption
 
 
 class SiteRoundError(FedSegError):
-    """A failure of a site's round that maps to a specific SiteErrorCode."""
+    """A failure of a site's round that maps to a specific SiteErrorCode.
 
-    def __init__(self, code: SiteErrorCode, message: str) -> None:
+    shareable: the message holds nothing private (no paths, no data), so the site may send it to the
+    server with the code (e.g. the two key fingerprints of an HE key mismatch).
+    """
+
+    def __init__(self, code: SiteErrorCode, message: str, shareable: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.shareable = shareable
 
 
 def error_code(error: BaseException) -> SiteErrorCode:
@@ -84,12 +92,16 @@ class SiteSettings:
     modality: str
     data_dir: Path
     event_file: Path
+    he_secret_context: Path | None = None
 
     def to_node_config(self) -> dict[str, str]:
-        return {
+        config = {
             NODE_SITE_NAME: self.name, NODE_MODALITY: self.modality,
             NODE_DATA_DIR: str(self.data_dir), NODE_EVENT_FILE: str(self.event_file),
         }
+        if self.he_secret_context is not None:
+            config[NODE_HE_SECRET_CONTEXT] = str(self.he_secret_context)
+        return config
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Any]) -> SiteSettings:
@@ -97,9 +109,11 @@ class SiteSettings:
                    if not isinstance(node_config.get(key), str) or not node_config[key]]
         if missing:
             raise SiteRoundError(SiteErrorCode.SETTINGS, f"the node config lacks {', '.join(missing)}")
+        he_secret_context = node_config.get(NODE_HE_SECRET_CONTEXT)
         return cls(
             name=node_config[NODE_SITE_NAME], modality=node_config[NODE_MODALITY],
             data_dir=Path(node_config[NODE_DATA_DIR]), event_file=Path(node_config[NODE_EVENT_FILE]),
+            he_secret_context=Path(he_secret_context) if isinstance(he_secret_context, str) else None,
         )
 
 

@@ -8,14 +8,22 @@ encrypted checkpoint round-trips.
 """
 
 import math
+import shutil
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from fed_replies import FakeGrid
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+from flwr.supercore.task_identity import TaskIdentity
+from site_data import server_toml, write_disk_site
+from test_server_app import LocalGrid
 
 from app.cli import main
+from federation.client_app import SITE_MODEL_NAME
+from federation.config import FederationSettings, load_server_config, load_site_config
 from federation.he.aggregation import (
     CiphertextError,
     UnsafeUpdate,
@@ -23,7 +31,12 @@ from federation.he.aggregation import (
     decrypt_average,
     encrypt_weighted,
 )
-from federation.he.checkpoint import EncryptedCheckpoint, load_encrypted_checkpoint, save_encrypted_checkpoint
+from federation.he.checkpoint import (
+    ENCRYPTED_CHECKPOINT_NAME,
+    EncryptedCheckpoint,
+    load_encrypted_checkpoint,
+    save_encrypted_checkpoint,
+)
 from federation.he.context import (
     CkksParameters,
     HeContextError,
@@ -36,13 +49,21 @@ from federation.he.packing import Layout, chunk_sizes, chunks
 from federation.he.records import (
     FINGERPRINT_KEY,
     HE_KEY_MISMATCH,
+    MAX_MAGNITUDE_KEY,
     EncryptedAggregation,
     from_arrays,
+    is_encrypted,
     to_array_record,
     to_arrays,
 )
+from federation.server_run import METRICS_NAME, model_of, read_metrics, run_server
+from federation.strategy import build_strategy
+from federation.task import SiteSettings, named_weights
 from federation.validation import ACCEPTED, MALFORMED, ValidationLimits
+from segmentation.algorithm import SegmentationAlgorithm
+from segmentation.checkpoint import load_checkpoint
 from segmentation.errors import CheckpointError, ConfigError
+from segmentation.events import read_events
 from segmentation.network import NetworkConfig
 from segmentation.preprocessing import Preprocessing
 
@@ -241,3 +262,148 @@ def test_the_encrypted_checkpoint_round_trips(keys, tmp_path):
     (tmp_path / "bad.he").write_bytes(b"PK\x03\x04 damaged")
     with pytest.raises(CheckpointError, match="not a readable encrypted model"):
         load_encrypted_checkpoint(tmp_path / "bad.he")
+
+
+# -- a federation with HE on: the server's run loop and in-process ClientApps ------------------------
+
+def he_site(node_id: int, name: str, data_dir: Path, folder: Path, secret_context: Path | None) -> Context:
+    settings = SiteSettings(name, "ct", data_dir, folder / name / "events.jsonl", secret_context)
+    return Context(run_id=1, node_id=node_id, node_config=settings.to_node_config(), state=RecordDict(),
+                   run_config={})
+
+
+def he_server_toml(folder: Path, public_context: Path | None, rounds: int = 1, extra: str = "") -> Path:
+    he = f'[he]\nenabled = true\npublic_context = "{public_context}"\n' if public_context else ""
+    path = folder / "server.toml"
+    path.write_text(server_toml("run", rounds=rounds, extra=extra) + he)
+    return path
+
+
+@pytest.fixture(scope="module")
+def site_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sites")
+    return [write_disk_site(root / name, seed=seed) for seed, name in enumerate(("a", "b"))]
+
+
+@pytest.fixture(autouse=True)
+def slice_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDSEG_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def he_run(keys, site_dirs, tmp_path_factory):
+    """A finished two-round FedProx run with HE on, two sites sharing the secret context."""
+    files = keys[0]
+    folder = tmp_path_factory.mktemp("he-run")
+    with pytest.MonkeyPatch.context() as patch:
+        for attribute, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+            patch.setattr(TaskIdentity, attribute, value)
+        patch.setenv("FEDSEG_CACHE_DIR", str(folder / "cache"))
+        path = he_server_toml(folder, files.public_context, rounds=2)
+        fedprox = 'augmentation = "none"\nstrategy = "fedprox"\nproximal_mu = 0.01'
+        path.write_text(path.read_text().replace('augmentation = "none"', fedprox))
+        grid = LocalGrid({11: he_site(11, "Site A", site_dirs[0], folder, files.secret_context),
+                          12: he_site(12, "Site B", site_dirs[1], folder, files.secret_context)})
+        state = run_server(grid, load_server_config(path), resume=False)
+    return folder, state
+
+
+def test_an_encrypted_run_trains_and_only_the_sites_can_read_the_model(he_run, keys):
+    folder, state = he_run
+    _, secret, public = keys
+    statuses = {(r.round, r.phase, r.site): r.status for r in read_metrics(folder / "run" / METRICS_NAME)}
+    assert set(statuses.values()) == {ACCEPTED} and len(statuses) == 6
+    assert not (folder / "run" / "model.pt").exists()
+    stored = load_encrypted_checkpoint(folder / "run" / ENCRYPTED_CHECKPOINT_NAME)
+    assert (stored.round, stored.fingerprint) == (2, public.fingerprint) and is_encrypted(stored.arrays)
+    with pytest.raises(CiphertextError, match="no secret key"):
+        decrypt_global_with(public, stored.arrays, folder)
+    site_model = load_checkpoint(folder / "Site A" / SITE_MODEL_NAME)
+    assert site_model.round == 2
+    decrypted = decrypt_global_with(secret, stored.arrays, folder)
+    assert max(float(np.max(np.abs(site_model.state_dict[name].numpy() - decrypted[name])))
+               for name in decrypted) <= 1e-6
+
+
+def decrypt_global_with(context, arrays, folder: Path) -> dict[str, np.ndarray]:
+    training, labels = model_of(load_server_config(folder / "server.toml"))
+    model = named_weights(SegmentationAlgorithm(training, labels, device="cpu"))
+    layout = Layout.of(model)
+    return layout.unflatten(decrypt_average(context, from_arrays(arrays), layout.size))
+
+
+def test_an_encrypted_run_resumes_from_its_encrypted_checkpoint(he_run, keys, site_dirs, tmp_path,
+                                                                 server_identity):
+    folder = shutil.copytree(he_run[0], tmp_path / "copy")
+    files = keys[0]
+    path = folder / "server.toml"
+    path.write_text(path.read_text().replace("rounds = 2", "rounds = 3"))
+    grid = LocalGrid({11: he_site(11, "Site A", site_dirs[0], folder, files.secret_context),
+                      12: he_site(12, "Site B", site_dirs[1], folder, files.secret_context)})
+    run_server(grid, load_server_config(path), resume=True)
+    assert {r for r, _, kind in grid.delivered} == {3}
+    assert load_encrypted_checkpoint(folder / "run" / ENCRYPTED_CHECKPOINT_NAME).round == 3
+    other = write_he_keys(tmp_path / "other")
+    path.write_text(path.read_text().replace(str(files.public_context), str(other.public_context)))
+    with pytest.raises(ConfigError, match=f"under HE key {files.fingerprint}.*has key {other.fingerprint}"):
+        run_server(grid, load_server_config(path), resume=True)
+
+
+def test_a_site_with_another_key_is_refused_naming_both_fingerprints(keys, site_dirs, tmp_path,
+                                                                     server_identity):
+    files = keys[0]
+    other = write_he_keys(tmp_path / "other")
+    grid = LocalGrid({11: he_site(11, "Site A", site_dirs[0], tmp_path, files.secret_context),
+                      12: he_site(12, "Site B", site_dirs[1], tmp_path, other.secret_context)})
+    state = run_server(grid, load_server_config(he_server_toml(tmp_path, files.public_context)), resume=False)
+    statuses = {(r.phase, r.node_id): r.status for r in state.records}
+    assert statuses == {("train", 11): ACCEPTED, ("train", 12): HE_KEY_MISMATCH,
+                        ("evaluate", 11): ACCEPTED, ("evaluate", 12): HE_KEY_MISMATCH}
+    errors = [e["message"] for e in read_events(tmp_path / "Site B" / "events.jsonl") if e["kind"] == "error"]
+    assert errors and files.fingerprint in errors[0] and other.fingerprint in errors[0]
+    assert not (tmp_path / "Site B" / SITE_MODEL_NAME).exists()
+
+
+def test_a_site_that_encrypts_never_sends_a_plaintext_update(keys, site_dirs, tmp_path, server_identity):
+    grid = LocalGrid({11: he_site(11, "Site A", site_dirs[0], tmp_path, keys[0].secret_context),
+                      12: he_site(12, "Site B", site_dirs[1], tmp_path, None)})
+    state = run_server(grid, load_server_config(he_server_toml(tmp_path, None)), resume=False)
+    statuses = {(r.phase, r.node_id): r.status for r in state.records}
+    assert statuses[("train", 11)] == HE_KEY_MISMATCH and statuses[("train", 12)] == ACCEPTED
+    errors = [e["message"] for e in read_events(tmp_path / "Site A" / "events.jsonl") if e["kind"] == "error"]
+    assert "asks for unencrypted updates" in errors[0]
+
+
+def test_the_strategy_gives_each_sampled_site_a_share_of_the_capacity(keys, server_identity):
+    public = keys[2]
+    settings = FederationSettings(rounds=1, min_sites=2)
+    strategy = build_strategy(settings, LIMITS, EncryptedAggregation(public, 10))
+    record = ArrayRecord({"w": Array(np.zeros(10))})
+    messages = list(strategy.configure_train(1, record, ConfigRecord({}), FakeGrid([1, 2])))
+    assert [m.content["config"][MAX_MAGNITUDE_KEY] for m in messages] == [public.capacity / 2] * 2
+
+
+# -- settings ------------------------------------------------------------------------------------------
+
+def test_server_toml_refuses_a_secret_context_and_names_the_fingerprint(keys, tmp_path):
+    files = keys[0]
+    with pytest.raises(ConfigError, match=r"\[he\] public_context is not usable: .* holds a secret key"):
+        load_server_config(he_server_toml(tmp_path, files.secret_context))
+    config = load_server_config(he_server_toml(tmp_path, files.public_context))
+    assert config.he.fingerprint == files.fingerprint
+
+
+def test_site_toml_needs_the_secret_context_when_it_encrypts(keys, tmp_path):
+    files = keys[0]
+    (tmp_path / "data").mkdir()
+    site = ('[site]\nname = "A"\nmodality = "ct"\ndata_dir = "data"\n[server]\naddress = "127.0.0.1:9092"\n'
+            '[tls]\nenabled = false\n[he]\nenabled = true\n')
+    (tmp_path / "site.toml").write_text(site)
+    with pytest.raises(ConfigError, match=r"\[he\] secret_context is required when enabled = true"):
+        load_site_config(tmp_path / "site.toml")
+    (tmp_path / "site.toml").write_text(site + f'secret_context = "{files.public_context}"\n')
+    with pytest.raises(ConfigError, match="holds no secret key"):
+        load_site_config(tmp_path / "site.toml")
+    (tmp_path / "site.toml").write_text(site + f'secret_context = "{files.secret_context}"\n')
+    config = load_site_config(tmp_path / "site.toml")
+    assert (config.he_secret_context, config.he_fingerprint) == (files.secret_context, files.fingerprint)
