@@ -5,7 +5,13 @@ import json
 import pytest
 
 from app.cli import main
+from app.commands.synth import MODALITIES
 from segmentation.datalist import load_dataset
+from segmentation.synth import SYNTH_MODALITIES
+
+
+def test_the_command_offers_exactly_the_phantom_modalities():
+    assert MODALITIES == SYNTH_MODALITIES
 
 
 def test_synth_writes_a_dataset_folder_and_reports_it(tmp_path, capsys):
