@@ -2,11 +2,9 @@
 
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import app.services.demo as demo
 from app.services.child_process import FedsegChild
@@ -16,11 +14,8 @@ from app.services.settings import RECENT_LIMIT, Settings, SettingsStore
 from app.services.studies import labels_beside, list_series_choices, load_label_map, load_study
 from app.services.training_job import CHECKPOINT_NAME, EVENTS_NAME, TrainingRequest, previous_events
 from segmentation import training
-from segmentation.checkpoint import Checkpoint, save_checkpoint
 from segmentation.errors import ConfigError, DatasetError, StudyReadError
 from segmentation.io import read_volume, write_volume
-from segmentation.network import NetworkConfig
-from segmentation.preprocessing import Preprocessing
 from segmentation.volume import Volume
 
 
@@ -118,18 +113,8 @@ def test_studies_load_with_metadata_and_msd_labels(tmp_path):
         load_study(broken)
 
 
-def tiny_checkpoint(path: Path) -> Path:
-    network = NetworkConfig(out_channels=3, channels=(8, 16))
-    torch.manual_seed(0)
-    model = network.build()
-    save_checkpoint(Checkpoint(network, Preprocessing(image_size=(32, 32)), {0: "background", 1: "liver",
-                                                                             2: "spleen"},
-                               model.state_dict(), augmentation="gin", train_modality="ct", epoch=4), path)
-    return path
-
-
-def test_segment_measures_and_exports_in_the_study_geometry(tmp_path):
-    checkpoint = tiny_checkpoint(tmp_path / "model.pt")
+def test_segment_measures_and_exports_in_the_study_geometry(tmp_path, tiny_checkpoint):
+    checkpoint = tiny_checkpoint
     summary = describe_model(checkpoint)
     assert summary.epoch == 4 and "epoch 4" in summary.describe() and "2 labels" in summary.describe()
     array = np.random.default_rng(0).normal(size=(3, 20, 24)).astype(np.float32)
