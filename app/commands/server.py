@@ -64,6 +64,9 @@ def run_server(args: argparse.Namespace) -> int:
         tls = "TLS" if server.tls else "no TLS"
         print(f"starting the SuperLink on {config.host}:{config.fleet_port} ({tls}); "
               f"run folder {config.run_dir}")
+        if config.he.enabled:
+            print(f"homomorphic encryption on: HE key {config.he.fingerprint} (public context; every site "
+                  "must show the same key)")
         server.start()
         if stop():
             return EXIT_INTERRUPTED
@@ -103,7 +106,11 @@ def _consume(server, tail, table: RoundTable) -> int | None:
     for event in tail:
         table.add(event)
         if event["kind"] == "finished":
-            print(f"run finished; global model: {server.config.run_dir / 'model.pt'}")
+            if server.config.he.enabled:
+                print(f"run finished; encrypted global model: {server.config.run_dir / 'model.he'} (the "
+                      "sites keep it decrypted as global-model.pt)")
+            else:
+                print(f"run finished; global model: {server.config.run_dir / 'model.pt'}")
             return 0
         if event["kind"] == "error":
             raise FlowerProcessError(f"the run failed: {event.get('message', 'see the SuperLink log')}")

@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         tls = "TLS" if config.tls_enabled else "no TLS"
         print(f"site {config.name!r} ({config.modality}) joins {config.server_address} ({tls}); "
               f"events: {config.event_file}; Ctrl-C leaves")
+        if config.he_fingerprint is not None:
+            print(f"homomorphic encryption on: HE key {config.he_fingerprint} (the server shows the same)")
         connected = False
         while not stop():
             site.supervise()

@@ -1,0 +1,106 @@
+"""A real federation with homomorphic encryption on 127.0.0.1: `fedseg keys he`, then `fedseg server` and
+two `fedseg site` processes train one round on tiny demo data.
+
+What must hold: every process shows the same HE key fingerprint; both sites' encrypted updates are
+accepted; the server keeps only the encrypted model.he (no model.pt) and the secret key never reaches
+its run folder, while the sites decrypt the same global model into their global-model.pt.
+"""
+
+import json
+import re
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_federation_run import RUN_TIMEOUT, launched, wait_for, write_site  # noqa: F401 - fixture
+
+from federation.config import load_server_config
+from federation.he.aggregation import decrypt_average
+from federation.he.checkpoint import load_encrypted_checkpoint
+from federation.he.context import load_secret_context
+from federation.he.packing import Layout
+from federation.he.records import from_arrays
+from federation.processes import free_port
+from segmentation.checkpoint import load_checkpoint
+from segmentation.synth import generate_dataset
+
+pytestmark = pytest.mark.slow
+
+
+def secret_key_bytes(secret_context: Path, folder: Path) -> bytes:
+    """The raw secret key as SEAL saves it (what must never appear on the server's side)."""
+    context = load_secret_context(secret_context).tenseal
+    path = folder / "secret.key"
+    context.secret_key().data.save(str(path))
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def test_two_sites_train_an_encrypted_round_through_real_flower_processes(tmp_path, launched):  # noqa: F811
+    keys = launched("keys", "keys", "he", "--out", "he")
+    assert keys.wait(60) == 0
+    fingerprint = re.search(r"fingerprint:\s+(\S+)", (tmp_path / "keys.out").read_text()).group(1)
+
+    folders = {name: tmp_path / "data" / name for name in ("Hospital A", "Hospital B")}
+    datasets = {name: generate_dataset(folder, "ct", 2, seed, size=16, test_fraction=0.5)
+                for seed, (name, folder) in enumerate(folders.items())}
+    labels = json.dumps([name for _, name in sorted(datasets["Hospital A"].labels.items())])
+    port = free_port()
+    (tmp_path / "server.toml").write_text(f"""
+[server]
+host = "127.0.0.1"
+fleet_port = {port}
+run_dir = "run"
+
+[federation]
+rounds = 1
+min_sites = 2
+round_timeout = 120
+
+[model]
+labels = {labels}
+channels = [8, 16]
+image_size = 16
+batch_size = 8
+
+[he]
+enabled = true
+public_context = "he/public.ctx"
+""")
+    server = launched("server", "server", "--config", "server.toml")
+    wait_for(lambda: (tmp_path / "run" / "tls" / "ca.crt").exists() or server.poll() is not None, 60,
+             "the server's certificates")
+    sites = []
+    for name, folder in folders.items():
+        path = write_site(tmp_path, name, folder, port)
+        path.write_text(path.read_text() + '\n[he]\nenabled = true\nsecret_context = "he/secret.ctx"\n')
+        sites.append(launched(name, "site", "--config", str(path)))
+
+    assert server.wait(RUN_TIMEOUT) == 0, (tmp_path / "server.out").read_text()
+    output = (tmp_path / "server.out").read_text()
+    assert f"HE key {fingerprint}" in output and "encrypted global model" in output
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {(r["phase"], r["site"], r["status"]) for r in records} == {
+        (phase, site, "accepted") for phase in ("train", "evaluate") for site in folders}
+
+    run_dir = tmp_path / "run"
+    assert not (run_dir / "model.pt").exists()
+    secret = secret_key_bytes(tmp_path / "he" / "secret.ctx", tmp_path)
+    assert not any(secret in path.read_bytes() for path in run_dir.rglob("*") if path.is_file())
+
+    for site in sites:
+        site.send_signal(signal.SIGTERM)
+    assert [site.wait(60) for site in sites] == [0, 0]
+    assert all(f"HE key {fingerprint}" in (tmp_path / f"{name}.out").read_text() for name in folders)
+
+    stored = load_encrypted_checkpoint(run_dir / "model.he")
+    site_model = load_checkpoint(tmp_path / "Hospital B" / "global-model.pt")
+    names = list(site_model.state_dict)
+    layout = Layout.of({name: site_model.state_dict[name].numpy() for name in names})
+    decrypted = layout.unflatten(decrypt_average(load_secret_context(tmp_path / "he" / "secret.ctx"),
+                                                 from_arrays(stored.arrays), layout.size))
+    assert stored.round == site_model.round == 1
+    assert max(float(np.max(np.abs(decrypted[n] - site_model.state_dict[n].numpy()))) for n in names) <= 1e-6
+    assert load_server_config(tmp_path / "server.toml").he.fingerprint == fingerprint
