@@ -196,7 +196,7 @@ def _error_verdict(reply: Message) -> Verdict:
     """A site that answered with an error; only its code is kept (its text may hold local paths), except
     for an HE key mismatch, whose text names just the two key fingerprints."""
     if reply.error.code == SiteErrorCode.HE_KEY:
-        reason = "".join(c for c in reply.error.reason[:200] if c.isprintable())
+        reason = "".join(c for c in (reply.error.reason or "")[:200] if c.isprintable())
         return Verdict(HE_KEY_MISMATCH, f"error code {reply.error.code}: {reason}")
     return Verdict(SITE_ERROR, f"error code {reply.error.code}")
 

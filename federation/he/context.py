@@ -13,6 +13,7 @@ ciphertext). Why these parameters: docs/security.md.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +176,14 @@ class HeKeyFiles:
     secret_context: Path
     public_context: Path
     fingerprint: str
+
+    def server_table(self) -> str:
+        """The [he] table of a server.toml that uses these keys."""
+        return f"[he]\nenabled = true\npublic_context = {json.dumps(str(self.public_context))}\n"
+
+    def site_table(self) -> str:
+        """The [he] table of a site.toml that uses these keys."""
+        return f"[he]\nenabled = true\nsecret_context = {json.dumps(str(self.secret_context))}\n"
 
 
 def write_he_keys(out_dir: str | Path, parameters: CkksParameters = DEFAULT_PARAMETERS) -> HeKeyFiles:

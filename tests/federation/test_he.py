@@ -389,8 +389,9 @@ def test_server_toml_refuses_a_secret_context_and_names_the_fingerprint(keys, tm
     files = keys[0]
     with pytest.raises(ConfigError, match=r"\[he\] public_context is not usable: .* holds a secret key"):
         load_server_config(he_server_toml(tmp_path, files.secret_context))
-    config = load_server_config(he_server_toml(tmp_path, files.public_context))
-    assert config.he.fingerprint == files.fingerprint
+    (tmp_path / "server.toml").write_text(server_toml("run") + files.server_table())
+    config = load_server_config(tmp_path / "server.toml")
+    assert (config.he.enabled, config.he.fingerprint) == (True, files.fingerprint)
 
 
 def test_site_toml_needs_the_secret_context_when_it_encrypts(keys, tmp_path):
@@ -404,6 +405,6 @@ def test_site_toml_needs_the_secret_context_when_it_encrypts(keys, tmp_path):
     (tmp_path / "site.toml").write_text(site + f'secret_context = "{files.public_context}"\n')
     with pytest.raises(ConfigError, match="holds no secret key"):
         load_site_config(tmp_path / "site.toml")
-    (tmp_path / "site.toml").write_text(site + f'secret_context = "{files.secret_context}"\n')
+    (tmp_path / "site.toml").write_text(site.replace("[he]\nenabled = true\n", files.site_table()))
     config = load_site_config(tmp_path / "site.toml")
     assert (config.he_secret_context, config.he_fingerprint) == (files.secret_context, files.fingerprint)
