@@ -385,10 +385,14 @@ def test_the_strategy_gives_each_sampled_site_a_share_of_the_capacity(keys, serv
 
 # -- settings ------------------------------------------------------------------------------------------
 
-def test_server_toml_refuses_a_secret_context_and_names_the_fingerprint(keys, tmp_path):
+def test_the_server_refuses_to_start_with_a_secret_context(keys, tmp_path, capsys):
     files = keys[0]
     with pytest.raises(ConfigError, match=r"\[he\] public_context is not usable: .* holds a secret key"):
         load_server_config(he_server_toml(tmp_path, files.secret_context))
+    assert main(["server", "--config", str(tmp_path / "server.toml")]) == 2
+    error = capsys.readouterr().err
+    assert "holds a secret key, which the server must never have" in error and error.count("\n") == 1
+    assert not (tmp_path / "run").exists()
     (tmp_path / "server.toml").write_text(server_toml("run") + files.server_table())
     config = load_server_config(tmp_path / "server.toml")
     assert (config.he.enabled, config.he.fingerprint) == (True, files.fingerprint)
