@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from app import __version__
 from app.qt.dialogs import show_error
 from app.qt.theme import ICONS, icon
-from app.qt.worker import Task, run_in_background
+from app.qt.worker import run_in_background
 from app.services.demo import DemoWorkspace, prepare_demo_workspace
 from app.services.workbench import Workbench
 
@@ -63,7 +63,6 @@ class MainWindow(QMainWindow):
         self.resize(1440, 900)
         self.pages: dict[str, QWidget] = {}
         self.demo: DemoWorkspace | None = None
-        self._task: Task | None = None
         self._painted = False
         central = QWidget()
         row = QHBoxLayout(central)
@@ -158,8 +157,8 @@ class MainWindow(QMainWindow):
         """Make the demo data if needed (seconds, off the GUI thread), then show the chest CT."""
         self.show_status("Preparing the demo workspace…")
         root = self.workbench.settings.workspace_dir
-        self._task = run_in_background(
-            lambda report: prepare_demo_workspace(root, report), self._demo_ready,
+        run_in_background(
+            self, lambda report: prepare_demo_workspace(root, report), self._demo_ready,
             lambda error: show_error(self, "Could not prepare the demo workspace", error),
             self.show_status,
         )
@@ -172,6 +171,14 @@ class MainWindow(QMainWindow):
         self.workbench.recent_changed.emit()
         self.show_status(f"Demo workspace ready in {demo.root}")
         self.open_study(demo.chest_ct, demo.chest_labels, modality="ct")
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        """Ask running jobs to save and stop; they finish on their own after the window is gone."""
+        for page in self.pages.values():
+            shutdown = getattr(page, "shutdown", None)
+            if shutdown is not None:
+                shutdown()
+        super().closeEvent(event)
 
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
         super().paintEvent(event)

@@ -24,11 +24,11 @@ class DemoWorkspace:
     chest_ct: Path
     chest_labels: Path
 
-    def first_case(self, modality: str) -> tuple[Path, Path]:
-        """(image, label) of the first training case of a site's dataset."""
+    def first_case(self, modality: str, split: str = "training") -> tuple[Path, Path]:
+        """(image, label) of the first case of a site's dataset split ("training" or "test")."""
         from segmentation.datalist import load_dataset
 
-        case = load_dataset(self.sites[modality]).training[0]
+        case = getattr(load_dataset(self.sites[modality]), split)[0]
         return case.image, case.label  # type: ignore[return-value]
 
 

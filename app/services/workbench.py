@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from app.models.metrics import FederationMetrics
 from app.models.signals import Signal
 from app.models.training import TrainingRunModel
 from app.models.viewer import ViewerModel
@@ -11,7 +12,8 @@ from app.services.settings import SettingsStore
 
 
 class Workbench:
-    """Settings (saved on every change that matters), the viewer model and the local training run.
+    """Settings (saved on every change that matters), the viewer model, the local training run and the
+    federation's per-site metrics.
 
     Signals: recent_changed() when the recent studies or datasets change.
     """
@@ -21,6 +23,7 @@ class Workbench:
         self.settings = store.load()
         self.viewer = ViewerModel()
         self.training = TrainingRunModel()
+        self.federation_metrics = FederationMetrics()
         self.recent_changed = Signal()
 
     def remember_study(self, path: Path) -> None:

@@ -23,7 +23,7 @@ from app.qt.dialogs import show_error
 from app.qt.viewer.panels import swatch
 from app.qt.viewer.view_grid import ViewPanel
 from app.qt.widgets.common import Card, Page, PathField, button, hint
-from app.qt.worker import Task, run_in_background
+from app.qt.worker import run_in_background
 from app.services.inference import (
     SegmentationResult,
     describe_model,
@@ -44,7 +44,6 @@ class InferencePage(Page):
         self.workbench, self.shell = workbench, shell
         self.viewer = workbench.viewer
         self.result: SegmentationResult | None = None
-        self.task: Task | None = None
         self.busy = False
         row = QHBoxLayout()
         row.setSpacing(12)
@@ -125,9 +124,9 @@ class InferencePage(Page):
         path = Path(text.strip()) if text.strip() else None
         self.model_info.setText("Reading the checkpoint…" if path and path.is_file() else MODEL_HINT)
         if path is not None and path.is_file():
-            self.task = run_in_background(lambda _report: describe_model(path),
-                                          lambda summary: self.model_info.setText(summary.describe()),
-                                          lambda error: self.model_info.setText(f"Not usable: {error}"))
+            run_in_background(self, lambda _report: describe_model(path),
+                              lambda summary: self.model_info.setText(summary.describe()),
+                              lambda error: self.model_info.setText(f"Not usable: {error}"))
         self.refresh()
 
     def run_segmentation(self) -> None:
@@ -143,7 +142,7 @@ class InferencePage(Page):
         def work(report) -> SegmentationResult:
             return segment(path, study, lambda done, total: report((done, total)))
 
-        self.task = run_in_background(work, self._segmented, self._failed, self._progress)
+        run_in_background(self, work, self._segmented, self._failed, self._progress)
 
     def _progress(self, value: tuple[int, int]) -> None:
         done, total = value
@@ -190,8 +189,8 @@ class InferencePage(Page):
         def work(_report) -> Path:
             return export_dicom_seg(result.mask, study, path) if dicom else export_mask(result.mask, path)
 
-        self.task = run_in_background(work, lambda written: self.shell.show_status(f"Wrote {written}"),
-                                      lambda error: show_error(self, "Export failed", error, "exporting"))
+        run_in_background(self, work, lambda written: self.shell.show_status(f"Wrote {written}"),
+                          lambda error: show_error(self, "Export failed", error, "exporting"))
 
     def _stem(self) -> str:
         name = self.viewer.study.name if self.viewer.study else "study"

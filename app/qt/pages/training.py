@@ -35,7 +35,7 @@ from segmentation.errors import ConfigError, FedSegError
 
 POLL_MS = 300
 AUGMENTATION_CAPTIONS = {
-    "gin": "GIN: random intensity networks (recommended)",
+    "gin": "GIN (recommended)",
     "gin-ipa": "GIN + IPA: two GIN views blended",
     "randconv": "Random convolution",
     "fourier": "Fourier amplitude mixing",
@@ -114,7 +114,7 @@ class TrainingPage(Page):
     # -- layout ------------------------------------------------------------------------------
     def _settings_card(self) -> Card:
         card = Card("Settings")
-        card.setFixedWidth(380)
+        card.setFixedWidth(400)
         form = QFormLayout()
         form.setSpacing(10)
         self.data = PathField("folder", "Choose a dataset folder", placeholder="folder with dataset.json")

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QWidget
 from app.models.study import Study
 from app.qt.dialogs import show_error
 from app.qt.viewer.series_picker import SeriesPicker
-from app.qt.worker import Task, run_in_background
+from app.qt.worker import run_in_background
 from app.services.studies import labels_beside, list_series_choices, load_label_map, load_study
 from app.services.workbench import Workbench
 from segmentation.errors import FedSegError
@@ -39,7 +39,6 @@ class StudyOpener(QObject):
         super().__init__(parent_widget)
         self.workbench = workbench
         self.parent_widget = parent_widget
-        self.task: Task | None = None
         self.picker: SeriesPicker | None = None
 
     def open(self, path: Path, labels: Path | None = None, modality: str | None = None) -> None:
@@ -52,21 +51,21 @@ class StudyOpener(QObject):
                 return choices
             return _read(path, None, labels, modality)
 
-        self.task = run_in_background(work, lambda result: self._loaded(path, labels, modality, result),
-                                      lambda error: self._failed("Could not open the study", error))
+        run_in_background(self, work, lambda result: self._loaded(path, labels, modality, result),
+                          lambda error: self._failed("Could not open the study", error))
 
     def open_series(self, path: Path, series_uid: str, modality: str | None = None) -> None:
         self.busy.emit("Reading the series…")
-        self.task = run_in_background(lambda _report: _read(path, series_uid, None, modality),
-                                      lambda result: self._loaded(path, None, modality, result),
-                                      lambda error: self._failed("Could not open the series", error))
+        run_in_background(self, lambda _report: _read(path, series_uid, None, modality),
+                          lambda result: self._loaded(path, None, modality, result),
+                          lambda error: self._failed("Could not open the series", error))
 
     def open_labels(self, path: Path) -> None:
         """Overlay a label map on the open study."""
         self.busy.emit(f"Reading {path.name}…")
-        self.task = run_in_background(lambda _report: load_label_map(path),
-                                      lambda volume: self._show_labels(volume, path.name),
-                                      lambda error: self._failed("Could not open the labels", error))
+        run_in_background(self, lambda _report: load_label_map(path),
+                          lambda volume: self._show_labels(volume, path.name),
+                          lambda error: self._failed("Could not open the labels", error))
 
     def _loaded(self, path: Path, labels: Path | None, modality: str | None, result: _Loaded | list) -> None:
         self.busy.emit("")

@@ -1,0 +1,109 @@
+"""Per-site, per-round numbers of a federation, from the site-metrics events the server shares.
+
+Each record is one site's reply in one round and phase ("train" or "evaluate"), as the server
+recorded it: status ("accepted" or why it was dropped), number of examples and metrics.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.models.signals import Signal
+
+# The Dice a round is charted by, in order of preference: the global model on each site's own
+# validation data (evaluate phase), else the global model before local training (train phase).
+DICE_KEYS = (("evaluate", "dice"), ("train", "before/dice"))
+
+
+@dataclass(frozen=True)
+class SiteRecord:
+    round: int
+    site: str
+    phase: str
+    status: str
+    num_examples: float | None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class FederationMetrics:
+    """Signals: changed() when records were added."""
+
+    def __init__(self) -> None:
+        self.changed = Signal()
+        self.records: dict[tuple[int, str, str], SiteRecord] = {}
+
+    def clear(self) -> None:
+        self.records.clear()
+        self.changed.emit()
+
+    def apply_all(self, events: list[dict[str, Any]]) -> None:
+        """Take the site-metrics events among `events` (a repeated record replaces the earlier one)."""
+        added = False
+        for event in events:
+            record = _record(event)
+            if record is not None:
+                self.records[(record.round, record.site, record.phase)] = record
+                added = True
+        if added:
+            self.changed.emit()
+
+    def sites(self) -> list[str]:
+        return sorted({record.site for record in self.records.values()})
+
+    def rounds(self) -> list[int]:
+        return sorted({record.round for record in self.records.values()})
+
+    def dice_by_site(self) -> dict[str, list[tuple[int, float]]]:
+        """Each site's Dice per round (see DICE_KEYS), accepted replies only."""
+        for phase, key in DICE_KEYS:
+            series: dict[str, list[tuple[int, float]]] = {}
+            for record in sorted(self.records.values(), key=lambda r: (r.site, r.round)):
+                if record.phase == phase and record.status == "accepted" and key in record.metrics:
+                    series.setdefault(record.site, []).append((record.round, record.metrics[key]))
+            if series:
+                return series
+        return {}
+
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        """Column names and rows (round, site, phase, status, examples, then every metric seen)."""
+        metric_names = sorted({name for record in self.records.values() for name in record.metrics})
+        header = ["round", "site", "phase", "status", "examples", *metric_names]
+        rows = []
+        for record in sorted(self.records.values(), key=lambda r: (r.round, r.site, r.phase)):
+            examples = "" if record.num_examples is None else f"{record.num_examples:g}"
+            values = [_format(record.metrics.get(name)) for name in metric_names]
+            rows.append([str(record.round), record.site, record.phase, record.status, examples, *values])
+        return header, rows
+
+    def to_csv(self) -> str:
+        header, rows = self.table()
+        stream = io.StringIO()
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return stream.getvalue()
+
+
+def _format(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def _record(event: dict[str, Any]) -> SiteRecord | None:
+    """A SiteRecord from a well-formed site-metrics event; anything else is ignored."""
+    if event.get("kind") != "site-metrics":
+        return None
+    round_, site, phase = event.get("round"), event.get("site"), event.get("phase")
+    if not isinstance(round_, int) or not isinstance(site, str) or not isinstance(phase, str):
+        return None
+    metrics = event.get("metrics") if isinstance(event.get("metrics"), dict) else {}
+    numbers = {str(k): float(v) for k, v in metrics.items() if _is_number(v)}
+    examples = event.get("num_examples")
+    examples = float(examples) if _is_number(examples) else None
+    return SiteRecord(round_, site, phase, str(event.get("status", "")), examples, numbers)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,0 +1,242 @@
+"""Federation (site admin): this site's settings, Test connection, Join and Leave (`fedseg site` in a
+child process), status and per-round progress, and the site process's log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+)
+
+from app.models.federation import SiteRun, SiteState
+from app.models.study import MODALITY_CAPTIONS
+from app.qt.dialogs import show_error
+from app.qt.widgets.common import Badge, Card, Page, PathField, button, combo, hint
+from app.qt.worker import run_in_background
+from app.services.federation_site import SiteForm, SiteJob, check_reachable, he_fingerprint, write_site_config
+from app.services.workbench import Workbench
+from segmentation.errors import ConfigError, FedSegError
+
+POLL_MS = 500
+TONES = {SiteState.IDLE: "", SiteState.CONNECTING: "warn", SiteState.WAITING: "running",
+         SiteState.TRAINING: "running", SiteState.LEFT: "", SiteState.FAILED: "bad"}
+
+
+class FederationPage(Page):
+    def __init__(self, workbench: Workbench, shell) -> None:
+        super().__init__("Federation", "Join the federation as this site. Only model updates (encrypted with "
+                         "homomorphic encryption when the federation uses it) and summary numbers leave.")
+        self.workbench, self.shell = workbench, shell
+        self.run = SiteRun()
+        self.job: SiteJob | None = None
+        self.timer = QTimer(self)
+        self.timer.setInterval(POLL_MS)
+        self.timer.timeout.connect(self.poll)
+        row = QHBoxLayout()
+        row.setSpacing(12)
+        row.addWidget(self._site_card())
+        right = QVBoxLayout()
+        right.setSpacing(12)
+        right.addWidget(self._status_card(), 2)
+        log = Card("Site process log")
+        self.log = QPlainTextEdit()
+        self.log.setObjectName("Log")
+        self.log.setReadOnly(True)
+        self.log.setPlaceholderText("`fedseg site` writes here once the site joins.")
+        log.body.addWidget(self.log, 1)
+        right.addWidget(log, 1)
+        row.addLayout(right, 1)
+        self.content.addLayout(row, 1)
+        self.run.changed.connect(self.refresh)
+        self.refresh()
+
+    def _site_card(self) -> Card:
+        site = self.workbench.settings.site
+        card = Card("This site")
+        card.setFixedWidth(400)
+        form = QFormLayout()
+        form.setSpacing(10)
+        self.name = QLineEdit(site.name)
+        self.name.setPlaceholderText("e.g. CT Hospital (others see this name)")
+        form.addRow("Site name", self.name)
+        tags = [(tag, caption) for tag, caption in MODALITY_CAPTIONS.items() if tag != "unknown"]
+        self.modality = combo(tags, site.modality)
+        form.addRow("Modality", self.modality)
+        self.data = PathField("folder", "The site's dataset folder", placeholder="folder with dataset.json")
+        self.data.set_path(site.data_dir or (self.workbench.settings.recent_datasets or [""])[0] or None)
+        form.addRow("Dataset", self.data)
+        self.address = QLineEdit(site.server_address)
+        form.addRow("Server", self.address)
+        self.port = QSpinBox()
+        self.port.setRange(1024, 65535)
+        self.port.setValue(9094)
+        self.port.setToolTip("Local port between the SuperNode and the ClientApp; each site on one "
+                             "computer needs its own")
+        form.addRow("Local port", self.port)
+        self.ca = PathField("file", "The federation's CA certificate", "Certificates (*.crt *.pem);;All (*)",
+                            placeholder="ca.crt from the operator (empty: no TLS)")
+        self.ca.set_path(site.ca_certificate or None)
+        form.addRow("TLS CA", self.ca)
+        self.node_key = PathField("file", "This site's node key", placeholder="optional: fedseg keys node")
+        self.node_key.set_path(site.node_key or None)
+        form.addRow("Node key", self.node_key)
+        self.he = PathField("file", "The shared HE secret context", placeholder="optional: secret.ctx")
+        self.he.set_path(site.he_context or None)
+        self.he.changed.connect(self._he_changed)
+        form.addRow("HE key", self.he)
+        self.fingerprint = QLabel("—")
+        self.fingerprint.setObjectName("Muted")
+        form.addRow("Fingerprint", self.fingerprint)
+        card.body.addLayout(form)
+        card.body.addWidget(hint("Compare the fingerprint with the operator's: every site of a federation "
+                                 "holds the same HE key, the server only its public part."))
+        card.body.addStretch(1)
+        buttons = QHBoxLayout()
+        self.test_button = button("Test connection")
+        self.test_button.clicked.connect(self.test_connection)
+        self.join_button = button("Join", "federation", primary=True)
+        self.join_button.clicked.connect(self.join)
+        self.leave_button = button("Leave", "stop", object_name="Danger")
+        self.leave_button.clicked.connect(self.leave)
+        for widget in (self.test_button, self.join_button, self.leave_button):
+            buttons.addWidget(widget)
+        card.body.addLayout(buttons)
+        if site.he_context:
+            self._he_changed(site.he_context)
+        return card
+
+    def _status_card(self) -> Card:
+        card = Card("Status")
+        self.badge = Badge("Not joined")
+        card.header.addWidget(self.badge)
+        self.message = hint("")
+        card.header.addWidget(self.message, 1)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        card.body.addWidget(self.bar)
+        self.table = QTableWidget(0, 5)
+        self.table.setHorizontalHeaderLabels(["Round", "Local loss", "Dice before", "Dice after",
+                                              "Global Dice here"])
+        self.table.verticalHeader().hide()
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setAlternatingRowColors(True)
+        self.table.setShowGrid(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        card.body.addWidget(self.table, 1)
+        card.body.addWidget(hint("Dice before and after: the global model on this site's validation cases, "
+                                 "then the same after local training. Every site's numbers are on Metrics."))
+        return card
+
+    # -- actions -----------------------------------------------------------------------------
+    def form(self) -> SiteForm:
+        return SiteForm(
+            name=self.name.text().strip(), modality=self.modality.currentData(),
+            data_dir=str(self.data.path or ""), server_address=self.address.text().strip(),
+            ca_certificate=str(self.ca.path or ""), node_key=str(self.node_key.path or ""),
+            he_context=str(self.he.path or ""), clientappio_port=self.port.value(),
+        )
+
+    def _remember(self, form: SiteForm) -> None:
+        site = self.workbench.settings.site
+        site.name, site.modality, site.data_dir = form.name, form.modality, form.data_dir
+        site.server_address, site.ca_certificate = form.server_address, form.ca_certificate
+        site.node_key, site.he_context = form.node_key, form.he_context
+        self.workbench.save()
+
+    def _he_changed(self, text: str) -> None:
+        path = Path(text.strip()) if text.strip() else None
+        if path is None or not path.is_file():
+            self.fingerprint.setText("—")
+            return
+        self.fingerprint.setText("reading…")
+        run_in_background(self, lambda _report: he_fingerprint(path), self.fingerprint.setText,
+                          lambda error: self.fingerprint.setText(f"not usable: {error}"))
+
+    def test_connection(self) -> None:
+        address = self.address.text().strip()
+        self.message.setText(f"Testing {address}…")
+        run_in_background(self, lambda _report: check_reachable(address), self.message.setText,
+                          lambda error: show_error(self, "No connection", error, "testing"))
+
+    def join(self) -> None:
+        """Write site.toml (checked by the federation's loader) and start `fedseg site` with it."""
+        form = self.form()
+        folder_name = (form.name or "site").replace(" ", "-")
+        folder = self.workbench.settings.workspace_dir / "federation" / folder_name
+        try:
+            if not form.name or not form.data_dir or not form.server_address:
+                raise ConfigError("fill in the site name, the dataset folder and the server address")
+            job = SiteJob(write_site_config(form, folder))
+            job.start()
+        except (FedSegError, OSError) as error:
+            show_error(self, "Could not join", error, "joining the federation")
+            return
+        self._remember(form)
+        self.job = job
+        self.run.reset()
+        self.workbench.federation_metrics.clear()
+        self.run.set_state(SiteState.CONNECTING, f"connecting to {form.server_address}…")
+        self.timer.start()
+
+    def leave(self) -> None:
+        if self.job is not None and self.job.running:
+            self.job.request_stop()
+            self.run.set_state(SiteState.CONNECTING, "leaving the federation…")
+
+    def poll(self) -> None:
+        if self.job is None:
+            return
+        events = self.job.events()
+        self.run.apply_all(events)
+        self.workbench.federation_metrics.apply_all(events)
+        if self.run.state is SiteState.CONNECTING and self.job.connected:
+            self.run.set_state(SiteState.WAITING, "connected; waiting for the server's next round")
+        self.log.setPlainText(self.job.log_tail(60))
+        self.log.verticalScrollBar().setValue(self.log.verticalScrollBar().maximum())
+        if self.job.running:
+            return
+        self.timer.stop()
+        if self.job.exit_code == 0:
+            self.run.set_state(SiteState.LEFT, "left the federation")
+        else:
+            message = self.job.failure_message()
+            self.run.set_state(SiteState.FAILED, message)
+            show_error(self, "The site stopped", ConfigError(message))
+
+    def shutdown(self) -> None:
+        if self.job is not None and self.job.running:
+            self.job.request_stop()
+
+    # -- view ----------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        run = self.run
+        active = run.state.active
+        self.join_button.setEnabled(not active)
+        self.leave_button.setEnabled(active)
+        self.badge.set(run.state.value.capitalize(), TONES[run.state])
+        self.message.setText(run.message)
+        self.bar.setValue(round(run.fraction * 1000))
+        rows = sorted(run.rows.values(), key=lambda row: row.round)
+        self.table.setRowCount(len(rows))
+        for index, row in enumerate(rows):
+            values = (str(row.round), _fmt(row.loss, 4), _fmt(row.dice_before), _fmt(row.dice_after),
+                      _fmt(row.dice_global))
+            for column, value in enumerate(values):
+                self.table.setItem(index, column, QTableWidgetItem(value))
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,144 @@
+"""Render every page of the workbench with real content to PNG: `python -m app.qt.screenshots --out DIR`.
+
+Uses a fresh workspace and settings file (the user's are untouched): the demo workspace, the real
+chest CT with its labels, a short real training run on the CT demo site, a segmentation of a CT
+phantom with that model, and, when given, a federation's events file for the metrics page.
+Runs offscreen unless QT_QPA_PLATFORM says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+SIZE = (1440, 900)
+TRAINING = {"epochs": 20, "channels": "16,32,64,128", "image_size": "64", "batch_size": 8, "lr": 0.002}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Render every workbench page to PNG.")
+    parser.add_argument("--out", type=Path, default=Path("docs/screenshots"), help="folder for the PNG files")
+    parser.add_argument("--workspace", type=Path, help="workspace to use (default: a temporary folder)")
+    parser.add_argument("--federation-events", type=Path,
+                        help="a federation's events.jsonl (server run folder) for the metrics page")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    if args.workspace is not None:
+        written = render_screenshots(args.out, args.workspace, args.federation_events)
+    else:
+        with tempfile.TemporaryDirectory(prefix="fedseg-screens-") as folder:
+            written = render_screenshots(args.out, Path(folder), args.federation_events)
+    for path in written:
+        print(path)
+    return 0
+
+
+def render_screenshots(out: Path, workspace: Path, federation_events: Path | None = None) -> list[Path]:
+    from app.models.training import JobState
+    from app.qt.application import create_application
+    from app.qt.main_window import MainWindow
+    from app.services.settings import SettingsStore
+    from app.services.workbench import Workbench
+
+    app = create_application()
+    workbench = Workbench(SettingsStore(workspace / "settings.toml"))
+    workbench.settings.workspace = str(workspace)
+    window = MainWindow(workbench)
+    window.resize(*SIZE)
+    window.show()
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def wait(condition: Callable[[], bool], timeout: float = 600.0) -> None:
+        end = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > end:
+                raise TimeoutError("the workbench did not get there in time")
+            app.processEvents()
+            time.sleep(0.02)
+        settle = time.monotonic() + 0.3
+        while time.monotonic() < settle:
+            app.processEvents()
+
+    def shoot(name: str) -> None:
+        path = out / f"{name}.png"
+        window.grab().save(str(path))
+        written.append(path)
+
+    window.open_demo()
+    wait(lambda: workbench.viewer.has_labels)
+    viewer = window.pages["viewer"]
+    window.navigate("home")
+    shoot("home")
+    window.navigate("viewer")
+    grid = viewer.grid
+    _hover(grid)
+    shoot("viewer")
+
+    demo = window.demo
+    dataset = window.navigate("dataset")
+    dataset.open_dataset(demo.sites["ct"])
+    wait(lambda: dataset.draft.statistics().checked == len(dataset.draft.rows))
+    shoot("dataset")
+
+    training = window.navigate("training")
+    training.set_dataset(demo.sites["ct"])
+    training.out.set_path(workspace / "runs" / "site-ct")
+    training.epochs.setValue(TRAINING["epochs"])
+    training.channels.setText(TRAINING["channels"])
+    training.image_size.setCurrentIndex(training.image_size.findData(TRAINING["image_size"]))
+    training.batch_size.setValue(TRAINING["batch_size"])
+    training.learning_rate.setValue(TRAINING["lr"])
+    training.begin(resume=False)
+    wait(lambda: workbench.training.epoch >= TRAINING["epochs"] // 2 and workbench.training.steps > 0)
+    shoot("training-running")
+    wait(lambda: workbench.training.state is JobState.FINISHED and not training.timer.isActive())
+    shoot("training")
+
+    test_image, _ = demo.first_case("ct", "test")  # held out from training
+    window.open_study(test_image, modality="ct")
+    wait(lambda: workbench.viewer.study is not None and workbench.viewer.study.source == test_image)
+    inference = window.navigate("inference")
+    inference.model_path.set_path(workspace / "runs" / "site-ct" / "model.pt")
+    inference.run_segmentation()
+    wait(lambda: inference.result is not None)
+    wait(lambda: "U-Net" in inference.model_info.text(), timeout=60)
+    shoot("inference")
+
+    federation = window.navigate("federation")
+    federation.name.setText("CT Hospital")
+    federation.data.set_path(demo.sites["ct"])
+    shoot("federation")
+
+    metrics = window.navigate("metrics")
+    if federation_events is not None:
+        metrics.source.set_path(federation_events)
+        metrics.follow_file(federation_events)
+    wait(lambda: True)
+    shoot("metrics")
+
+    window.navigate("settings")
+    shoot("settings")
+    window.close()
+    return written
+
+
+def _hover(grid) -> None:
+    """Put the cursor read-out on a labelled voxel of the axial view, as if the mouse were there."""
+    from app.models.orientation import ViewAxis
+
+    view = grid.view(ViewAxis.AXIAL)
+    rect = view.image_rect()
+    point = rect.center()
+    point.setX(rect.left() + rect.width() * 0.68)
+    pixel = view.pixel_at(point)
+    if pixel is not None:
+        view.cursor_moved.emit(view.model.cursor(ViewAxis.AXIAL, *pixel))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
