@@ -64,3 +64,41 @@ def grouped_bar_chart(
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def line_chart(
+    series: Mapping[str, Mapping[float, float]],
+    path: Path,
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    ylim: tuple[float, float] = (0.0, 1.0),
+    dashed: Sequence[str] = (),
+) -> Path:
+    """One line per series (x -> y points, e.g. Dice per round); names in `dashed` are drawn dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    figure, axes = plt.subplots(figsize=(7.0, 4.2), dpi=120)
+    if all(isinstance(x, int) for points in series.values() for x in points):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for name, points in series.items():
+        xs = sorted(points)
+        axes.plot(xs, [points[x] for x in xs], marker="o", markersize=3, label=name,
+                  linestyle="--" if name in dashed else "-")
+    axes.set_ylim(*ylim)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.legend(frameon=False, fontsize=8)
+    axes.grid(alpha=0.3)
+    axes.spines[["top", "right"]].set_visible(False)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path

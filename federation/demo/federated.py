@@ -1,0 +1,163 @@
+"""The demo's federated run: a real SuperLink and one SuperNode per site on 127.0.0.1, with TLS.
+
+The demo writes a server.toml and a site.toml per site (the same files an operator and the sites
+would write), starts them with the classes `fedseg server` and `fedseg site` use, submits the run once
+every site is connected and follows the server's events until the run finishes. Every process it
+started is stopped on the way out, whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from federation.config import ServerConfig, load_server_config, load_site_config
+from federation.demo.settings import DemoSettings
+from federation.launch import FINISHED, EventTail, FederationServer, FederationSite
+from federation.processes import FlowerProcessError, free_port
+from segmentation.datalist import DatasetIndex
+
+SERVER_TOML = "server.toml"
+_CONNECT_TIMEOUT = 120.0  # seconds for every SuperNode to be accepted
+_STATUS_POLL_SECONDS = 10.0
+
+EventCallback = Callable[[dict[str, Any]], None]
+
+
+def server_toml(settings: DemoSettings, labels: Mapping[int, str], port: int) -> str:
+    """The demo server: every site takes part in every round; TLS with generated certificates."""
+    names = json.dumps([labels[value] for value in sorted(labels)])
+    channels = json.dumps(list(settings.channels))
+    return f"""\
+# Written by `fedseg demo`.
+[server]
+host = "127.0.0.1"
+fleet_port = {port}
+run_dir = "run"
+
+[federation]
+rounds = {settings.rounds}
+min_sites = {len(settings.sites)}
+round_timeout = {settings.round_timeout}
+local_epochs = {settings.local_epochs}
+augmentation = "gin"
+
+[model]
+labels = {names}
+channels = {channels}
+image_size = {settings.image_size}
+batch_size = {settings.batch_size}
+learning_rate = {settings.learning_rate}
+
+[tls]
+enabled = true
+"""
+
+
+def site_toml(name: str, dataset: DatasetIndex, server_port: int, ca_certificate: Path) -> str:
+    folder = name.lower().replace(" ", "-")
+    return f"""\
+# Written by `fedseg demo`.
+[site]
+name = "{name}"
+modality = "{dataset.modality}"
+data_dir = {json.dumps(str(dataset.root))}
+event_file = "sites/{folder}/events.jsonl"
+
+[server]
+address = "127.0.0.1:{server_port}"
+clientappio_port = {free_port()}
+
+[tls]
+ca_certificate = {json.dumps(str(ca_certificate))}
+"""
+
+
+def write_server_config(folder: Path, settings: DemoSettings, labels: Mapping[int, str]) -> ServerConfig:
+    """A fresh server.toml and an empty run folder (a previous demo's run is replaced)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder / "run", ignore_errors=True)
+    path = folder / SERVER_TOML
+    path.write_text(server_toml(settings, labels, free_port()), encoding="utf-8")
+    return load_server_config(path)
+
+
+def site_thread_environment(sites: int) -> dict[str, str]:
+    """Share the CPU cores among the sites' ClientApps instead of oversubscribing them."""
+    threads = max(1, (os.cpu_count() or 1) // sites)
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+def run_federation(
+    folder: Path,
+    settings: DemoSettings,
+    datasets: Mapping[str, DatasetIndex],
+    on_event: EventCallback = lambda event: None,
+) -> ServerConfig:
+    """Run the federation to its end; the server's config (its run folder holds model.pt and metrics).
+
+    on_event gets every server event as it is read. An exception (Ctrl-C included) stops every process.
+    """
+    labels = next(iter(datasets.values())).labels
+    config = write_server_config(folder, settings, labels)
+    environment = site_thread_environment(len(datasets))
+    with ExitStack() as processes:
+        server = processes.enter_context(FederationServer(config))
+        server.start()
+        assert server.tls is not None  # the demo's server.toml enables TLS
+        sites = []
+        for name, dataset in datasets.items():
+            path = folder / f"{dataset.modality}-site.toml"
+            path.write_text(site_toml(name, dataset, config.fleet_port, server.tls.ca_certificate), "utf-8")
+            site = processes.enter_context(FederationSite(load_site_config(path), environment))
+            site.start()
+            sites.append(site)
+        _wait_until_connected(sites)
+        tail = EventTail(server.events_path, from_start=True)
+        server.submit()
+        _follow(server, sites, tail, on_event)
+    return config
+
+
+def _wait_until_connected(sites: list[FederationSite]) -> None:
+    """Submit only when every site is in, so the first round does not time the sites' start-up."""
+    deadline = time.monotonic() + _CONNECT_TIMEOUT
+    while not all(site.connected() for site in sites):
+        for site in sites:
+            site.supervise()
+        if time.monotonic() > deadline:
+            late = [site for site in sites if not site.connected()]
+            raise FlowerProcessError(
+                f"site(s) {', '.join(site.config.name for site in late)} did not connect within "
+                f"{_CONNECT_TIMEOUT:.0f} s (log: {late[0].settings.state_dir / 'supernode.log'})")
+        time.sleep(0.5)
+
+
+def _follow(server: FederationServer, sites: list[FederationSite], tail: EventTail,
+            on_event: EventCallback) -> None:
+    """Pass the server's events on until "finished"; a failed run or a dead process raises."""
+    next_check, ended = time.monotonic() + _STATUS_POLL_SECONDS, ""
+    while True:
+        for event in tail:
+            on_event(event)
+            if event["kind"] == "finished":
+                return
+            if event["kind"] == "error":
+                raise FlowerProcessError(f"the demo run failed: {event.get('message', 'see the logs')} "
+                                         f"(logs: {server.state_dir})")
+        if ended:  # Flower says the run is over, and its last events are read: it never finished
+            raise FlowerProcessError(f"the demo run ended as {ended} (logs: {server.state_dir})")
+        server.check_alive()
+        for site in sites:
+            site.supervise()
+        if time.monotonic() >= next_check:
+            next_check = time.monotonic() + _STATUS_POLL_SECONDS
+            status = server.status()
+            ended = status if status.startswith(FINISHED) else ""
+        time.sleep(0.5)
