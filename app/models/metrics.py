@@ -13,8 +13,8 @@ from typing import Any
 
 from app.models.signals import Signal
 
-# The Dice a round is charted by, in order of preference: the global model on each site's own
-# validation data (evaluate phase), else the global model before local training (train phase).
+# The Dice a site's round is charted by, in order of preference: the global model evaluated on the
+# site's validation data (evaluate phase), else the global model before local training (train phase).
 DICE_KEYS = (("evaluate", "dice"), ("train", "before/dice"))
 
 
@@ -57,19 +57,21 @@ class FederationMetrics:
         return sorted({record.round for record in self.records.values()})
 
     def dice_by_site(self) -> dict[str, list[tuple[int, float]]]:
-        """Each site's Dice per round (see DICE_KEYS), accepted replies only."""
-        for phase, key in DICE_KEYS:
-            series: dict[str, list[tuple[int, float]]] = {}
-            for record in sorted(self.records.values(), key=lambda r: (r.site, r.round)):
+        """Each site's Dice of the global model per round (see DICE_KEYS), accepted replies only."""
+        chosen: dict[tuple[str, int], float] = {}
+        for phase, key in reversed(DICE_KEYS):  # preferred keys last, so they overwrite
+            for record in self.records.values():
                 if record.phase == phase and record.status == "accepted" and key in record.metrics:
-                    series.setdefault(record.site, []).append((record.round, record.metrics[key]))
-            if series:
-                return series
-        return {}
+                    chosen[(record.site, record.round)] = record.metrics[key]
+        series: dict[str, list[tuple[int, float]]] = {}
+        for (site, number), value in sorted(chosen.items()):
+            series.setdefault(site, []).append((number, value))
+        return series
 
     def table(self) -> tuple[list[str], list[list[str]]]:
         """Column names and rows (round, site, phase, status, examples, then every metric seen)."""
-        metric_names = sorted({name for record in self.records.values() for name in record.metrics})
+        names = {name for record in self.records.values() for name in record.metrics}
+        metric_names = sorted(names, key=lambda name: (name.count("/"), name))  # summary numbers first
         header = ["round", "site", "phase", "status", "examples", *metric_names]
         rows = []
         for record in sorted(self.records.values(), key=lambda r: (r.round, r.site, r.phase)):

@@ -64,15 +64,20 @@ class TrainingRunModel:
 
     def apply(self, event: dict[str, Any]) -> None:
         """Update from one event; unknown kinds and foreign fields are ignored."""
-        kind = event.get("kind")
-        handler = getattr(self, f"_on_{str(kind).replace('-', '_')}", None)
-        if handler is not None:
-            handler(event)
+        if self._handle(event):
             self.changed.emit()
 
     def apply_all(self, events: list[dict[str, Any]]) -> None:
-        for event in events:
-            self.apply(event)
+        """Update from several events with one changed() at the end (views redraw once per batch)."""
+        handled = [self._handle(event) for event in events]
+        if any(handled):
+            self.changed.emit()
+
+    def _handle(self, event: dict[str, Any]) -> bool:
+        handler = getattr(self, f"_on_{str(event.get('kind')).replace('-', '_')}", None)
+        if handler is not None:
+            handler(event)
+        return handler is not None
 
     def _on_started(self, event: dict[str, Any]) -> None:
         self.epochs = int(event.get("epochs", self.epochs))

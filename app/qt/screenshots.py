@@ -1,9 +1,10 @@
 """Render every page of the workbench with real content to PNG: `python -m app.qt.screenshots --out DIR`.
 
 Uses a fresh workspace and settings file (the user's are untouched): the demo workspace, the real
-chest CT with its labels, a short real training run on the CT demo site, a segmentation of a CT
-phantom with that model, and, when given, a federation's events file for the metrics page.
-Runs offscreen unless QT_QPA_PLATFORM says otherwise.
+chest CT with its labels, a short real training run on the CT demo site, a segmentation of a held-out
+CT phantom with that model, and the local demo federation (`fedseg demo`, real Flower processes)
+for the federation and metrics pages. Takes about 10 minutes on 2 CPU cores. Runs offscreen unless
+QT_QPA_PLATFORM says otherwise.
 """
 
 from __future__ import annotations
@@ -23,21 +24,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Render every workbench page to PNG.")
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"), help="folder for the PNG files")
     parser.add_argument("--workspace", type=Path, help="workspace to use (default: a temporary folder)")
-    parser.add_argument("--federation-events", type=Path,
-                        help="a federation's events.jsonl (server run folder) for the metrics page")
     args = parser.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     if args.workspace is not None:
-        written = render_screenshots(args.out, args.workspace, args.federation_events)
+        written = render_screenshots(args.out, args.workspace)
     else:
         with tempfile.TemporaryDirectory(prefix="fedseg-screens-") as folder:
-            written = render_screenshots(args.out, Path(folder), args.federation_events)
+            written = render_screenshots(args.out, Path(folder))
     for path in written:
         print(path)
     return 0
 
 
-def render_screenshots(out: Path, workspace: Path, federation_events: Path | None = None) -> list[Path]:
+def render_screenshots(out: Path, workspace: Path) -> list[Path]:
     from app.models.training import JobState
     from app.qt.application import create_application
     from app.qt.main_window import MainWindow
@@ -79,6 +78,9 @@ def render_screenshots(out: Path, workspace: Path, federation_events: Path | Non
     _hover(grid)
     shoot("viewer")
 
+    federation = window.page("federation")
+    federation.toggle_demo()  # runs in the background while the other pages are shot
+
     demo = window.demo
     dataset = window.navigate("dataset")
     dataset.open_dataset(demo.sites["ct"])
@@ -109,15 +111,14 @@ def render_screenshots(out: Path, workspace: Path, federation_events: Path | Non
     wait(lambda: "U-Net" in inference.model_info.text(), timeout=60)
     shoot("inference")
 
-    federation = window.navigate("federation")
+    window.navigate("federation")
     federation.name.setText("CT Hospital")
     federation.data.set_path(demo.sites["ct"])
     shoot("federation")
 
     metrics = window.navigate("metrics")
-    if federation_events is not None:
-        metrics.source.set_path(federation_events)
-        metrics.follow_file(federation_events)
+    wait(lambda: not federation.demo_timer.isActive(), timeout=1800)
+    metrics.follow()
     wait(lambda: True)
     shoot("metrics")
 

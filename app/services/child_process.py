@@ -16,6 +16,7 @@ from pathlib import Path
 from app.services.event_tail import EventTail
 
 ERROR_PREFIX = "fedseg: error: "
+EXIT_INTERRUPTED = 130  # app.cli's exit status after Ctrl-C (SIGINT): the command saved and stopped
 
 
 class FedsegChild:

@@ -1,11 +1,15 @@
 """The demo workspace: one phantom dataset per modality (the federation's three demo sites) and the
-real chest CT with labels that slicerio ships, so a first-time user has something to look at."""
+real chest CT with labels that slicerio ships, so a first-time user has something to look at; and
+the local demo federation (`fedseg demo`) run in the background."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from app.services.child_process import FedsegChild
 
 # Modality -> seed: each demo site has its own patients.
 DEMO_SITES = {"ct": 1, "mr-t1": 2, "mr-t2": 3}
@@ -13,6 +17,8 @@ DEMO_CASES = 4
 DEMO_SIZE = 64
 CHEST_CT = "CTChest4.nrrd"
 CHEST_LABELS = "Segmentation.seg.nrrd"
+DEMO_ROUNDS = 3
+SERVER_JOB = "server"  # the job name of the server's events (federation.server_run)
 
 
 @dataclass(frozen=True)
@@ -55,3 +61,29 @@ def prepare_demo_workspace(root: Path, progress: Callable[[str], None] | None = 
         sites[modality] = folder
     chest_ct, chest_labels = chest_ct_files()
     return DemoWorkspace(root / "demo", sites, chest_ct, chest_labels)
+
+
+class DemoFederationJob(FedsegChild):
+    """`fedseg demo`: a server and one site per demo modality on this computer, in the background.
+
+    Its own progress goes to OUT/demo.log; the server's events (every site's numbers per round) are
+    found under OUT once the server writes them.
+    """
+
+    def __init__(self, out: Path, rounds: int = DEMO_ROUNDS) -> None:
+        super().__init__(["demo", "--out", str(out), "--rounds", str(rounds)], out / "demo.log",
+                         out / "demo-events.jsonl")
+        self.out = out
+        self.rounds = rounds
+
+    def server_events(self) -> Path | None:
+        """The events.jsonl under OUT whose job is the server's, once it exists."""
+        for path in sorted(self.out.rglob("events.jsonl")):
+            try:
+                with open(path, encoding="utf-8") as stream:
+                    first = json.loads(stream.readline() or "{}")
+            except (OSError, json.JSONDecodeError):
+                continue
+            if first.get("job") == SERVER_JOB:
+                return path
+        return None

@@ -14,8 +14,6 @@ CHECKPOINT_NAME = "model.pt"
 EVENTS_NAME = "events.jsonl"
 LOG_NAME = "train.log"
 DATASET_JSON = "dataset.json"
-# The exit status `fedseg train` uses after a requested stop (checkpoint saved).
-EXIT_STOPPED = 130
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,3 @@ class TrainingJob(FedsegChild):
         request.check()
         super().__init__(request.arguments(), request.out / LOG_NAME, request.out / EVENTS_NAME)
         self.request = request
-
-    @property
-    def stopped_cleanly(self) -> bool:
-        return self.exit_code == EXIT_STOPPED

@@ -8,7 +8,9 @@ import pytest
 
 import app.services.demo as demo
 from app.services.child_process import FedsegChild
+from app.services.demo import DemoFederationJob
 from app.services.event_tail import EventTail
+from app.services.federation_site import SiteForm, SiteJob, check_reachable, write_site_config
 from app.services.inference import describe_model, export_dicom_seg, export_mask, segment
 from app.services.settings import RECENT_LIMIT, Settings, SettingsStore
 from app.services.studies import labels_beside, list_series_choices, load_label_map, load_study
@@ -16,6 +18,7 @@ from app.services.training_job import CHECKPOINT_NAME, EVENTS_NAME, TrainingRequ
 from segmentation import training
 from segmentation.errors import ConfigError, DatasetError, StudyReadError
 from segmentation.io import read_volume, write_volume
+from segmentation.synth import generate_dataset
 from segmentation.volume import Volume
 
 
@@ -144,3 +147,41 @@ def test_demo_workspace_is_made_once(tmp_path, monkeypatch):
     stamp = (workspace.sites["ct"] / "dataset.json").stat().st_mtime_ns
     demo.prepare_demo_workspace(tmp_path, messages.append)
     assert len(messages) == 3 and (workspace.sites["ct"] / "dataset.json").stat().st_mtime_ns == stamp
+
+
+def test_site_form_writes_a_site_toml_the_federation_accepts(tmp_path):
+    data = generate_dataset(tmp_path / "data", "ct", 2, 0, size=16).root
+    form = SiteForm(name="CT Hospital", modality="ct", data_dir=str(data), server_address="127.0.0.1:9092")
+    config = write_site_config(form, tmp_path / "site")
+    assert (config.name, config.modality, config.server_address) == ("CT Hospital", "ct", "127.0.0.1:9092")
+    assert not config.tls_enabled and config.event_file == tmp_path / "site" / "events.jsonl"
+    with pytest.raises(ConfigError, match="name"):
+        write_site_config(SiteForm("a/b", "ct", str(data), "127.0.0.1:9092"), tmp_path / "bad")
+    job = SiteJob(config)
+    assert job.arguments == ["site", "--config", str(tmp_path / "site" / "site.toml")]
+
+
+def test_reachability_is_a_sentence_either_way():
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        assert check_reachable(address) == f"{address} answers"
+    with pytest.raises(ConfigError, match="does not answer"):
+        check_reachable(address, timeout=1.0)
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        check_reachable("no-port")
+
+
+def test_the_demo_federation_finds_its_server_events(tmp_path):
+    job = DemoFederationJob(tmp_path / "demo", rounds=2)
+    assert job.arguments == ["demo", "--out", str(tmp_path / "demo"), "--rounds", "2"]
+    assert job.server_events() is None
+    site = tmp_path / "demo" / "federation" / "sites" / "ct" / "events.jsonl"
+    server = tmp_path / "demo" / "federation" / "run" / "events.jsonl"
+    for path, job_name in ((site, "site"), (server, "server")):
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"kind": "started", "job": job_name}) + "\n", encoding="utf-8")
+    assert job.server_events() == server

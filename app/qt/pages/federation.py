@@ -26,11 +26,14 @@ from app.models.study import MODALITY_CAPTIONS
 from app.qt.dialogs import show_error
 from app.qt.widgets.common import Badge, Card, Page, PathField, button, combo, hint
 from app.qt.worker import run_in_background
+from app.services.child_process import EXIT_INTERRUPTED
+from app.services.demo import DemoFederationJob
 from app.services.federation_site import SiteForm, SiteJob, check_reachable, he_fingerprint, write_site_config
 from app.services.workbench import Workbench
 from segmentation.errors import ConfigError, FedSegError
 
 POLL_MS = 500
+DEMO_POLL_MS = 1000
 TONES = {SiteState.IDLE: "", SiteState.CONNECTING: "warn", SiteState.WAITING: "running",
          SiteState.TRAINING: "running", SiteState.LEFT: "", SiteState.FAILED: "bad"}
 
@@ -42,6 +45,11 @@ class FederationPage(Page):
         self.workbench, self.shell = workbench, shell
         self.run = SiteRun()
         self.job: SiteJob | None = None
+        self.demo: DemoFederationJob | None = None
+        self.following = False
+        self.demo_timer = QTimer(self)
+        self.demo_timer.setInterval(DEMO_POLL_MS)
+        self.demo_timer.timeout.connect(self.poll_demo)
         self.timer = QTimer(self)
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self.poll)
@@ -50,6 +58,7 @@ class FederationPage(Page):
         row.addWidget(self._site_card())
         right = QVBoxLayout()
         right.setSpacing(12)
+        right.addWidget(self._demo_card())
         right.addWidget(self._status_card(), 2)
         log = Card("Site process log")
         self.log = QPlainTextEdit()
@@ -116,6 +125,16 @@ class FederationPage(Page):
         card.body.addLayout(buttons)
         if site.he_context:
             self._he_changed(site.he_context)
+        return card
+
+    def _demo_card(self) -> Card:
+        card = Card("Local demo federation")
+        self.demo_status = hint("A server and a CT, an MR T1 and an MR T2 site on this computer, training "
+                                "together in the background; watch every site's Dice on Metrics.")
+        card.header.addWidget(self.demo_status, 1)
+        self.demo_button = button("Start demo", "demo")
+        self.demo_button.clicked.connect(self.toggle_demo)
+        card.header.addWidget(self.demo_button)
         return card
 
     def _status_card(self) -> Card:
@@ -216,9 +235,49 @@ class FederationPage(Page):
             self.run.set_state(SiteState.FAILED, message)
             show_error(self, "The site stopped", ConfigError(message))
 
+    def toggle_demo(self) -> None:
+        """Start `fedseg demo` in the background, or stop the one running."""
+        if self.demo is not None and self.demo.running:
+            self.demo.request_stop()
+            self.demo_status.setText("Stopping the demo federation…")
+            return
+        self.demo = DemoFederationJob(self.workbench.settings.workspace_dir / "demo-federation")
+        try:
+            self.demo.start()
+        except OSError as error:
+            show_error(self, "Could not start the demo federation", error, "starting the demo")
+            return
+        self.following = False
+        self.demo_button.setText(" Stop demo")
+        self.demo_status.setText("Starting a server and three sites (the first round takes a minute)…")
+        self.demo_timer.start()
+
+    def poll_demo(self) -> None:
+        """Once the demo's server writes events, follow them on the Metrics page; report the end."""
+        demo = self.demo
+        if demo is None:
+            return
+        events = None if self.following else demo.server_events()
+        if events is not None:
+            self.following = True
+            self.shell.page("metrics").follow_file(events)
+        lines = [line for line in demo.log_tail(5).splitlines() if line.strip()]
+        if demo.running:
+            if lines:
+                self.demo_status.setText(lines[-1][-160:])
+            return
+        self.demo_timer.stop()
+        self.demo_button.setText(" Start demo")
+        if demo.exit_code in (0, EXIT_INTERRUPTED):
+            self.demo_status.setText(f"The demo federation ended; its report is in {demo.out}")
+        else:
+            self.demo_status.setText("The demo federation failed.")
+            show_error(self, "The demo federation failed", ConfigError(demo.failure_message()))
+
     def shutdown(self) -> None:
-        if self.job is not None and self.job.running:
-            self.job.request_stop()
+        for job in (self.job, self.demo):
+            if job is not None and job.running:
+                job.request_stop()
 
     # -- view ----------------------------------------------------------------------------------
     def refresh(self) -> None:

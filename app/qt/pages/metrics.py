@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.ticker import MaxNLocator
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -77,6 +78,7 @@ class MetricsPage(Page):
             missing = FileNotFoundError(2, "no such events file", str(path or ""))
             show_error(self, "Nothing to follow", missing, "reading the events")
             return
+        self.source.set_path(path)
         self.metrics.clear()
         self.tail = EventTail(path, from_start=True)
         self.follow()
@@ -155,6 +157,7 @@ class MetricsPage(Page):
                                  label="mean")
         for axes in (self.site_axes, self.local_axes):
             axes.set_ylim(0, 1)
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         style_legend(self.site_axes, loc="lower right")
         style_legend(self.local_axes, loc="lower right")
         self.canvas.draw_idle()

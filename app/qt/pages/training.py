@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.ticker import MaxNLocator
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import (
     QDoubleSpinBox,
@@ -23,8 +24,8 @@ from app.models.training import JobState, TrainingRunModel, format_duration
 from app.qt.dialogs import show_error
 from app.qt.widgets.common import Badge, Card, MetricTile, Page, PathField, button, combo, hint
 from app.qt.widgets.plots import Canvas, rgb_to_mpl, style_axes, style_legend
+from app.services.child_process import EXIT_INTERRUPTED
 from app.services.training_job import (
-    EXIT_STOPPED,
     TrainingJob,
     TrainingRequest,
     can_resume,
@@ -54,9 +55,9 @@ class TrainingCurves(Canvas):
     def __init__(self) -> None:
         super().__init__(columns=2)
         self.loss_axes, self.dice_axes = self.axes
-        self.show(TrainingRunModel())
+        self.plot(TrainingRunModel())
 
-    def show(self, model: TrainingRunModel) -> None:  # type: ignore[override]
+    def plot(self, model: TrainingRunModel) -> None:
         curves = self.loss_axes, self.dice_axes
         for axes in curves:
             axes.clear()
@@ -80,6 +81,7 @@ class TrainingCurves(Canvas):
         self.dice_axes.set_ylim(0, 1)
         for axes in curves:
             axes.set_xlim(left=0, right=max(model.epochs, 1))
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         style_legend(self.loss_axes, loc="upper right")
         style_legend(self.dice_axes, loc="lower right", ncols=2)
         self.draw_idle()
@@ -254,7 +256,7 @@ class TrainingPage(Page):
         self.timer.stop()
         self.model.apply_all(self.job.events())
         code = self.job.exit_code
-        if code not in (0, EXIT_STOPPED):
+        if code not in (0, EXIT_INTERRUPTED):
             message = self.job.failure_message()
             self.model.set_state(JobState.FAILED, message)
             show_error(self, "Training failed", ConfigError(message))
@@ -294,4 +296,4 @@ class TrainingPage(Page):
         self.tile_loss.set(f"{model.loss:.4f}" if model.loss is not None else "—")
         self.tile_dice.set(f"{model.dice:.3f}" if model.dice is not None else "—")
         self.tile_eta.set(format_duration(model.eta_seconds) if active else "—")
-        self.curves.show(model)
+        self.curves.plot(model)
