@@ -96,3 +96,20 @@ def test_a_corrupt_file_gives_a_dialog_and_the_app_carries_on(qtbot, window, tmp
     ct, _ = chest_ct_files()
     open_and_wait(qtbot, window, ct)
     assert window.workbench.viewer.study.name == "CTChest4.nrrd"
+
+
+def test_a_series_with_a_missing_slice_opens_only_when_the_user_agrees(qtbot, window, tmp_path,
+                                                                       dicom_series_writer):
+    folder = tmp_path / "gap"
+    dicom_series_writer(folder, np.arange(5 * 8 * 8).reshape(5, 8, 8), "gappy")
+    (folder / "gappy_002.dcm").unlink()
+    window.open_study(folder)
+    opener = window.pages["viewer"].opener
+    qtbot.waitUntil(lambda: opener.question is not None and opener.question.isVisible(), timeout=30_000)
+    assert "Open it anyway" in opener.question.text() and "allow_irregular" not in opener.question.text()
+    assert not window.workbench.viewer.has_study
+    opener.question.accept()
+    viewer = window.workbench.viewer
+    qtbot.waitUntil(lambda: viewer.has_study, timeout=30_000)
+    assert viewer.slice_count(ViewAxis.AXIAL) == 4 and viewer.study.image.warnings
+    assert any(name == "Warning" for name, _ in viewer.study.details)
