@@ -18,6 +18,7 @@ from segmentation.events import EventWriter, Listener
 from segmentation.network import NetworkConfig
 from segmentation.preprocessing import Preprocessing
 from segmentation.reporting import grouped_bar_chart, markdown_table, write_json
+from segmentation.training import TrainingConfig
 from segmentation.transforms import AUGMENTATIONS
 
 # Acceptance targets from the method paper's claim, checked on the demo data (issue 2, part 6).
@@ -40,6 +41,8 @@ class CrossModalitySettings:
     epochs: int = 20
     batch_size: int = 16
     learning_rate: float = 2e-3
+    learning_rate_schedule: str = "constant"
+    augmentation_probability: float = TrainingConfig.augmentation_probability
     seed: int = 0
 
     @classmethod
@@ -133,7 +136,6 @@ def run_cross_modality(
     """
     from segmentation.algorithm import SegmentationAlgorithm
     from segmentation.synth import generate_dataset
-    from segmentation.training import TrainingConfig
 
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
@@ -154,7 +156,8 @@ def run_cross_modality(
             preprocessing=Preprocessing(image_size=(settings.image_size, settings.image_size)),
             augmentation=aug,
             learning_rate=settings.learning_rate,
-            learning_rate_schedule="cosine",
+            learning_rate_schedule=settings.learning_rate_schedule,
+            augmentation_probability=settings.augmentation_probability,
             batch_size=settings.batch_size,
             seed=settings.seed,
             cache_dir=out / "cache",

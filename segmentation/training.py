@@ -46,8 +46,8 @@ class TrainingConfig:
     proximal_mu > 0 adds FedProx's mu/2 * ||w - w_start||^2, w_start being the weights at the start of
     each train() call (the global model in a federated round). foreground_slice_fraction drops samples
     whose labelled share is below it (0 keeps all). cache_dir None means slice_cache.default_cache_dir().
-    augmentation_probability is the share of samples each batch augments: half keeps the in-modality
-    Dice of unaugmented training while the other half teaches the unseen modalities (docs/augmentations.md).
+    augmentation_probability is the share of samples each batch augments: the rest keep the in-modality
+    Dice of unaugmented training while the augmented ones teach the unseen modalities (docs/augmentations.md).
     learning_rate_schedule "cosine" decays the rate to zero over each train() call, so a fixed step
     budget ends on a settled model rather than a noisy last step; "constant" suits federated rounds.
     """
@@ -55,7 +55,7 @@ class TrainingConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     augmentation: str = "gin"
-    augmentation_probability: float = 0.5
+    augmentation_probability: float = 0.3
     learning_rate_schedule: str = "constant"
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
