@@ -123,6 +123,10 @@ class MetricsPage(Page):
         return self.workbench.settings.workspace_dir / "exports"
 
     # -- view ----------------------------------------------------------------------------------
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        self.refresh()
+
     def _training_changed(self) -> None:
         if self.isVisible():
             self.refresh()
