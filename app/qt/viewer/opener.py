@@ -30,10 +30,9 @@ class _Loaded:
 
 
 class StudyOpener(QObject):
-    """Signals: busy(str) while reading (empty when done), opened(Study) once shown."""
+    """Signals: busy(str) while reading (empty when done)."""
 
     busy = Signal(str)
-    opened = Signal(object)
 
     def __init__(self, workbench: Workbench, parent_widget: QWidget) -> None:
         super().__init__(parent_widget)
@@ -81,7 +80,6 @@ class StudyOpener(QObject):
         self.workbench.remember_study(request.path)
         if result.labels is not None:
             self._show_labels(result.labels, result.label_source)
-        self.opened.emit(result.study)
 
     def _show_labels(self, volume: Volume, source: str) -> None:
         self.busy.emit("")
