@@ -9,11 +9,9 @@ The demo and the end-to-end tests use the same classes as the commands.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from federation.certificates import TlsFiles, default_names, existing_or_new_tls_files
 from federation.config import ServerConfig, SiteConfig
@@ -32,6 +30,7 @@ from federation.server_app import RESUME_KEY, SERVER_CONFIG_KEY
 from federation.server_run import EVENTS_NAME
 from federation.task import SiteSettings
 from segmentation.errors import ConfigError
+from segmentation.events import EventTail  # noqa: F401  (re-exported: the CLI and demo follow runs with it)
 from segmentation.training import CHECKPOINT_NAME
 
 APP_NAME = "fedseg-federation"
@@ -114,9 +113,13 @@ class FederationServer:
         for key in self.config.site_public_keys:
             self.cli.register_supernode(key)
 
-    def submit(self, resume: bool = False) -> int:
-        """Submit the federation's run (the ServerApp reads this server.toml); its Flower run ID."""
-        app_dir = write_app_project(self.state_dir / "app")
+    def submit(self, resume: bool = False, app_dir: Path | None = None) -> int:
+        """Submit the federation's run (the ServerApp reads this server.toml); its Flower run ID.
+
+        app_dir is the Flower app project to bundle; by default write_app_project's, whose components are
+        this installed package's (the fault tests pass one with a misbehaving test ClientApp).
+        """
+        app_dir = app_dir or write_app_project(self.state_dir / "app")
         self.run_id = self.cli.submit(app_dir, {SERVER_CONFIG_KEY: str(self.config.source.resolve()),
                                                 RESUME_KEY: resume})
         return self.run_id
@@ -209,28 +212,3 @@ class FederationSite:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-class EventTail:
-    """New complete events of a growing JSON-lines file, from where it ended when the tail was made."""
-
-    def __init__(self, path: Path, from_start: bool = False) -> None:
-        self.path = path
-        self.offset = 0 if from_start or not path.exists() else path.stat().st_size
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        """The events added since the last call (a half-written last line waits for the next call)."""
-        if not self.path.exists():
-            return
-        with open(self.path, "rb") as stream:
-            stream.seek(self.offset)
-            data = stream.read()
-        complete = data[: data.rfind(b"\n") + 1]
-        self.offset += len(complete)
-        for line in complete.decode("utf-8", errors="replace").splitlines():
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(event, dict):
-                yield event

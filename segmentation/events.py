@@ -100,3 +100,40 @@ def read_events(path: str | Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
             except json.JSONDecodeError:
                 continue
+
+
+class EventTail:
+    """Follows a growing events file: each read() returns the complete events added since the last.
+
+    A half-written last line waits for the next read; a file that shrank (replaced by a new run) is
+    read again from its start. Iterating a tail is the same as iterating one read().
+    """
+
+    def __init__(self, path: str | Path, from_start: bool = False) -> None:
+        self.path = Path(path)
+        self.offset = 0 if from_start or not self.path.exists() else self.path.stat().st_size
+
+    def read(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as stream:
+                stream.seek(0, 2)
+                if stream.tell() < self.offset:
+                    self.offset = 0
+                stream.seek(self.offset)
+                data = stream.read()
+        except FileNotFoundError:
+            return []
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        events = []
+        for line in complete.decode("utf-8", errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return events
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.read())

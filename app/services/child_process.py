@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.services.event_tail import EventTail
+from segmentation.events import EventTail
 
 ERROR_PREFIX = "fedseg: error: "
 EXIT_INTERRUPTED = 130  # app.cli's exit status after Ctrl-C (SIGINT): the command saved and stopped

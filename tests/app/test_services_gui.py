@@ -9,7 +9,6 @@ import pytest
 import app.services.demo as demo
 from app.services.child_process import FedsegChild
 from app.services.demo import DemoFederationJob
-from app.services.event_tail import EventTail
 from app.services.federation_site import SiteForm, SiteJob, check_reachable, write_site_config
 from app.services.inference import describe_model, export_dicom_seg, export_mask, segment
 from app.services.settings import RECENT_LIMIT, Settings, SettingsStore
@@ -17,6 +16,7 @@ from app.services.studies import labels_beside, list_series_choices, load_label_
 from app.services.training_job import CHECKPOINT_NAME, EVENTS_NAME, TrainingRequest, previous_events
 from segmentation import training
 from segmentation.errors import ConfigError, DatasetError, StudyReadError
+from segmentation.events import EventTail
 from segmentation.io import read_volume, write_volume
 from segmentation.synth import generate_dataset
 from segmentation.volume import Volume

@@ -20,8 +20,8 @@ from app.models.colors import label_color
 from app.qt.dialogs import show_error
 from app.qt.widgets.common import Card, Page, PathField, button, hint
 from app.qt.widgets.plots import Canvas, rgb_to_mpl, style_axes, style_legend
-from app.services.event_tail import EventTail
 from app.services.workbench import Workbench
+from segmentation.events import EventTail
 
 FOLLOW_MS = 1000
 
