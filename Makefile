@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export QT_QPA_PLATFORM ?= offscreen
 export FLWR_TELEMETRY_ENABLED := 0
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench lint screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+# Renders every page of the desktop app with real content into docs/screenshots (10-15 min: it trains
+# a model and runs the demo federation for the pictures).
+screenshots: $(STAMP)
+	$(BIN)/python -m app.qt.screenshots --out docs/screenshots
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
