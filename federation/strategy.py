@@ -118,8 +118,7 @@ class ValidatingFedAvg(FedAvg):
         replies = list(replies)
         answered = [reply.content for reply in replies if not reply.has_error()]
         if self.he is not None:
-            judged = iter([self.he.validate_reply(content, self.limits, self.weighted_by_key)
-                           for content in answered])
+            judged = iter(self.he.judge(answered, self.limits, self.weighted_by_key))
         else:
             reference = {key: array.numpy() for key, array in self._global_arrays.items()}
             judged = iter(validate_replies(answered, reference, self.limits, self.weighted_by_key))

@@ -127,13 +127,18 @@ def check_sum(context: HeContext, encrypted: EncryptedSum, size: int) -> list[ts
 
 def add_encrypted(context: HeContext, sums: Sequence[EncryptedSum], size: int) -> EncryptedSum:
     """The server's whole aggregation: add the ciphertexts chunk by chunk and the weights."""
+    return add_checked([check_sum(context, encrypted, size) for encrypted in sums], [s.weight for s in sums])
+
+
+def add_checked(sums: Sequence[list[ts.CKKSVector]], weights: Sequence[int]) -> EncryptedSum:
+    """add_encrypted on sums already loaded and checked by check_sum (the first one is added into)."""
     if not sums:
         raise ValueError("nothing to add")
-    total = check_sum(context, sums[0], size)
-    for encrypted in sums[1:]:
-        for accumulated, chunk in zip(total, check_sum(context, encrypted, size), strict=True):
+    total = sums[0]
+    for other in sums[1:]:
+        for accumulated, chunk in zip(total, other, strict=True):
             accumulated.add_(chunk)
-    return EncryptedSum(tuple(chunk.serialize() for chunk in total), sum(s.weight for s in sums))
+    return EncryptedSum(tuple(chunk.serialize() for chunk in total), sum(weights))
 
 
 def decrypt_average(context: HeContext, encrypted: EncryptedSum, size: int) -> np.ndarray:

@@ -1,9 +1,11 @@
 """CKKS contexts: the parameters, the key files `fedseg keys he` writes, and their fingerprints.
 
-The sites share one secret context (it encrypts and decrypts); the server gets the public context: the
-same parameters and public key, no secret key, so it can add ciphertexts but never read them. A
-fingerprint (a hash of the public part, which both files hold) lets admins compare keys by eye and
-lets each side refuse a peer with another key before anything is decrypted into a garbage model.
+The sites share one secret context: they encrypt with the secret key (symmetric CKKS: faster and less
+noisy than public-key encryption) and decrypt with it. The server gets the public context: the same
+parameters and scale and no key at all, so it can add ciphertexts but neither read nor make them. A
+fingerprint of the secret key, which the server's file carries as a label, lets admins compare keys by
+eye and lets each side refuse a peer with another key before anything is decrypted into a garbage
+model. A context file is a header line naming the fingerprint, then TenSEAL's serialization.
 
 Aggregation only adds ciphertexts, so one coefficient modulus prime carries the data (TenSEAL also
 needs a second, "special" prime for the key-switching keys it always makes; it never travels with a
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 
 SECRET_CONTEXT_NAME = "secret.ctx"
 PUBLIC_CONTEXT_NAME = "public.ctx"
+_MAGIC = b"fedseg-he-context/1\n"
 _MAKE_ONE = "make one with `fedseg keys he --out DIR`"
 
 
@@ -36,11 +39,13 @@ class HeContextError(ConfigError):
 @dataclass(frozen=True)
 class CkksParameters:
     """CKKS parameters: ring degree N (N/2 values per ciphertext), the primes' bit sizes (the last one is
-    the special prime) and the scale 2**scale_bits that fixed-point encodes the values."""
+    the special prime), the scale 2**scale_bits that fixed-point encodes the values, and whether the
+    sites encrypt with the secret key (symmetric) or with a public key."""
 
     poly_modulus_degree: int = 4096
     coeff_mod_bit_sizes: tuple[int, ...] = (56, 20)
-    scale_bits: int = 35
+    scale_bits: int = 33
+    symmetric: bool = True  # encrypt with the secret key (the sites all hold it), not a public key
 
     def __post_init__(self) -> None:
         degree = self.poly_modulus_degree
@@ -56,21 +61,21 @@ class CkksParameters:
 
 DEFAULT_PARAMETERS = CkksParameters()
 # NVFlare's default CKKS parameters, the reference row of bench/he_aggregation.py.
-NVFLARE_PARAMETERS = CkksParameters(8192, (60, 40, 40), 40)
+NVFLARE_PARAMETERS = CkksParameters(8192, (60, 40, 40), 40, symmetric=False)
 
 
 class HeContext:
-    """A TenSEAL CKKS context and what FedSeg reads from it: size, scale, capacity and fingerprint."""
+    """A TenSEAL CKKS context, its key's fingerprint and what FedSeg reads from it: size, scale, capacity."""
 
-    def __init__(self, context: ts.Context) -> None:
+    def __init__(self, context: ts.Context, fingerprint: str) -> None:
         self.tenseal = context
+        self.fingerprint = fingerprint
         seal = context.seal_context().data
         data = seal.first_context_data()
         self.poly_modulus_degree: int = data.parms().poly_modulus_degree()
         self.data_bits: int = data.total_coeff_modulus_bit_count()
         self.parms_id = seal.first_parms_id()
         self.scale: float = context.global_scale
-        self.fingerprint = fingerprint(context)
 
     @property
     def has_secret_key(self) -> bool:
@@ -90,22 +95,30 @@ class HeContext:
         """
         return 2.0 ** (self.data_bits - 2) / self.scale
 
-    def public_bytes(self) -> bytes:
-        """Parameters and public key only: what the server's file holds and the fingerprint hashes."""
-        return self.tenseal.serialize(save_public_key=True, save_secret_key=False,
+    def public(self) -> HeContext:
+        """The server's view: parameters and scale only, no key (it cannot decrypt, nor encrypt)."""
+        data = self.tenseal.serialize(save_public_key=False, save_secret_key=False,
                                       save_galois_keys=False, save_relin_keys=False)
+        return HeContext(_tenseal_context(data, "the public part of a context"), self.fingerprint)
 
-    def secret_bytes(self) -> bytes:
-        """The public part plus the secret key (no key-switching keys: aggregation never needs them)."""
-        return self.tenseal.serialize(save_public_key=True, save_secret_key=True,
+    def file_bytes(self) -> bytes:
+        """What a context file holds: a header naming the key's fingerprint, then TenSEAL's serialization
+        (with the secret key when this context has it; no key-switching keys, addition needs none)."""
+        secret = self.has_secret_key
+        data = self.tenseal.serialize(save_public_key=False, save_secret_key=secret,
                                       save_galois_keys=False, save_relin_keys=False)
+        return _MAGIC + self.fingerprint.encode() + b"\n" + data
 
 
-def fingerprint(context: ts.Context) -> str:
-    """A short, stable name of a context's keys: 16 hex digits of the SHA-256 of its public part."""
-    public = context.serialize(save_public_key=True, save_secret_key=False,
+def key_fingerprint(context: ts.Context) -> str:
+    """A short, stable name of a secret key: 16 hex digits of a SHA-256 of the secret context.
+
+    Only holders of the secret key can compute it; the server's file carries it as a label. The hash
+    of a key with thousands of random coefficients reveals nothing usable about it.
+    """
+    secret = context.serialize(save_public_key=False, save_secret_key=True,
                                save_galois_keys=False, save_relin_keys=False)
-    digest = hashlib.sha256(public).hexdigest()[:16]
+    digest = hashlib.sha256(b"fedseg-he-key\0" + secret).hexdigest()[:16]
     return "-".join(digest[index:index + 4] for index in range(0, 16, 4))
 
 
@@ -113,34 +126,40 @@ def create_context(parameters: CkksParameters = DEFAULT_PARAMETERS) -> HeContext
     """A new secret CKKS context; SEAL refuses parameters below 128-bit security."""
     import tenseal as ts
 
+    encryption = ts.ENCRYPTION_TYPE.SYMMETRIC if parameters.symmetric else ts.ENCRYPTION_TYPE.ASYMMETRIC
     try:
         context = ts.context(ts.SCHEME_TYPE.CKKS, parameters.poly_modulus_degree,
-                             coeff_mod_bit_sizes=list(parameters.coeff_mod_bit_sizes), n_threads=1)
+                             coeff_mod_bit_sizes=list(parameters.coeff_mod_bit_sizes),
+                             encryption_type=encryption, n_threads=1)
     except ValueError:
         raise ConfigError(f"{parameters} are not valid CKKS parameters at 128-bit security") from None
     context.global_scale = 2.0 ** parameters.scale_bits
-    return HeContext(context)
+    return HeContext(context, key_fingerprint(context))
 
 
-def public_context(context: HeContext) -> HeContext:
-    """The server's view of a context: the same keys without the secret key."""
-    return context_from_bytes(context.public_bytes(), "the public part of a context")
-
-
-def context_from_bytes(data: bytes, source: str) -> HeContext:
-    """A context from TenSEAL's serialization; HeContextError when it is not a CKKS context."""
+def _tenseal_context(data: bytes, source: str) -> ts.Context:
     import tenseal as ts
 
     try:
         context = ts.context_from(data, n_threads=1)
         scheme = context.seal_context().data.first_context_data().parms().scheme()
-        ckks = scheme == ts.SCHEME_TYPE.CKKS.value
-        loaded = HeContext(context) if ckks else None
+        usable = scheme == ts.SCHEME_TYPE.CKKS.value and context.global_scale > 0
     except (ValueError, RuntimeError, TypeError):
-        loaded = None
-    if loaded is None or not loaded.scale > 0:
+        usable = False
+    if not usable:
         raise HeContextError(f"{source} is not a TenSEAL CKKS context ({_MAKE_ONE})")
-    return loaded
+    return context
+
+
+def context_from_bytes(data: bytes, source: str) -> HeContext:
+    """A context file's context (file_bytes); HeContextError when it is not one or is damaged."""
+    if not data.startswith(_MAGIC):
+        raise HeContextError(f"{source} is not a FedSeg HE context ({_MAKE_ONE})")
+    fingerprint, _, payload = data[len(_MAGIC):].partition(b"\n")
+    context = HeContext(_tenseal_context(payload, source), fingerprint.decode(errors="replace"))
+    if context.has_secret_key and key_fingerprint(context.tenseal) != context.fingerprint:
+        raise HeContextError(f"{source} is damaged: its secret key does not have the fingerprint it names")
+    return context
 
 
 def _read(path: str | Path) -> HeContext:
@@ -198,8 +217,8 @@ def write_he_keys(out_dir: str | Path, parameters: CkksParameters = DEFAULT_PARA
     except OSError as error:
         raise ConfigError(f"cannot create the key folder {out_dir}: {error.strerror}") from None
     context = create_context(parameters)
-    _write_new(secret_path, context.secret_bytes(), 0o600)
-    _write_new(public_path, context.public_bytes(), 0o644)
+    _write_new(secret_path, context.file_bytes(), 0o600)
+    _write_new(public_path, context.public().file_bytes(), 0o644)
     return HeKeyFiles(secret_path, public_path, context.fingerprint)
 
 

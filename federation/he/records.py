@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, RecordDict
 
-from federation.he.aggregation import CiphertextError, EncryptedSum, add_encrypted, check_sum
+from federation.he.aggregation import CiphertextError, EncryptedSum, add_checked, check_sum
 from federation.he.context import HeContext, HeContextError
 from federation.validation import (
     ACCEPTED,
@@ -31,6 +32,7 @@ FINGERPRINT_KEY = "he-fingerprint"
 MAX_MAGNITUDE_KEY = "he-max-magnitude"
 HE_KEY_MISMATCH = "he-key-mismatch"  # the reason code of a reply encrypted under another key
 _CHUNK_KEY = re.compile(r"he/(\d{5})")
+_Checked = tuple[list[Any], int]  # a reply's loaded ciphertexts (TenSEAL CKKSVectors) and its weight
 
 
 def _chunk_key(index: int) -> str:
@@ -86,6 +88,8 @@ class EncryptedAggregation:
 
     It holds only a public context (a secret one is refused), so it can check a ciphertext's form and
     add ciphertexts, never read them. `size` is the model's number of values, fixing the chunks.
+    Loading ciphertexts is most of the server's work, so judge() keeps the accepted replies' loaded
+    ciphertexts for the aggregate() of the same round.
     """
 
     def __init__(self, context: HeContext, size: int) -> None:
@@ -93,6 +97,7 @@ class EncryptedAggregation:
             raise HeContextError("the server's HE context holds a secret key; the server must never have it")
         self.context = context
         self.size = size
+        self._checked: dict[int, tuple[RecordDict, _Checked]] = {}
 
     @property
     def fingerprint(self) -> str:
@@ -100,31 +105,58 @@ class EncryptedAggregation:
 
     def validate_reply(self, content: RecordDict, limits: ValidationLimits, weight_key: str) -> Verdict:
         """Structure, numbers and the key as for plaintext; then the ciphertexts' form (not their values)."""
-        if len(content.array_records) != 1:
-            return Verdict(MALFORMED, f"expected one ArrayRecord, got {len(content.array_records)}")
-        verdict = validate_metrics_reply(content, limits, weight_key)
-        if not verdict.accepted:
-            return verdict
-        site_key = reply_fingerprint(content)
-        if site_key != self.fingerprint:
-            return Verdict(HE_KEY_MISMATCH, f"the site's HE key {site_key or 'none'} is not the federation's "
-                                            f"{self.fingerprint}")
-        arrays = decode_arrays(next(iter(content.array_records.values())))
-        if isinstance(arrays, Verdict):
-            return arrays
-        try:
-            encrypted = from_arrays(arrays)
-            check_sum(self.context, encrypted, self.size)
-        except CiphertextError as error:
-            return Verdict(MALFORMED, f"encrypted update: {error}")
-        examples = next(iter(content.metric_records.values()))[weight_key]
-        if encrypted.weight != examples:
-            return Verdict(MALFORMED, f"the encrypted update is weighted by {encrypted.weight}, "
-                                      f"not by its {weight_key} {examples}")
-        return Verdict(ACCEPTED)
+        return self._check(content, limits, weight_key)[0]
+
+    def judge(
+        self, contents: Sequence[RecordDict], limits: ValidationLimits, weight_key: str
+    ) -> list[Verdict]:
+        """validate_reply for each of a round's replies, remembering the accepted ones for aggregate()."""
+        self._checked = {}
+        verdicts = []
+        for content in contents:
+            verdict, checked = self._check(content, limits, weight_key)
+            if checked is not None:
+                self._checked[id(content)] = (content, checked)
+            verdicts.append(verdict)
+        return verdicts
 
     def aggregate(self, contents: Sequence[RecordDict]) -> ArrayRecord:
         """Enc(sum n_k w_k) and sum n_k of accepted replies: ciphertext additions only."""
-        records = [next(iter(content.array_records.values())) for content in contents]
-        sums = [from_arrays({name: array.numpy() for name, array in record.items()}) for record in records]
-        return to_array_record(add_encrypted(self.context, sums, self.size))
+        loaded, weights = zip(*(self._loaded(content) for content in contents), strict=True)
+        self._checked = {}
+        return to_array_record(add_checked(loaded, weights))
+
+    def _loaded(self, content: RecordDict) -> _Checked:
+        """The reply's loaded ciphertexts and weight: judge()'s if it kept them, else loaded now."""
+        kept = self._checked.get(id(content))
+        if kept is not None and kept[0] is content:
+            return kept[1]
+        record = next(iter(content.array_records.values()))
+        encrypted = from_arrays({name: array.numpy() for name, array in record.items()})
+        return check_sum(self.context, encrypted, self.size), encrypted.weight
+
+    def _check(
+        self, content: RecordDict, limits: ValidationLimits, weight_key: str
+    ) -> tuple[Verdict, _Checked | None]:
+        if len(content.array_records) != 1:
+            return Verdict(MALFORMED, f"expected one ArrayRecord, got {len(content.array_records)}"), None
+        verdict = validate_metrics_reply(content, limits, weight_key)
+        if not verdict.accepted:
+            return verdict, None
+        site_key = reply_fingerprint(content)
+        if site_key != self.fingerprint:
+            return Verdict(HE_KEY_MISMATCH, f"the site's HE key {site_key or 'none'} is not the federation's "
+                                            f"{self.fingerprint}"), None
+        arrays = decode_arrays(next(iter(content.array_records.values())))
+        if isinstance(arrays, Verdict):
+            return arrays, None
+        try:
+            encrypted = from_arrays(arrays)
+            chunks = check_sum(self.context, encrypted, self.size)
+        except CiphertextError as error:
+            return Verdict(MALFORMED, f"encrypted update: {error}"), None
+        examples = next(iter(content.metric_records.values()))[weight_key]
+        if encrypted.weight != examples:
+            return Verdict(MALFORMED, f"the encrypted update is weighted by {encrypted.weight}, "
+                                      f"not by its {weight_key} {examples}"), None
+        return Verdict(ACCEPTED), (chunks, encrypted.weight)

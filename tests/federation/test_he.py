@@ -118,8 +118,16 @@ def test_each_side_refuses_the_other_sides_context(keys):
 
 def test_unusable_context_files_are_typed_errors(tmp_path, keys):
     (tmp_path / "junk.ctx").write_bytes(b"not a context")
+    with pytest.raises(HeContextError, match="not a FedSeg HE context"):
+        load_public_context(tmp_path / "junk.ctx")
+    (tmp_path / "junk.ctx").write_bytes(b"fedseg-he-context/1\n0000-0000-0000-0000\ngarbage")
     with pytest.raises(HeContextError, match="not a TenSEAL CKKS context"):
         load_public_context(tmp_path / "junk.ctx")
+    files = keys[0]
+    relabelled = files.secret_context.read_bytes().replace(files.fingerprint.encode(), b"0000-0000-0000-0000")
+    (tmp_path / "relabelled.ctx").write_bytes(relabelled)
+    with pytest.raises(HeContextError, match="damaged"):
+        load_secret_context(tmp_path / "relabelled.ctx")
     with pytest.raises(HeContextError, match="cannot read"):
         load_secret_context(tmp_path / "absent.ctx")
     with pytest.raises(ConfigError, match="already exists"):
@@ -220,6 +228,8 @@ def test_the_server_holds_no_secret_key_and_cannot_decrypt_what_it_adds(keys):
 
     with pytest.raises(ValueError, match="secret_key"):
         ts.ckks_vector_from(public.tenseal, aggregate.chunks[0]).decrypt()
+    with pytest.raises(ValueError, match="doesn't support encryption"):  # nor can it forge a model
+        ts.ckks_vector(public.tenseal, [1.0])
     with pytest.raises(HeContextError, match="secret key"):
         EncryptedAggregation(secret, 3000)
     np.testing.assert_allclose(decrypt_average(secret, aggregate, 3000), arrays["w"], atol=1e-6)
