@@ -60,15 +60,19 @@ enabled = true
 """
 
 
+def site_event_file(folder: Path, name: str) -> Path:
+    """Where the demo's site `name` writes its events (its SuperNode's files go next to it)."""
+    return folder / "sites" / name.lower().replace(" ", "-") / "events.jsonl"
+
+
 def site_toml(name: str, dataset: DatasetIndex, server_port: int, ca_certificate: Path) -> str:
-    folder = name.lower().replace(" ", "-")
     return f"""\
 # Written by `fedseg demo`.
 [site]
 name = "{name}"
 modality = "{dataset.modality}"
 data_dir = {json.dumps(str(dataset.root))}
-event_file = "sites/{folder}/events.jsonl"
+event_file = {json.dumps(str(site_event_file(Path(), name)))}
 
 [server]
 address = "127.0.0.1:{server_port}"

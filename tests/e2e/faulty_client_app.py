@@ -1,0 +1,60 @@
+"""A ClientApp for the fault tests only: federation.client_app, unless FEDSEG_TEST_FAULT says misbehave.
+
+This file is not part of the installed package. A fault test copies it into the Flower app project it
+submits, so only that test's run can load it; a production SuperNode runs federation.client_app, which
+no configuration can make misbehave. The variable is set per site through the SuperNode's environment:
+
+- "hang": the train handler never returns (the test kills the site mid-round);
+- "poison": the site trains honestly, then spoils its reply: a NaN weight in round 1, a wrong-shaped
+  array in round 2, num-examples = 1e9 in round 3 (and so on, in turn).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Context, Message
+from flwr.clientapp import ClientApp
+
+from federation import client_app
+
+FAULT_VARIABLE = "FEDSEG_TEST_FAULT"
+HANG = "hang"
+POISON = "poison"
+POISONS = ("non-finite", "shape-mismatch", "bad-num-examples")  # the server's reason code for each, by round
+
+app = ClientApp()
+
+
+@app.train()
+def train(message: Message, context: Context) -> Message:
+    fault = os.environ.get(FAULT_VARIABLE, "")
+    if fault == HANG:
+        time.sleep(3600)
+    reply = client_app.train(message, context)
+    if fault == POISON and not reply.has_error():
+        server_round = int(message.content.config_records["config"]["server-round"])
+        spoil(reply, POISONS[(server_round - 1) % len(POISONS)])
+    return reply
+
+
+@app.evaluate()
+def evaluate(message: Message, context: Context) -> Message:
+    return client_app.evaluate(message, context)
+
+
+def spoil(reply: Message, poison: str) -> None:
+    """Make a valid train reply fail the server's check `poison`."""
+    content = reply.content
+    if poison == "bad-num-examples":
+        content.metric_records["metrics"]["num-examples"] = 10**9
+        return
+    arrays = {name: array.numpy().copy() for name, array in content.array_records["arrays"].items()}
+    name = next(name for name, array in arrays.items() if array.dtype.kind == "f")
+    if poison == "non-finite":
+        arrays[name].flat[0] = np.nan
+    else:
+        arrays[name] = np.zeros((*arrays[name].shape, 2), arrays[name].dtype)
+    content["arrays"] = ArrayRecord({key: Array(value) for key, value in arrays.items()})

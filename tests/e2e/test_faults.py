@@ -1,0 +1,294 @@
+"""Faults in a real federation on 127.0.0.1 (SuperLink, SuperNodes, ClientApps; TLS on), on tiny data.
+
+- A site SIGKILLed mid-round: the round completes with the other site within the round timeout, the
+  run completes, and the site, started again, takes part in the next round.
+- The server SIGKILLed mid-round and resumed: the run continues after its last checkpointed round, every
+  round is recorded once, and model.pt is a complete checkpoint whenever it is read.
+- A poisoned site (a NaN weight, a wrong shape, num-examples = 1e9, one per round): each reply is dropped
+  with its reason, the run completes, and the final model equals the honest site's alone.
+- A site whose node key the server did not register is refused.
+
+Misbehaving sites run tests/e2e/faulty_client_app.py, which only these tests' app projects contain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import pytest
+from faulty_client_app import FAULT_VARIABLE, HANG, POISON, POISONS
+from flwr.app import Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+from test_federation_run import flower_family, wait_for
+
+from federation import client_app
+from federation.config import load_server_config, load_site_config
+from federation.keys import generate_node_keys
+from federation.launch import EventTail, FederationServer, FederationSite, write_app_project
+from federation.processes import FlowerProcessError, free_port
+from federation.server_run import EVENTS_NAME, METRICS_NAME, read_metrics, run_server
+from federation.task import SiteSettings
+from segmentation.checkpoint import load_checkpoint
+from segmentation.events import read_events
+from segmentation.synth import generate_dataset
+
+pytestmark = pytest.mark.slow
+
+SITES = ("Site A", "Site B")
+RUN_TIMEOUT = 240  # seconds for a whole run on two loaded CPU cores (a few rounds of tiny training)
+ROUND_TIMEOUT = 60  # the servers' [federation] round_timeout in these tests
+FAULTY_APP = Path(__file__).with_name("faulty_client_app.py")
+
+
+@pytest.fixture(scope="module")
+def site_data(tmp_path_factory) -> dict[str, Path]:
+    """Two sites' tiny CT phantom datasets: 2 training cases and 1 test case of 16x16x8 each."""
+    root = tmp_path_factory.mktemp("data")
+    for seed, name in enumerate(SITES):
+        generate_dataset(root / name, "ct", 3, seed, size=16, test_fraction=0.34)
+    return {name: root / name for name in SITES}
+
+
+class Federation:
+    """server.toml and site.toml files in one folder, and the processes started from them."""
+
+    def __init__(self, folder: Path, data: dict[str, Path], processes: ExitStack) -> None:
+        self.folder = folder
+        self.data = data
+        self.processes = processes
+        self.port = free_port()
+        self.server: FederationServer | None = None
+
+    def write_server(self, rounds: int, auth: str = "") -> Path:
+        labels = json.dumps(["background", "liver", "kidney", "spleen", "pancreas"])
+        path = self.folder / "server.toml"
+        path.write_text(f"""
+[server]
+host = "127.0.0.1"
+fleet_port = {self.port}
+run_dir = "run"
+
+[federation]
+rounds = {rounds}
+min_sites = 2
+round_timeout = {ROUND_TIMEOUT}
+
+[model]
+labels = {labels}
+channels = [8, 16]
+image_size = 16
+batch_size = 8
+{auth}""")
+        return path
+
+    def start_server(self, rounds: int, auth: str = "") -> FederationServer:
+        self.server = self.processes.enter_context(FederationServer(load_server_config(
+            self.write_server(rounds, auth))))
+        self.server.start()
+        return self.server
+
+    def start_site(self, name: str, fault: str = "", key: Path | None = None) -> FederationSite:
+        path = self.folder / f"{name}.toml"
+        auth = f'[auth]\nnode_private_key = "{key}"\n' if key else ""
+        path.write_text(f"""
+[site]
+name = "{name}"
+modality = "ct"
+data_dir = "{self.data[name]}"
+event_file = "{name}/events.jsonl"
+
+[server]
+address = "127.0.0.1:{self.port}"
+clientappio_port = {free_port()}
+
+[tls]
+ca_certificate = "run/tls/ca.crt"
+{auth}""")
+        environment = {FAULT_VARIABLE: fault} if fault else {}
+        site = FederationSite(load_site_config(path), environment, restart_delay=1)
+        self.processes.enter_context(site)
+        site.start()
+        return site
+
+    def submit_faulty_app(self) -> None:
+        """Submit the run with the test ClientApp (the sites' FEDSEG_TEST_FAULT decides how they behave)."""
+        app_dir = write_app_project(self.folder / "faulty-app")
+        pyproject = app_dir / "pyproject.toml"
+        text = pyproject.read_text().replace("federation.client_app:app", "faulty_client_app:app")
+        pyproject.write_text(text)
+        shutil.copy(FAULTY_APP, app_dir)
+        self.server.submit(app_dir=app_dir)
+
+    def follow(self, sites: list[FederationSite], until: str = "finished") -> None:
+        """Keep the sites supervised until the server's event file has an `until` event."""
+        tail = EventTail(self.folder / "run" / EVENTS_NAME, from_start=True)
+        seen: list[dict] = []
+
+        def reached() -> bool:
+            for site in sites:
+                site.supervise()
+            seen.extend(tail)
+            assert not [event for event in seen if event["kind"] == "error"], seen[-1]
+            return any(event["kind"] == until for event in seen)
+
+        wait_for(reached, RUN_TIMEOUT, f"the server's {until!r} event")
+
+    def events(self) -> list[dict]:
+        return list(read_events(self.folder / "run" / EVENTS_NAME))
+
+    def records(self) -> dict[tuple[int, str, str], str]:
+        """(round, phase, site) -> status of every reply the server recorded."""
+        records = read_metrics(self.folder / "run" / METRICS_NAME)
+        return {(record.round, record.phase, record.site): record.status for record in records}
+
+
+@pytest.fixture
+def federation(tmp_path, site_data):
+    """A Federation in tmp_path; afterwards every process it started, and whatever Flower started, ends."""
+    with ExitStack() as processes:
+        yield Federation(tmp_path, site_data, processes)
+    for pid in flower_family(tmp_path):
+        os.kill(pid, signal.SIGKILL)
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL a process and everything in its session, as a power cut would."""
+    os.killpg(pid, signal.SIGKILL)
+
+
+def test_a_site_killed_mid_round_is_waited_for_at_most_the_round_timeout_and_rejoins(federation):
+    federation.start_server(rounds=2)
+    site_a = federation.start_site("Site A")
+    site_b = federation.start_site("Site B", fault=HANG)  # its ClientApp never answers round 1
+    wait_for(lambda: site_a.connected() and site_b.connected(), 60, "both sites to connect")
+    federation.submit_faulty_app()
+    wait_for(lambda: "Start `flwr-clientapp`" in site_b.supernode.log_text(), RUN_TIMEOUT,
+             "site B's ClientApp to receive round 1")
+    kill_group(site_b.supernode.pid)
+    site_b.supernode.popen.wait()
+    site_b.supernode = None
+    site_b_again = federation.start_site("Site B")
+    federation.follow([site_a, site_b_again])
+
+    events = federation.events()
+    started = next(event["time"] for event in events if event["kind"] == "started")
+    first_round = next(event["time"] for event in events if event["kind"] == "checkpoint")
+    assert first_round - started < ROUND_TIMEOUT + 20  # the timeout, plus aggregating and checkpointing
+    records = federation.records()
+    first = {site: status for (n, phase, site), status in records.items() if (n, phase) == (1, "train")}
+    # Site B either missed the round (timeout) or Flower answered for it that its node is gone.
+    assert first.pop("Site A") == "accepted" and "accepted" not in first.values()
+    assert records[(2, "train", "Site B")] == records[(2, "train", "Site A")] == "accepted"
+    assert records[(2, "evaluate", "Site B")] == "accepted"
+    assert load_checkpoint(federation.folder / "run" / "model.pt").round == 2
+
+
+def test_a_server_killed_mid_round_resumes_after_its_last_checkpoint(federation):
+    server = federation.start_server(rounds=2)
+    sites = [federation.start_site(name) for name in SITES]
+    wait_for(lambda: all(site.connected() for site in sites), 60, "both sites to connect")
+    server.submit()
+    model = federation.folder / "run" / "model.pt"
+    site_events = federation.folder / "Site A" / "events.jsonl"
+    rounds_read: list[int] = []
+
+    def training_round_2() -> bool:
+        if model.exists():
+            rounds_read.append(load_checkpoint(model).round)  # never half-written: always loads
+        return site_events.exists() and any(
+            event["kind"] == "started" and event["round"] == 2 for event in read_events(site_events))
+
+    wait_for(training_round_2, RUN_TIMEOUT, "round 2 to start at the sites")
+    kill_group(server.superlink.pid)
+    server.superlink.popen.wait()
+    server.superlink = None
+    checkpointed = load_checkpoint(model).round
+    assert checkpointed == 1 and set(rounds_read) == {1}
+
+    resumed = federation.processes.enter_context(FederationServer(server.config))
+    resumed.start()
+    resumed.submit(resume=True)
+    federation.follow(sites)
+
+    sessions = [event.get("round") for event in federation.events() if event["kind"] == "started"]
+    assert sessions == [0, checkpointed]
+    records = federation.records()
+    expected = {(n, "train", s) for n in (1, 2) for s in SITES} | {(2, "evaluate", s) for s in SITES}
+    assert set(records) == expected and set(records.values()) == {"accepted"}
+    assert len(read_metrics(federation.folder / "run" / METRICS_NAME)) == len(expected)  # round 1 once
+    assert load_checkpoint(model).round == 2
+
+
+class InProcessGrid:
+    """Delivers messages to an in-process ClientApp, as a SuperNode would: the honest-only reference."""
+
+    def __init__(self, contexts: dict[int, Context]) -> None:
+        self.contexts = contexts
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.contexts)
+
+    def send_and_receive(self, messages: list[Message], timeout: float) -> list[Message]:
+        return [client_app.app(message, self.contexts[message.metadata.dst_node_id]) for message in messages]
+
+
+def honest_only_model(folder: Path, server_toml: Path, data: Path, monkeypatch) -> dict[str, np.ndarray]:
+    """The global model of the same federation with the honest site alone (in-process)."""
+    for attribute, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, attribute, value)
+    folder.mkdir()
+    reference = folder / "server.toml"
+    reference.write_text(server_toml.read_text().replace("min_sites = 2", "min_sites = 1"))
+    settings = SiteSettings("Site A", "ct", data, folder / "events.jsonl")
+    context = Context(run_id=1, node_id=1, node_config=settings.to_node_config(), state=RecordDict(),
+                      run_config={})
+    run_server(InProcessGrid({1: context}), load_server_config(reference), resume=False)
+    return weights(folder / "run" / "model.pt")
+
+
+def weights(path: Path) -> dict[str, np.ndarray]:
+    return {name: tensor.numpy() for name, tensor in load_checkpoint(path).state_dict.items()}
+
+
+def test_a_poisoned_site_is_dropped_every_round_and_the_model_stays_the_honest_one(federation, monkeypatch):
+    federation.start_server(rounds=3)
+    sites = [federation.start_site("Site A"), federation.start_site("Site B", fault=POISON)]
+    wait_for(lambda: all(site.connected() for site in sites), 60, "both sites to connect")
+    federation.submit_faulty_app()
+    federation.follow(sites)
+
+    records = federation.records()
+    assert [records[(n, "train", "Site B")] for n in (1, 2, 3)] == list(POISONS)
+    assert [records[(n, "train", "Site A")] for n in (1, 2, 3)] == ["accepted"] * 3
+    assert records[(3, "evaluate", "Site B")] == "accepted"  # it evaluates honestly
+    model = federation.folder / "run" / "model.pt"
+    assert load_checkpoint(model).round == 3
+    final = weights(model)
+    assert all(np.isfinite(array).all() for array in final.values())
+    reference = honest_only_model(federation.folder / "honest", federation.folder / "server.toml",
+                                  federation.data["Site A"], monkeypatch)
+    for name, array in reference.items():
+        np.testing.assert_allclose(final[name], array, rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+def test_a_site_with_an_unregistered_key_is_refused(federation):
+    keys = {name: generate_node_keys(federation.folder / "keys", name.replace(" ", "-")) for name in SITES}
+    admits = f'[auth]\nsite_public_keys = ["{keys["Site A"].public_key}"]\n'
+    server = federation.start_server(rounds=1, auth=admits)
+    assert server.tls is not None and server.settings.supernode_auth
+    admitted = federation.start_site("Site A", key=keys["Site A"].private_key)
+    refused = federation.start_site("Site B", key=keys["Site B"].private_key)
+    wait_for(lambda: admitted.connected() and not refused.supernode.alive(), 60,
+             "site A to connect and site B to be turned away")
+    with pytest.raises(FlowerProcessError, match="could not join .* public key in the server's"):
+        refused.supervise()
+    assert not refused.connected()
+    admitted.supervise()  # still in
+    assert admitted.supernode.alive()
+
