@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export QT_QPA_PLATFORM ?= offscreen
 export FLWR_TELEMETRY_ENABLED := 0
+# UTF-8 for every Python process whatever the machine's locale (CI may run under plain C/POSIX).
+export PYTHONUTF8 := 1
 
 .PHONY: run test bench lint screenshots clean
 
