@@ -64,17 +64,18 @@ def generate_node_keys(out_dir: str | Path, name: str = "node") -> NodeKeyPair:
     public_line = private_key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
-    _write_new(private_path, private_bytes, 0o600)
-    _write_new(public_path, public_line + f" fedseg-node-{name}\n".encode(), 0o644)
+    write_new_file(private_path, private_bytes, 0o600)
+    write_new_file(public_path, public_line + f" fedseg-node-{name}\n".encode(), 0o644)
     return NodeKeyPair(private_path, public_path, fingerprint(private_key.public_key()))
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create `path` with `mode` from the start (no moment where a private key is world-readable)."""
+def write_new_file(path: Path, data: bytes, mode: int) -> None:
+    """Create `path` with `mode` from the start (no moment where a secret key is world-readable);
+    an existing file is never overwritten."""
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError:
-        raise ConfigError(f"{path} already exists; remove it or choose another name with --name") from None
+        raise ConfigError(f"{path} already exists; remove it or write the keys somewhere else") from None
     with os.fdopen(descriptor, "wb") as stream:
         stream.write(data)
     os.chmod(path, mode)  # the umask may have removed bits; set exactly what was asked

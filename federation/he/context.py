@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from federation.keys import write_new_file
 from segmentation.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -217,17 +217,6 @@ def write_he_keys(out_dir: str | Path, parameters: CkksParameters = DEFAULT_PARA
     except OSError as error:
         raise ConfigError(f"cannot create the key folder {out_dir}: {error.strerror}") from None
     context = create_context(parameters)
-    _write_new(secret_path, context.file_bytes(), 0o600)
-    _write_new(public_path, context.public().file_bytes(), 0o644)
+    write_new_file(secret_path, context.file_bytes(), 0o600)
+    write_new_file(public_path, context.public().file_bytes(), 0o644)
     return HeKeyFiles(secret_path, public_path, context.fingerprint)
-
-
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create `path` with `mode` from the start: the secret key is never readable by others."""
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    except FileExistsError:
-        raise ConfigError(f"{path} already exists; remove it or choose another --out folder") from None
-    with os.fdopen(descriptor, "wb") as stream:
-        stream.write(data)
-    os.chmod(path, mode)  # the umask may have removed bits; set exactly what was asked
