@@ -22,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "phantoms through real Flower processes on 127.0.0.1 with TLS; writes report.md, "
                     "report.json and PNG charts into --out. About 5 minutes on 2 CPU cores.",
     )
-    parser.add_argument("--rounds", type=int, help="federated rounds (default 5)")
-    parser.add_argument("--local-epochs", type=int, help="epochs each site trains per round (default 8)")
+    parser.add_argument("--rounds", type=int, help="federated rounds (default 4)")
+    parser.add_argument("--local-epochs", type=int, help="epochs each site trains per round (default 20)")
     parser.add_argument("--sites", default="ct,mr-t1,mr-t2",
                         help="comma-separated site modalities, one site each (default ct,mr-t1,mr-t2)")
     parser.add_argument("--baselines", action="store_true",

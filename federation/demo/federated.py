@@ -21,6 +21,7 @@ from federation.config import ServerConfig, load_server_config, load_site_config
 from federation.demo.settings import DemoSettings
 from federation.launch import FINISHED, EventTail, FederationServer, FederationSite
 from federation.processes import FlowerProcessError, free_port
+from federation.validation import ACCEPTED
 from segmentation.datalist import DatasetIndex
 
 SERVER_TOML = "server.toml"
@@ -145,11 +146,18 @@ def _wait_until_connected(sites: list[FederationSite]) -> None:
 
 def _follow(server: FederationServer, sites: list[FederationSite], tail: EventTail,
             on_event: EventCallback) -> None:
-    """Pass the server's events on until "finished"; a failed run or a dead process raises."""
-    next_check, ended = time.monotonic() + _STATUS_POLL_SECONDS, ""
+    """Pass the server's events on until "finished"; a failed run, a round without any accepted reply or
+    a dead process raises."""
+    next_check, ended, accepted = time.monotonic() + _STATUS_POLL_SECONDS, "", set()
     while True:
         for event in tail:
             on_event(event)
+            if event["kind"] == "site-metrics" and event["status"] == ACCEPTED:
+                accepted.add(event["round"])
+            if event["kind"] == "checkpoint" and event["round"] not in accepted:
+                raise FlowerProcessError(
+                    f"round {event['round']}: no site's reply was accepted within the round timeout "
+                    f"(logs: {server.state_dir} and the sites' supernode folders)")
             if event["kind"] == "finished":
                 return
             if event["kind"] == "error":
