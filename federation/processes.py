@@ -2,9 +2,11 @@
 
 Every child gets telemetry and update checks off, runtime dependency installation off (the app's code
 is this installed package; a site must never pip-install what a server sends), its own FLWR_HOME (so
-nothing lands in the user's ~/.flwr) and the venv's bin folder first on PATH (Flower starts
-flower-superexec, flwr-serverapp and flwr-clientapp by name). Long-running children get their own
-session, so a Ctrl-C in the terminal reaches FedSeg, which then stops them in order.
+nothing lands in the user's ~/.flwr) and Flower's commands first on PATH (Flower starts
+flower-superexec, flwr-serverapp and flwr-clientapp by name): the venv's bin folder, or in a frozen
+desktop bundle its bin/ folder of launcher shims that re-enter the bundle's `fedseg` (installers/).
+Long-running children get their own session, so a Ctrl-C in the terminal reaches FedSeg, which then
+stops them in order.
 """
 
 from __future__ import annotations
@@ -41,18 +43,25 @@ class FlowerProcessError(FedSegError):
     """A Flower process could not be started, did not become ready, or a flwr command failed."""
 
 
+def flower_bin() -> Path:
+    """The folder of Flower's commands: next to this Python, or a frozen bundle's bin/ of launcher shims
+    (a bundle's sys.executable is its `fedseg`, which runs them as `fedseg _flower NAME`)."""
+    here = Path(sys.executable).parent
+    return here / "bin" if getattr(sys, "frozen", False) else here
+
+
 def flower_environment(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment plus FLOWER_ENVIRONMENT, FLWR_HOME and the venv's bin folder on PATH."""
+    """This process's environment plus FLOWER_ENVIRONMENT, FLWR_HOME and flower_bin() first on PATH."""
     environment = {**os.environ, **FLOWER_ENVIRONMENT, **(extra or {}), "FLWR_HOME": str(flwr_home)}
-    environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environment.get("PATH", "")])
+    environment["PATH"] = os.pathsep.join([str(flower_bin()), environment.get("PATH", "")])
     return environment
 
 
 def flower_command(name: str) -> str:
-    """The path of a Flower console script installed next to this Python."""
-    path = Path(sys.executable).parent / name
+    """The path of a Flower command in flower_bin()."""
+    path = flower_bin() / name
     if not path.exists():
-        raise FlowerProcessError(f"{name} is not installed next to {sys.executable}; reinstall fedseg")
+        raise FlowerProcessError(f"{name} is not installed in {path.parent}; reinstall fedseg")
     return str(path)
 
 

@@ -4,6 +4,7 @@ The real SuperLink/SuperNode runs are in tests/e2e; here every check is fast and
 children where a Flower process would take seconds.
 """
 
+import os
 import stat
 import sys
 import time
@@ -22,6 +23,7 @@ from federation.processes import (
     FlowerProcessError,
     SuperLinkSettings,
     SuperNodeSettings,
+    flower_command,
     flower_environment,
     free_port,
     last_error_line,
@@ -119,3 +121,20 @@ def test_a_flwr_command_against_no_superlink_fails_with_one_line(tmp_path):
         cli.status(1)
     assert str(error.value).startswith("flwr list failed: ") and "\n" not in str(error.value)
     assert 'insecure = true' in (tmp_path / "home" / "config.toml").read_text()
+
+
+def test_a_frozen_bundle_runs_flower_through_the_shims_in_its_bin_folder(tmp_path, monkeypatch):
+    bundle = tmp_path / "fedseg-bundle"
+    (bundle / "bin").mkdir(parents=True)
+    (bundle / "bin" / "flwr").write_text("#!/bin/sh\n")
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", str(bundle / "fedseg"))
+    assert flower_command("flwr") == str(bundle / "bin" / "flwr")
+    assert flower_environment(tmp_path / "home")["PATH"].split(os.pathsep)[0] == str(bundle / "bin")
+    with pytest.raises(FlowerProcessError, match=r"flower-superlink is not installed in .*fedseg-bundle/bin"):
+        flower_command("flower-superlink")
+
+
+def test_outside_a_bundle_flower_commands_are_next_to_python(monkeypatch):
+    monkeypatch.delattr(sys, "frozen", raising=False)
+    assert flower_command("flower-superlink") == str(Path(sys.executable).parent / "flower-superlink")
