@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 # Literal so that `fedseg --help` needs no Qt; a test checks it equals app.qt.main_window.PAGE_NAMES.
@@ -42,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
 
 def has_display() -> bool:
     """Whether Qt can open a window: a desktop session, or an explicit platform such as offscreen."""
-    if os.environ.get("QT_QPA_PLATFORM") or sys.platform in ("win32", "darwin"):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return bool(os.environ.get("QT_QPA_PLATFORM")) or has_desktop(os.environ, sys.platform)
+
+
+def has_desktop(environ: Mapping[str, str], platform: str) -> bool:
+    """A desktop session: always on Windows and macOS; on Linux and the BSDs an X11 or Wayland display."""
+    return platform in ("win32", "darwin") or bool(environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"))

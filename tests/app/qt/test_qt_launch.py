@@ -1,5 +1,5 @@
 """`fedseg gui` as a user starts it: the window shows (offscreen), no display is a one-line error,
-and the other commands never load Qt."""
+and the other commands, `fedseg start` without a display included, never load Qt."""
 
 import os
 import subprocess
@@ -20,10 +20,14 @@ def test_the_window_shows_and_quits(tmp_path):
     assert result.stdout.startswith("shown ")
 
 
+def without_display(*names):
+    """This process's environment less the display variables and `names`."""
+    dropped = ("DISPLAY", "WAYLAND_DISPLAY", *names)
+    return {key: value for key, value in os.environ.items() if key not in dropped}
+
+
 def test_without_a_display_the_command_says_so():
-    environment = {key: value for key, value in os.environ.items()
-                   if key not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
-    result = run(["gui"], environment)
+    result = run(["gui"], without_display("QT_QPA_PLATFORM"))
     assert result.returncode == 2
     assert result.stderr.startswith("fedseg: error: no display") and result.stderr.count("\n") == 1
 
@@ -34,3 +38,14 @@ def test_headless_commands_never_import_qt():
             "assert not [m for m in sys.modules if m.startswith('PySide6')], 'Qt imported'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_start_without_a_display_runs_the_demo_without_importing_qt():
+    code = ("import sys\nimport app.commands.demo as demo\nruns = []\n"
+            "demo.run = lambda args: runs.append(args.out) or 0\nfrom app.cli import main\n"
+            "assert main(['start']) == 0 and len(runs) == 1, runs\n"
+            "assert not [m for m in sys.modules if m.startswith('PySide6')], 'Qt imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**without_display(), "QT_QPA_PLATFORM": "offscreen"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("No display found")
