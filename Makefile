@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-export QT_QPA_PLATFORM ?= offscreen
+# Tests, benchmarks and screenshots draw offscreen; `make run` shows the real window where there is a display.
+test bench screenshots: export QT_QPA_PLATFORM ?= offscreen
 export FLWR_TELEMETRY_ENABLED := 0
 # UTF-8 for every Python process whatever the machine's locale (CI may run under plain C/POSIX).
 export PYTHONUTF8 := 1
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/fedseg experiment cross-modality --quick --out runs/cross-modality
+	$(BIN)/fedseg start
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
