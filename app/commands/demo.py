@@ -2,7 +2,8 @@
 
 Makes the data, runs a real SuperLink and SuperNodes on 127.0.0.1 with TLS, prints each site's numbers
 per round as `fedseg server` does, and writes report.md, report.json and charts into --out. With
---baselines it also trains local-only and centralized models and checks the demo's targets.
+--baselines it also trains local-only and centralized models and checks the demo's targets; with --he
+the sites' updates are aggregated homomorphically encrypted.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--baselines", action="store_true",
                         help="also train local-only and centralized models for the same epochs and check the "
                              "demo's targets (takes about twice as long again)")
+    parser.add_argument("--he", action="store_true",
+                        help="homomorphically encrypted aggregation: the sites encrypt their updates (CKKS), "
+                             "the server only adds them; keys made once into OUT/federation/he")
     parser.add_argument("--out", type=Path, default=Path("runs/demo"),
                         help="output folder (default runs/demo)")
     parser.set_defaults(handler=run)
@@ -39,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from federation.demo import DemoSettings, run_demo
     from federation.demo.report import report_markdown
 
-    changes = {"sites": tuple(site.strip() for site in args.sites.split(",") if site.strip())}
+    changes = {"sites": tuple(site.strip() for site in args.sites.split(",") if site.strip()), "he": args.he}
     for name in ("rounds", "local_epochs"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)

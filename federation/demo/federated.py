@@ -4,6 +4,10 @@ The demo writes a server.toml and a site.toml per site (the same files an operat
 would write), starts them with the classes `fedseg server` and `fedseg site` use, submits the run once
 every site is connected and follows the server's events until the run finishes. Every process it
 started is stopped on the way out, whatever happens.
+
+With settings.he the server.toml and site.toml files get [he] tables: the server the public context, the
+sites the secret one, both made once into the demo folder. The server then keeps only the encrypted
+model.he, and the sites keep the decrypted final model, which is where the demo reads it from.
 """
 
 from __future__ import annotations
@@ -12,27 +16,42 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from federation.client_app import SITE_MODEL_NAME
 from federation.config import ServerConfig, load_server_config, load_site_config
 from federation.demo.settings import DemoSettings
+from federation.he.context import (
+    PUBLIC_CONTEXT_NAME,
+    SECRET_CONTEXT_NAME,
+    HeContextError,
+    HeKeyFiles,
+    load_public_context,
+    load_secret_context,
+    write_he_keys,
+)
 from federation.launch import FINISHED, EventTail, FederationServer, FederationSite
 from federation.processes import FlowerProcessError, free_port
 from federation.validation import ACCEPTED
 from segmentation.datalist import DatasetIndex
+from segmentation.errors import CheckpointError
+from segmentation.training import CHECKPOINT_NAME
 
 SERVER_TOML = "server.toml"
+HE_KEYS = "he"  # the demo's CKKS contexts, under its federation folder
 _CONNECT_TIMEOUT = 120.0  # seconds for every SuperNode to be accepted
 _STATUS_POLL_SECONDS = 10.0
 
 EventCallback = Callable[[dict[str, Any]], None]
 
 
-def server_toml(settings: DemoSettings, labels: Mapping[int, str], port: int) -> str:
-    """The demo server: every site takes part in every round; TLS with generated certificates."""
+def server_toml(settings: DemoSettings, labels: Mapping[int, str], port: int,
+                he: HeKeyFiles | None = None) -> str:
+    """The demo server: every site takes part in every round; TLS with generated certificates; with
+    `he` encrypted aggregation with its public context."""
     names = json.dumps([labels[value] for value in sorted(labels)])
     channels = json.dumps(list(settings.channels))
     return f"""\
@@ -58,7 +77,7 @@ learning_rate = {settings.learning_rate}
 
 [tls]
 enabled = true
-"""
+""" + ("" if he is None else "\n" + he.server_table())
 
 
 def site_event_file(folder: Path, name: str) -> Path:
@@ -66,7 +85,13 @@ def site_event_file(folder: Path, name: str) -> Path:
     return folder / "sites" / name.lower().replace(" ", "-") / "events.jsonl"
 
 
-def site_toml(name: str, dataset: DatasetIndex, server_port: int, ca_certificate: Path) -> str:
+def site_model_file(folder: Path, name: str) -> Path:
+    """Where the demo's site `name` keeps the decrypted final global model of an encrypted run."""
+    return site_event_file(folder, name).parent / SITE_MODEL_NAME
+
+
+def site_toml(name: str, dataset: DatasetIndex, server_port: int, ca_certificate: Path,
+              he: HeKeyFiles | None = None) -> str:
     return f"""\
 # Written by `fedseg demo`.
 [site]
@@ -81,16 +106,45 @@ clientappio_port = {free_port()}
 
 [tls]
 ca_certificate = {json.dumps(str(ca_certificate))}
-"""
+""" + ("" if he is None else "\n" + he.site_table())
 
 
-def write_server_config(folder: Path, settings: DemoSettings, labels: Mapping[int, str]) -> ServerConfig:
+def demo_he_keys(folder: Path) -> HeKeyFiles:
+    """The demo's CKKS contexts in folder/he: made on its first run with HE, reused by later ones (a pair
+    that is incomplete, unreadable or of two keys is made again)."""
+    keys = (folder / HE_KEYS).resolve()
+    secret, public = keys / SECRET_CONTEXT_NAME, keys / PUBLIC_CONTEXT_NAME
+    try:
+        fingerprint = load_secret_context(secret).fingerprint
+        if load_public_context(public).fingerprint == fingerprint:
+            return HeKeyFiles(secret, public, fingerprint)
+    except HeContextError:
+        pass
+    secret.unlink(missing_ok=True)
+    public.unlink(missing_ok=True)
+    return write_he_keys(keys)
+
+
+def write_server_config(folder: Path, settings: DemoSettings, labels: Mapping[int, str],
+                        he: HeKeyFiles | None = None) -> ServerConfig:
     """A fresh server.toml and an empty run folder (a previous demo's run is replaced)."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(folder / "run", ignore_errors=True)
     path = folder / SERVER_TOML
-    path.write_text(server_toml(settings, labels, free_port()), encoding="utf-8")
+    path.write_text(server_toml(settings, labels, free_port(), he), encoding="utf-8")
     return load_server_config(path)
+
+
+def final_model_file(folder: Path, config: ServerConfig, sites: Iterable[str]) -> Path:
+    """The run's final global model in plaintext: the server's model.pt, or with HE (the server holds it
+    encrypted) the first of the sites' decrypted copies, which are all the same model."""
+    if not config.he.enabled:
+        return config.run_dir / CHECKPOINT_NAME
+    kept = [path for path in (site_model_file(folder, site) for site in sites) if path.is_file()]
+    if not kept:
+        raise CheckpointError(f"no demo site kept the decrypted global model (logs: the supernode folders "
+                              f"under {folder / 'sites'})")
+    return kept[0]
 
 
 def site_thread_environment(sites: int) -> dict[str, str]:
@@ -105,12 +159,14 @@ def run_federation(
     datasets: Mapping[str, DatasetIndex],
     on_event: EventCallback = lambda event: None,
 ) -> ServerConfig:
-    """Run the federation to its end; the server's config (its run folder holds model.pt and metrics).
+    """Run the federation to its end; the server's config (its run folder holds the metrics; the final
+    model: final_model_file).
 
     on_event gets every server event as it is read. An exception (Ctrl-C included) stops every process.
     """
     labels = next(iter(datasets.values())).labels
-    config = write_server_config(folder, settings, labels)
+    he = demo_he_keys(folder) if settings.he else None
+    config = write_server_config(folder, settings, labels, he)
     environment = site_thread_environment(len(datasets))
     with ExitStack() as processes:
         server = processes.enter_context(FederationServer(config))
@@ -119,7 +175,9 @@ def run_federation(
         sites = []
         for name, dataset in datasets.items():
             path = folder / f"{dataset.modality}-site.toml"
-            path.write_text(site_toml(name, dataset, config.fleet_port, server.tls.ca_certificate), "utf-8")
+            ca_certificate = server.tls.ca_certificate
+            path.write_text(site_toml(name, dataset, config.fleet_port, ca_certificate, he), "utf-8")
+            site_model_file(folder, name).unlink(missing_ok=True)  # a previous run's model is not this one's
             site = processes.enter_context(FederationSite(load_site_config(path), environment))
             site.start()
             sites.append(site)

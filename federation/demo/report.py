@@ -56,13 +56,15 @@ def result_row(model: str, site: str, evaluation: EvaluationResult) -> dict[str,
 
 @dataclass
 class DemoReport:
-    """A demo's settings, its sites (name -> modality), per-round rows, final results and timings."""
+    """A demo's settings, its sites (name -> modality), per-round rows, final results and timings; with
+    encrypted aggregation (settings.he) the fingerprint of the key the run used."""
 
     settings: DemoSettings
     sites: dict[str, str]
     rounds: list[dict[str, Any]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    he_fingerprint: str | None = None
 
     @property
     def models(self) -> list[str]:
@@ -109,6 +111,7 @@ class DemoReport:
             "settings": asdict(self.settings),
             "sites": self.sites,
             "seconds": self.seconds,
+            "he": {"enabled": self.settings.he, "fingerprint": self.he_fingerprint},
             "rounds": self.rounds,
             "results": self.results,
             "mean_dice": {model: self.mean_dice(model) for model in self.models},
@@ -173,6 +176,7 @@ def report_markdown(report: DemoReport) -> str:
         f"{'/'.join(map(str, settings.channels))} on {settings.image_size} px slices. "
         + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in report.seconds.items()) + ".",
         "",
+        *_encryption(report),
         "## The global model's mean Dice on each site's test set",
         "",
         round_table,
@@ -224,6 +228,15 @@ def _comparison(report: DemoReport) -> list[str]:
             "",
         ]
     return lines
+
+
+def _encryption(report: DemoReport) -> list[str]:
+    """A paragraph on encrypted aggregation when the run used it."""
+    if not report.settings.he:
+        return []
+    return [f"Homomorphically encrypted aggregation (CKKS) with HE key **{report.he_fingerprint}**: the "
+            "sites encrypted their updates, the server only added ciphertexts and kept the global model "
+            "encrypted; the federated model scored here is the one the sites decrypted.", ""]
 
 
 def _met(ok: bool) -> str:

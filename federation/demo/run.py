@@ -8,14 +8,13 @@ from pathlib import Path
 
 from federation.demo.baselines import train_baselines
 from federation.demo.data import demo_datasets
-from federation.demo.federated import EventCallback, run_federation
+from federation.demo.federated import EventCallback, final_model_file, run_federation
 from federation.demo.report import FEDERATED, DemoReport, result_row, round_rows, write_report
 from federation.demo.settings import DemoSettings
 from federation.server_run import METRICS_NAME, model_of, read_metrics
 from segmentation.algorithm import SegmentationAlgorithm
 from segmentation.checkpoint import load_checkpoint
 from segmentation.events import Listener
-from segmentation.training import CHECKPOINT_NAME
 
 
 def run_demo(
@@ -26,9 +25,10 @@ def run_demo(
     listeners: Sequence[Listener] = (),
     on_stage: Callable[[str], None] = lambda stage: None,
 ) -> DemoReport:
-    """Make (or reuse) the sites' data under out/data, run the federation under out/federation, train
-    the baselines when asked (events in out/baselines/events.jsonl), score every model on every site's
-    test set and write the report into `out`.
+    """Make (or reuse) the sites' data under out/data, run the federation under out/federation (with
+    settings.he encrypted, with keys made once into out/federation/he), train the baselines when asked
+    (events in out/baselines/events.jsonl), score every model on every site's test set and write the
+    report into `out`.
 
     on_event gets the server's events (per-site rows, checkpoints); listeners the baselines' events.
     """
@@ -39,10 +39,11 @@ def run_demo(
     seconds["data"] = time.monotonic() - started
 
     started = time.monotonic()
-    on_stage(f"federated run: a SuperLink and {len(datasets)} SuperNodes on 127.0.0.1 (TLS)")
+    on_stage(f"federated run: a SuperLink and {len(datasets)} SuperNodes on 127.0.0.1 "
+             f"(TLS{', homomorphically encrypted aggregation' if settings.he else ''})")
     config = run_federation(out / "federation", settings, datasets, on_event)
     seconds["federated"] = time.monotonic() - started
-    federated = load_checkpoint(config.run_dir / CHECKPOINT_NAME)
+    federated = load_checkpoint(final_model_file(out / "federation", config, datasets))
     models = {FEDERATED: SegmentationAlgorithm.from_checkpoint(federated)}
 
     if baselines:
@@ -56,7 +57,8 @@ def run_demo(
     started = time.monotonic()
     on_stage("scoring every model on every site's test set")
     report = DemoReport(settings, {site: dataset.modality for site, dataset in datasets.items()},
-                        rounds=round_rows(read_metrics(config.run_dir / METRICS_NAME)))
+                        rounds=round_rows(read_metrics(config.run_dir / METRICS_NAME)),
+                        he_fingerprint=config.he.fingerprint)
     for model, algorithm in models.items():
         report.results += [result_row(model, site, algorithm.evaluate(dataset.test))
                            for site, dataset in datasets.items()]

@@ -31,6 +31,7 @@ class DemoSettings:
     learning_rate: float = 2e-3
     round_timeout: float = 900.0  # rounds are long by design (see bench/federation_round.py)
     seed: int = 0
+    he: bool = False  # homomorphically encrypted aggregation (CKKS keys made once into the demo folder)
 
     def __post_init__(self) -> None:
         unknown = [site for site in self.sites if site not in SITE_NAMES]
