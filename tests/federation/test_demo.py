@@ -1,15 +1,28 @@
-"""The demo's pieces without Flower processes: settings, the TOML files it writes, data reuse, the per-round
-rows, the verdict and the report files. The real federated run is what tests/e2e and `fedseg demo` run."""
+"""The demo's pieces without Flower processes: settings, the TOML files it writes (with HE: its keys, made
+once, in [he] tables), data reuse, the per-round rows, the verdict, the report files, and where an encrypted
+run's final model comes from. The real federated run is what tests/e2e and `fedseg demo` run."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
+import federation.demo
 from app.cli import main
 from federation.config import load_server_config, load_site_config
 from federation.demo.baselines import CENTRALIZED, local_only_name
 from federation.demo.data import MARKER_NAME, site_data_spec, site_dataset
-from federation.demo.federated import server_toml, site_event_file, site_thread_environment, site_toml
+from federation.demo.federated import (
+    HE_KEYS,
+    demo_he_keys,
+    final_model_file,
+    server_toml,
+    site_event_file,
+    site_model_file,
+    site_thread_environment,
+    site_toml,
+    write_server_config,
+)
 from federation.demo.report import (
     FEDERATED,
     LABEL_CHART,
@@ -20,9 +33,13 @@ from federation.demo.report import (
     round_rows,
     write_report,
 )
+from federation.demo.run import run_demo
 from federation.demo.settings import DemoSettings
+from federation.he.context import SECRET_CONTEXT_NAME
+from federation.server_run import model_of, save_global_model
 from federation.site_history import SiteRound
-from segmentation.errors import ConfigError
+from segmentation.algorithm import SegmentationAlgorithm
+from segmentation.errors import CheckpointError, ConfigError
 
 SITES = {"CT Hospital": "ct", "MR-T1 Clinic": "mr-t1"}
 TINY = DemoSettings(sites=("ct", "mr-t1"), rounds=2, local_epochs=1, train_cases=2, test_cases=1,
@@ -147,3 +164,90 @@ def test_the_report_files(tmp_path):
     assert markdown == report_markdown(report)
     assert "worst MR-T1 Clinic -0.030" in markdown and "Targets NOT met." in markdown
     assert f"| {local_only_name('CT Hospital')} | 0.810 | 0.200 | 0.505 |" in markdown
+
+
+TINY_HE = replace(TINY, he=True)
+LABELS = {0: "background", 1: "liver"}
+
+
+def test_the_demo_makes_its_he_keys_once_and_reuses_them(tmp_path):
+    keys = demo_he_keys(tmp_path)
+    assert keys.secret_context == (tmp_path / HE_KEYS / SECRET_CONTEXT_NAME).resolve()
+    assert keys.secret_context.stat().st_mode & 0o777 == 0o600
+    made = {path: path.stat().st_mtime_ns for path in (keys.secret_context, keys.public_context)}
+    assert demo_he_keys(tmp_path) == keys
+    assert {path: path.stat().st_mtime_ns for path in made} == made
+
+    keys.public_context.write_bytes(b"not a context")  # damaged: the demo makes a new pair
+    remade = demo_he_keys(tmp_path)
+    assert remade.fingerprint != keys.fingerprint and demo_he_keys(tmp_path) == remade
+
+
+def test_with_he_the_server_gets_the_public_context_and_every_site_the_secret_one(tmp_path):
+    keys = demo_he_keys(tmp_path)
+    config = write_server_config(tmp_path, TINY_HE, LABELS, keys)
+    assert config.he.enabled and config.he.context == keys.public_context
+    assert config.he.fingerprint == keys.fingerprint
+
+    (tmp_path / "ca.crt").write_text("a certificate")
+    for modality in TINY_HE.sites:
+        name = TINY_HE.site_name(modality)
+        dataset = site_dataset(tmp_path / modality, site_data_spec(TINY_HE, modality))
+        path = tmp_path / f"{modality}-site.toml"
+        path.write_text(site_toml(name, dataset, config.fleet_port, tmp_path / "ca.crt", keys))
+        site = load_site_config(path)
+        assert (site.he_secret_context, site.he_fingerprint) == (keys.secret_context, keys.fingerprint)
+
+    plain = write_server_config(tmp_path, TINY, LABELS)
+    assert not plain.he.enabled and "[he]" not in (tmp_path / "server.toml").read_text()
+
+
+def test_the_final_model_is_the_servers_without_he_and_a_sites_decrypted_copy_with_it(tmp_path):
+    plain = write_server_config(tmp_path, TINY, LABELS)
+    assert final_model_file(tmp_path, plain, SITES) == plain.run_dir / "model.pt"
+
+    encrypted = write_server_config(tmp_path, TINY_HE, LABELS, demo_he_keys(tmp_path))
+    with pytest.raises(CheckpointError, match="no demo site kept the decrypted global model"):
+        final_model_file(tmp_path, encrypted, SITES)
+    kept = site_model_file(tmp_path, "MR-T1 Clinic")
+    assert kept.parent == site_event_file(tmp_path, "MR-T1 Clinic").parent
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"")
+    assert final_model_file(tmp_path, encrypted, SITES) == kept
+
+
+def test_an_encrypted_demo_scores_the_sites_model_and_its_report_names_the_key(tmp_path, monkeypatch):
+    def federation_without_processes(folder, settings, datasets, on_event):
+        """What an encrypted run leaves behind: the server's config and each site's decrypted model."""
+        config = write_server_config(folder, settings, LABELS, demo_he_keys(folder))
+        training, labels = model_of(config)
+        algorithm = SegmentationAlgorithm(training, labels, device="cpu")
+        weights = dict(zip(algorithm.model.state_dict(), algorithm.get_weights(), strict=True))
+        for site in datasets:
+            path = site_model_file(folder, site)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_global_model(path, training, labels, weights, settings.rounds, settings.local_epochs)
+        return config
+
+    monkeypatch.setattr("federation.demo.run.run_federation", federation_without_processes)
+    report = run_demo(tmp_path, TINY_HE)
+    fingerprint = demo_he_keys(tmp_path / "federation").fingerprint
+    assert report.he_fingerprint == fingerprint
+    assert [(row["model"], row["test_site"]) for row in report.results] == [(FEDERATED, s) for s in SITES]
+    assert json.loads((tmp_path / "report.json").read_text())["he"] == {"enabled": True,
+                                                                       "fingerprint": fingerprint}
+    assert f"Homomorphically encrypted aggregation (CKKS) with HE key **{fingerprint}**" in (
+        tmp_path / "report.md").read_text()
+    assert "encrypted" not in report_markdown(report_with(scores()))
+
+
+def test_the_he_option_turns_encryption_on(monkeypatch, capsys):
+    asked = []
+
+    def stop(out, settings, **options):
+        asked.append(settings.he)
+        raise ConfigError("stopped before running")
+
+    monkeypatch.setattr(federation.demo, "run_demo", stop)
+    assert main(["demo", "--sites", "ct", "--he"]) == 2 and main(["demo", "--sites", "ct"]) == 2
+    assert asked == [True, False] and "stopped before running" in capsys.readouterr().err
