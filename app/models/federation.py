@@ -73,7 +73,10 @@ class SiteRun:
             self.epochs = int(event.get("epochs") or 1)
             self.state, self.message = SiteState.TRAINING, f"training round {number}"
         elif kind == "progress":
-            self.epoch, self.epochs = int(event.get("epoch", 1)), int(event.get("epochs", 1))
+            # The site's model counts epochs across rounds (epoch 3 of 4 is round 2's first of 2).
+            total = int(event.get("epochs", 1))
+            self.epochs = self.epochs or total
+            self.epoch = int(event.get("epoch", 1)) - max(total - self.epochs, 0)
             self.step, self.steps = int(event.get("step", 0)), int(event.get("steps", 0))
         elif kind == "finished" and row is not None:
             row.loss = _number(metrics.get("train-loss"))
