@@ -13,7 +13,6 @@ Misbehaving sites run tests/e2e/faulty_client_app.py, which only these tests' ap
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -25,7 +24,7 @@ import pytest
 from faulty_client_app import FAULT_VARIABLE, HANG, POISON, POISONS
 from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
-from test_federation_run import flower_family, wait_for
+from tiny_federation import flower_family, server_toml, site_datasets, site_toml, wait_for
 
 from federation import client_app
 from federation.config import load_server_config, load_site_config
@@ -36,7 +35,6 @@ from federation.server_run import EVENTS_NAME, METRICS_NAME, read_metrics, run_s
 from federation.task import SiteSettings
 from segmentation.checkpoint import load_checkpoint
 from segmentation.events import read_events
-from segmentation.synth import generate_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -49,10 +47,7 @@ FAULTY_APP = Path(__file__).with_name("faulty_client_app.py")
 @pytest.fixture(scope="module")
 def site_data(tmp_path_factory) -> dict[str, Path]:
     """Two sites' tiny CT phantom datasets: 2 training cases and 1 test case of 16x16x8 each."""
-    root = tmp_path_factory.mktemp("data")
-    for seed, name in enumerate(SITES):
-        generate_dataset(root / name, "ct", 3, seed, size=16, test_fraction=0.34)
-    return {name: root / name for name in SITES}
+    return site_datasets(tmp_path_factory.mktemp("data"), SITES, cases=3, test_fraction=0.34)
 
 
 class Federation:
@@ -66,25 +61,8 @@ class Federation:
         self.server: FederationServer | None = None
 
     def write_server(self, rounds: int, auth: str = "") -> Path:
-        labels = json.dumps(["background", "liver", "kidney", "spleen", "pancreas"])
         path = self.folder / "server.toml"
-        path.write_text(f"""
-[server]
-host = "127.0.0.1"
-fleet_port = {self.port}
-run_dir = "run"
-
-[federation]
-rounds = {rounds}
-min_sites = 2
-round_timeout = {ROUND_TIMEOUT}
-
-[model]
-labels = {labels}
-channels = [8, 16]
-image_size = 16
-batch_size = 8
-{auth}""")
+        path.write_text(server_toml(self.port, rounds, ROUND_TIMEOUT, auth))
         return path
 
     def start_server(self, rounds: int, auth: str = "") -> FederationServer:
@@ -96,20 +74,7 @@ batch_size = 8
     def start_site(self, name: str, fault: str = "", key: Path | None = None) -> FederationSite:
         path = self.folder / f"{name}.toml"
         auth = f'[auth]\nnode_private_key = "{key}"\n' if key else ""
-        path.write_text(f"""
-[site]
-name = "{name}"
-modality = "ct"
-data_dir = "{self.data[name]}"
-event_file = "{name}/events.jsonl"
-
-[server]
-address = "127.0.0.1:{self.port}"
-clientappio_port = {free_port()}
-
-[tls]
-ca_certificate = "run/tls/ca.crt"
-{auth}""")
+        path.write_text(site_toml(name, self.data[name], self.port, "run/tls/ca.crt", auth))
         environment = {FAULT_VARIABLE: fault} if fault else {}
         site = FederationSite(load_site_config(path), environment, restart_delay=1)
         self.processes.enter_context(site)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_federation_run import RUN_TIMEOUT, launched, wait_for, write_site  # noqa: F401 - fixture
+from test_federation_run import RUN_TIMEOUT, write_site
+from tiny_federation import server_toml, site_datasets, wait_for
 
 from federation.config import load_server_config
 from federation.he.aggregation import decrypt_average
@@ -23,7 +24,6 @@ from federation.he.packing import Layout
 from federation.he.records import from_arrays
 from federation.processes import free_port
 from segmentation.checkpoint import load_checkpoint
-from segmentation.synth import generate_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -38,44 +38,22 @@ def secret_key_bytes(secret_context: Path, folder: Path) -> bytes:
     return data
 
 
-def test_two_sites_train_an_encrypted_round_through_real_flower_processes(tmp_path, launched):  # noqa: F811
+def test_two_sites_train_an_encrypted_round_through_real_flower_processes(tmp_path, launched):
     keys = launched("keys", "keys", "he", "--out", "he")
     assert keys.wait(60) == 0
     fingerprint = re.search(r"fingerprint:\s+(\S+)", (tmp_path / "keys.out").read_text()).group(1)
 
-    folders = {name: tmp_path / "data" / name for name in ("Hospital A", "Hospital B")}
-    datasets = {name: generate_dataset(folder, "ct", 2, seed, size=16, test_fraction=0.5)
-                for seed, (name, folder) in enumerate(folders.items())}
-    labels = json.dumps([name for _, name in sorted(datasets["Hospital A"].labels.items())])
+    folders = site_datasets(tmp_path / "data", ("Hospital A", "Hospital B"), cases=2, test_fraction=0.5)
     port = free_port()
-    (tmp_path / "server.toml").write_text(f"""
-[server]
-host = "127.0.0.1"
-fleet_port = {port}
-run_dir = "run"
-
-[federation]
-rounds = 1
-min_sites = 2
-round_timeout = 120
-
-[model]
-labels = {labels}
-channels = [8, 16]
-image_size = 16
-batch_size = 8
-
-[he]
-enabled = true
-public_context = "he/public.ctx"
-""")
+    he = '[he]\nenabled = true\npublic_context = "he/public.ctx"\n'
+    (tmp_path / "server.toml").write_text(server_toml(port, rounds=1, round_timeout=120, extra=he))
     server = launched("server", "server", "--config", "server.toml")
     wait_for(lambda: (tmp_path / "run" / "tls" / "ca.crt").exists() or server.poll() is not None, 60,
              "the server's certificates")
     sites = []
     for name, folder in folders.items():
-        path = write_site(tmp_path, name, folder, port)
-        path.write_text(path.read_text() + '\n[he]\nenabled = true\nsecret_context = "he/secret.ctx"\n')
+        path = write_site(tmp_path, name, folder, port,
+                          extra='[he]\nenabled = true\nsecret_context = "he/secret.ctx"\n')
         sites.append(launched(name, "site", "--config", str(path)))
 
     assert server.wait(RUN_TIMEOUT) == 0, (tmp_path / "server.out").read_text()

@@ -1,0 +1,99 @@
+"""What the end-to-end tests share: tiny sites' data, their server.toml and site.toml, and finding the
+processes a test started (directly or through Flower) so none is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from federation.processes import free_port
+from segmentation.synth import generate_dataset
+
+LABELS = ("background", "liver", "kidney", "spleen", "pancreas")
+
+
+def site_datasets(root: Path, names: Iterable[str], cases: int, test_fraction: float) -> dict[str, Path]:
+    """One tiny CT phantom dataset (16x16x8 volumes) per site name, seeded by the name's position."""
+    folders = {name: root / name for name in names}
+    for seed, folder in enumerate(folders.values()):
+        generate_dataset(folder, "ct", cases, seed, size=16, test_fraction=test_fraction)
+    return folders
+
+
+def server_toml(port: int, rounds: int, round_timeout: float, extra: str = "") -> str:
+    """Two sites, a two-level U-Net on 16x16 slices; `extra` appends tables ([he], [auth] ...)."""
+    return f"""
+[server]
+host = "127.0.0.1"
+fleet_port = {port}
+run_dir = "run"
+
+[federation]
+rounds = {rounds}
+min_sites = 2
+round_timeout = {round_timeout}
+
+[model]
+labels = {json.dumps(list(LABELS))}
+channels = [8, 16]
+image_size = 16
+batch_size = 8
+{extra}"""
+
+
+def site_toml(name: str, data: Path, port: int, ca_certificate: Path | str, extra: str = "") -> str:
+    """A CT site of the tiny federation; `extra` appends tables ([he], [auth] ...)."""
+    return f"""
+[site]
+name = "{name}"
+modality = "ct"
+data_dir = "{data}"
+event_file = "{name}/events.jsonl"
+
+[server]
+address = "127.0.0.1:{port}"
+clientappio_port = {free_port()}
+
+[tls]
+ca_certificate = "{ca_certificate}"
+{extra}"""
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def live_commands() -> dict[int, str]:
+    """Command line of every live (not zombie) process but this one, by pid."""
+    commands = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            commands[int(entry.name)] = command
+    return commands
+
+
+def flower_family(folder: Path) -> set[int]:
+    """Live processes a test started: those naming its folder, and those Flower started for them
+    (flower-superexec, flwr-serverapp, flwr-clientapp name their parent with --parent-pid)."""
+    commands = live_commands()
+    family = {pid for pid, command in commands.items() if str(folder) in command}
+    while True:
+        more = {pid for pid, command in commands.items()
+                if pid not in family and any(f"--parent-pid {parent} " in f"{command} " for parent in family)}
+        if not more:
+            return family
+        family |= more
