@@ -75,9 +75,9 @@ def federation(window, tmp_path, monkeypatch):
             local = LocalFederation(tmp_path, processes)
             local.start()
             yield local
-            page = window.pages["federation"]
-            if page.job is not None:
-                page.job.kill()
+            job = getattr(window.pages.get("federation"), "job", None)
+            if job is not None:
+                job.kill()
     finally:
         for pid in flower_family(tmp_path):
             os.kill(pid, signal.SIGKILL)
@@ -109,7 +109,7 @@ def first_step_fractions(events_path: Path) -> dict[int, float]:
 def test_joining_from_the_window_shows_round_progress_and_every_sites_dice(qtbot, window, federation,
                                                                            error_dialogs, tmp_path):
     page = window.navigate("federation")
-    metrics = window.workbench.federation_metrics
+    metrics = window.page("metrics").metrics  # the Metrics page's model, which the joined site feeds
     bar_values: list[int] = []
     page.bar.valueChanged.connect(bar_values.append)
     assert page.bar.value() == 0 and page.table.rowCount() == 0
@@ -118,9 +118,10 @@ def test_joining_from_the_window_shows_round_progress_and_every_sites_dice(qtbot
     assert not error_dialogs(page) and page.job is not None and page.job.running
     assert page.run.state is SiteState.CONNECTING and page.leave_button.isEnabled()
     assert not page.join_button.isEnabled()
-    qtbot.waitUntil(lambda: page.run.state is SiteState.WAITING and federation.headless.connected(),
-                    timeout=60_000)
-    federation.server.submit()
+    federation.server.submit()  # its ServerApp waits for both sites while they connect
+    qtbot.waitUntil(lambda: page.job.connected and federation.headless.connected(), timeout=60_000)
+    qtbot.waitUntil(lambda: page.run.state is not SiteState.CONNECTING, timeout=5_000)
+    assert page.run.state in (SiteState.WAITING, SiteState.TRAINING)  # connected, perhaps training already
 
     def run_shown() -> bool:
         rows = {row.round: row for row in page.run.rows.values()}
@@ -144,6 +145,8 @@ def test_joining_from_the_window_shows_round_progress_and_every_sites_dice(qtbot
     assert all(0.0 <= value <= 1.0 for points in dice.values() for _, value in points)
     assert {line.get_label() for line in metrics_page.site_axes.get_lines()} == set(SITES)
     assert "2 site(s), 2 round(s)" in metrics_page.caption.text()
+    records = metrics_page.table
+    assert {records.item(row, 1).text() for row in range(records.rowCount())} == set(SITES)  # site column
 
     qtbot.mouseClick(page.leave_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: page.run.state is SiteState.LEFT, timeout=60_000)
