@@ -39,3 +39,16 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+
+# The desktop bundle (docs/installers.md): dist/fedseg/ and on Linux dist/fedseg-VERSION-linux-ARCH.tar.gz.
+# Several minutes of CPU; installs the `installer` extra (PyInstaller) on first use. Not part of `make test`.
+.PHONY: installer installer-test
+installer: $(STAMP)
+	$(BIN)/python -c "import PyInstaller" 2>/dev/null || $(BIN)/python -m pip install --quiet -e ".[dev,installer]"
+	nice -n 10 $(BIN)/pyinstaller --noconfirm --distpath dist --workpath build/pyinstaller installers/fedseg.spec
+	test "$$(uname -s)" != Linux || installers/linux/package.sh dist/fedseg
+
+# The built bundle from a fresh temporary HOME and a bare environment: --version, a one-round demo
+# federation, the GUI offscreen, the desktop entry.
+installer-test:
+	installers/smoke_test.sh dist/fedseg
