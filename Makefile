@@ -25,8 +25,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# bench/installer_startup.py needs a built bundle: `make installer-test` runs it.
 bench: $(STAMP)
-	for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	for script in $(filter-out bench/installer_startup.py,$(wildcard bench/*.py)); do \
+		echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 # Renders every page of the desktop app with real content into docs/screenshots (10-15 min: it trains
 # a model and runs the demo federation for the pictures).
@@ -49,6 +51,7 @@ installer: $(STAMP)
 	test "$$(uname -s)" != Linux || installers/linux/package.sh dist/fedseg
 
 # The built bundle from a fresh temporary HOME and a bare environment: --version, a one-round demo
-# federation, the GUI offscreen, the desktop entry.
-installer-test:
+# federation, the GUI offscreen, the desktop entry; then the bundled GUI's start-up against the venv's.
+installer-test: $(STAMP)
 	installers/smoke_test.sh dist/fedseg
+	$(BIN)/python bench/installer_startup.py
