@@ -13,7 +13,9 @@ counted. Of that, "sites" is the slowest site's own round work (scoring, local t
 encrypting: its started/finished events) and "rest" everything else: the global model's way to the
 sites (with HE, decrypting it), a ClientApp process per message, the replies' way back, and the server's
 checks, sum and checkpoint. CPU is the CPU time of every process a run started, start-up included: less
-sensitive to other work on a shared machine, where single rounds' wall times vary by tens of percent.
+sensitive to other work on a shared machine, where single rounds' wall times vary by tens of percent;
+on Linux it is also split by program when the run finishes (a flower-superexec counts the ClientApp or
+ServerApp processes it started and that have exited), which shows where Flower spends it.
 
 Target: HE round wall time <= 1.15x plaintext (issue 4). Last line: a JSON object.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -57,18 +60,51 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def program_cpu_seconds() -> dict[str, float]:
+    """CPU seconds of this process's running descendants by program, their exited children included; {}
+    where there is no Linux /proc."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    processes: dict[int, tuple[int, str, float]] = {}  # pid -> parent, program, seconds
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+            argv = [Path(arg).name for arg in (entry / "cmdline").read_bytes().decode().split("\0") if arg]
+        except (OSError, UnicodeDecodeError):
+            continue  # gone meanwhile, or not ours to read
+        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (name) ": state, ppid, ...
+        program = argv[1] if len(argv) > 1 and argv[0].startswith("python") else (argv or ["(exited)"])[0]
+        processes[int(entry.name)] = (int(fields[1]), program, sum(map(int, fields[11:15])) / tick)
+    seconds: dict[str, float] = {}
+    parents = [os.getpid()]
+    while parents:
+        children = [pid for pid, (parent, _, _) in processes.items() if parent in parents]
+        for pid in children:
+            _, program, cpu = processes[pid]
+            seconds[program] = seconds.get(program, 0.0) + cpu
+        parents = children
+    return seconds
+
+
 def run_once(folder: Path, settings: DemoSettings, datasets: Mapping[str, DatasetIndex], mode: str
              ) -> dict[str, Any]:
     """One federated run: per training round its wall seconds and the slowest site's round work, and the
     CPU seconds of its processes."""
+    programs: dict[str, float] = {}
+    report = progress(mode)
+
+    def on_event(event: dict[str, Any]) -> None:
+        report(event)
+        if event["kind"] == "finished":
+            programs.update(program_cpu_seconds())
+
     cpu = children_cpu_seconds()
-    config = run_federation(folder, replace(settings, he=MODES[mode]), datasets, progress(mode))
+    config = run_federation(folder, replace(settings, he=MODES[mode]), datasets, on_event)
     cpu = children_cpu_seconds() - cpu
     walls = round_walls(list(read_events(config.run_dir / EVENTS_NAME)))
     work = [site_compute(list(read_events(site_event_file(folder, site)))) for site in datasets]
     rounds = [{"round": number, "wall_s": wall, "sites_s": max(site.get(number, 0.0) for site in work)}
               for number, wall in sorted(walls.items())]
-    return {"mode": mode, "cpu_s": cpu, "rounds": rounds}
+    return {"mode": mode, "cpu_s": cpu, "program_cpu_s": programs, "rounds": rounds}
 
 
 def measure(out: Path, settings: DemoSettings, repeats: int) -> list[dict[str, Any]]:
@@ -103,6 +139,8 @@ def main() -> int:
     for number, run in enumerate(runs):
         walls = ", ".join(_split(row) for row in run["rounds"])
         print(f"{run['mode']:>10} {number // 2 + 1}  {walls:<60}  {run['cpu_s']:6.0f}")
+        print(" " * 14 + "CPU s by program: " + ", ".join(f"{program} {seconds:.1f}" for program, seconds
+                                                         in sorted(run["program_cpu_s"].items())))
     total = totals(runs)
     plain, he = total["plaintext"], total["he"]
     ratio = he["wall_s"] / plain["wall_s"]
