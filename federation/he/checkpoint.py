@@ -21,7 +21,7 @@ from segmentation.network import NetworkConfig
 from segmentation.preprocessing import Preprocessing
 
 ENCRYPTED_CHECKPOINT_NAME = "model.he"
-FORMAT = "fedseg-encrypted-model/1"
+FORMAT = "fedseg-encrypted-model/2"  # /1 held one array per ciphertext (records.py's earlier layout)
 _HEADER = "header"
 _ARRAY_PREFIX = "arrays/"
 
@@ -60,8 +60,10 @@ def load_encrypted_checkpoint(path: str | Path) -> EncryptedCheckpoint:
     try:
         with np.load(path, allow_pickle=False) as archive:
             header = json.loads(str(archive[_HEADER]))
-            if not isinstance(header, dict) or header.get("format") != FORMAT:
-                raise CheckpointError(f"{path}: not an encrypted FedSeg model (expected format {FORMAT})")
+            found = header.get("format") if isinstance(header, dict) else None
+            if found != FORMAT:
+                raise CheckpointError(f"{path}: not an encrypted FedSeg model of this version (format "
+                                      f"{found!r}, expected {FORMAT!r})")
             arrays = {name: archive[f"{_ARRAY_PREFIX}{index}"] for index, name in enumerate(header["names"])}
             return EncryptedCheckpoint(
                 network=NetworkConfig.from_dict(header["network"]),

@@ -1,16 +1,19 @@
 """Encrypted sums in Flower's records, and the server's judgement and sum of encrypted replies.
 
-An EncryptedSum travels as named arrays: "he/weight" (the example count, int64) and "he/00000",
-"he/00001", ... (one serialized ciphertext each, uint8). The global model of an encrypted round and a
-site's encrypted update have the same form, so one ArrayRecord layout serves both directions. The
-round's ConfigRecord names the federation's key ("he-fingerprint") and each site's share of the
-ciphertext capacity ("he-max-magnitude"); a site names its own key in its reply's site record.
+An EncryptedSum travels as three named arrays: "he/weight" (the example count, int64 scalar),
+"he/sizes" (the byte length of each serialized ciphertext, int64) and "he/data" (the ciphertexts back
+to back, uint8). Flower moves and stores every Array as an object of its own, so one Array per
+ciphertext (hundreds per model) cost the SuperLink more than the cryptography; three per message do
+not. The global model of an encrypted round and a site's encrypted update have the same form, so one
+ArrayRecord layout serves both directions. The round's ConfigRecord names the federation's key
+("he-fingerprint") and each site's share of the ciphertext capacity ("he-max-magnitude"); a site names
+its own key in its reply's site record.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
+from itertools import accumulate
 from typing import Any
 
 import numpy as np
@@ -28,15 +31,13 @@ from federation.validation import (
 )
 
 WEIGHT_KEY = "he/weight"
+SIZES_KEY = "he/sizes"
+DATA_KEY = "he/data"
 FINGERPRINT_KEY = "he-fingerprint"
 MAX_MAGNITUDE_KEY = "he-max-magnitude"
 HE_KEY_MISMATCH = "he-key-mismatch"  # the reason code of a reply encrypted under another key
-_CHUNK_KEY = re.compile(r"he/(\d{5})")
+_LAYOUT = {WEIGHT_KEY: (np.int64, 0), SIZES_KEY: (np.int64, 1), DATA_KEY: (np.uint8, 1)}  # dtype, ndim
 _Checked = tuple[list[Any], int]  # a reply's loaded ciphertexts (TenSEAL CKKSVectors) and its weight
-
-
-def _chunk_key(index: int) -> str:
-    return f"he/{index:05d}"
 
 
 def is_encrypted(arrays: Mapping[str, object]) -> bool:
@@ -46,28 +47,44 @@ def is_encrypted(arrays: Mapping[str, object]) -> bool:
 
 def to_arrays(encrypted: EncryptedSum) -> dict[str, np.ndarray]:
     """The named arrays of an encrypted sum (for an ArrayRecord or a checkpoint)."""
-    arrays = {WEIGHT_KEY: np.array(encrypted.weight, dtype=np.int64)}
-    arrays.update({_chunk_key(index): np.frombuffer(chunk, dtype=np.uint8)
-                   for index, chunk in enumerate(encrypted.chunks)})
-    return arrays
+    return {
+        WEIGHT_KEY: np.array(encrypted.weight, dtype=np.int64),
+        SIZES_KEY: np.array([len(chunk) for chunk in encrypted.chunks], dtype=np.int64),
+        DATA_KEY: np.frombuffer(b"".join(encrypted.chunks), dtype=np.uint8),
+    }
 
 
 def from_arrays(arrays: Mapping[str, np.ndarray]) -> EncryptedSum:
-    """The encrypted sum of to_arrays' arrays; CiphertextError when they are not one."""
-    weight = arrays.get(WEIGHT_KEY)
-    if weight is None or np.shape(weight) != () or np.asarray(weight).dtype != np.int64:
-        raise CiphertextError(f"no scalar int64 {WEIGHT_KEY!r}")
-    names = [name for name in arrays if name != WEIGHT_KEY]
-    if not names or sorted(names) != [_chunk_key(index) for index in range(len(names))]:
-        first = next((name for name in names if not _CHUNK_KEY.fullmatch(name)), "none")
-        raise CiphertextError(f"the chunks are not he/00000..he/{len(names) - 1:05d} (odd name {first!r})")
-    chunks = []
-    for index in range(len(names)):
-        chunk = np.asarray(arrays[_chunk_key(index)])
-        if chunk.dtype != np.uint8 or chunk.ndim != 1:
-            raise CiphertextError(f"chunk {index} is not a 1-D uint8 array")
-        chunks.append(chunk.tobytes())
-    return EncryptedSum(tuple(chunks), int(weight))
+    """The encrypted sum of to_arrays' arrays; CiphertextError when they are not one.
+
+    Only the layout is checked here; whether the ciphertexts fit the context and model is check_sum's job.
+    """
+    missing = [name for name in _LAYOUT if name not in arrays]
+    if missing:
+        raise CiphertextError(f"no {missing[0]!r} array")
+    unexpected = [name for name in arrays if name not in _LAYOUT]
+    if unexpected:
+        raise CiphertextError(f"unexpected array {unexpected[0]!r} (expected only {', '.join(_LAYOUT)})")
+    checked = {name: np.asarray(arrays[name]) for name in _LAYOUT}
+    for name, (dtype, ndim) in _LAYOUT.items():
+        array = checked[name]
+        if array.dtype != dtype or array.ndim != ndim:
+            form = "a scalar" if ndim == 0 else f"a {ndim}-D"
+            raise CiphertextError(f"{name!r} must be {form} {np.dtype(dtype)} array, "
+                                  f"got a {array.ndim}-D {array.dtype} one")
+    weight, sizes, data = checked.values()
+    if sizes.size == 0:
+        raise CiphertextError(f"no ciphertexts ({SIZES_KEY!r} is empty)")
+    if (sizes <= 0).any():
+        index = int(np.argmax(sizes <= 0))
+        raise CiphertextError(f"ciphertext {index} has size {int(sizes[index])}; sizes must be positive")
+    ends = list(accumulate(sizes.tolist()))  # Python ints: a forged size cannot overflow the total
+    if ends[-1] != data.size:
+        raise CiphertextError(f"the ciphertext sizes add up to {ends[-1]} bytes, but {DATA_KEY!r} holds "
+                              f"{data.size}")
+    starts = [0, *ends[:-1]]
+    return EncryptedSum(tuple(data[start:end].tobytes() for start, end in zip(starts, ends, strict=True)),
+                        int(weight))
 
 
 def to_array_record(encrypted: EncryptedSum) -> ArrayRecord:

@@ -8,6 +8,7 @@ encrypted checkpoint round-trips.
 """
 
 import math
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -26,6 +27,7 @@ from federation.client_app import SITE_MODEL_NAME
 from federation.config import FederationSettings, load_server_config, load_site_config
 from federation.he.aggregation import (
     CiphertextError,
+    EncryptedSum,
     UnsafeUpdate,
     check_update,
     decrypt_average,
@@ -235,6 +237,46 @@ def test_the_server_holds_no_secret_key_and_cannot_decrypt_what_it_adds(keys):
     np.testing.assert_allclose(decrypt_average(secret, aggregate, 3000), arrays["w"], atol=1e-6)
 
 
+def test_an_encrypted_sum_travels_as_three_arrays_and_round_trips(keys):
+    _, secret, _ = keys
+    encrypted = encrypt_weighted(secret, np.linspace(-1, 1, 3000), 7)  # two ciphertexts
+    arrays = to_arrays(encrypted)
+    assert {name: (array.dtype, array.shape) for name, array in arrays.items()} == {
+        "he/weight": (np.int64, ()), "he/sizes": (np.int64, (2,)), "he/data": (np.uint8, (encrypted.nbytes,))}
+    assert arrays["he/sizes"].tolist() == [len(chunk) for chunk in encrypted.chunks]
+    assert is_encrypted(arrays) and not is_encrypted({"w": np.zeros(3)})
+    assert from_arrays(arrays) == encrypted
+    assert decoded(to_array_record(encrypted)) == encrypted  # through Flower's serialization too
+
+
+def malformed(change: dict[str, np.ndarray | None]) -> dict[str, np.ndarray]:
+    """Two ciphertexts of 3 and 2 bytes, with some arrays replaced (or removed when None)."""
+    arrays = to_arrays(EncryptedSum((b"abc", b"de"), 4))
+    arrays.update(change)
+    return {name: array for name, array in arrays.items() if array is not None}
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"he/sizes": None}, "no 'he/sizes' array"),
+    ({"he/weight": None}, "no 'he/weight' array"),
+    ({"he/00000": np.zeros(3, np.uint8)}, "unexpected array 'he/00000'"),
+    ({"he/weight": np.array([4])}, "'he/weight' must be a scalar int64 array, got a 1-D int64 one"),
+    ({"he/sizes": np.array([3.0, 2.0])}, "'he/sizes' must be a 1-D int64 array, got a 1-D float64 one"),
+    ({"he/sizes": np.array([[3, 2]])}, "'he/sizes' must be a 1-D int64 array, got a 2-D int64 one"),
+    ({"he/data": np.zeros(5, np.int8)}, "'he/data' must be a 1-D uint8 array, got a 1-D int8 one"),
+    ({"he/data": np.zeros((1, 5), np.uint8)}, "'he/data' must be a 1-D uint8 array, got a 2-D uint8 one"),
+    ({"he/sizes": np.array([5, 0])}, "ciphertext 1 has size 0; sizes must be positive"),
+    ({"he/sizes": np.array([-1, 6])}, "ciphertext 0 has size -1"),
+    ({"he/sizes": np.array([3, 3])}, "the ciphertext sizes add up to 6 bytes, but 'he/data' holds 5"),
+    ({"he/sizes": np.array([2**62] * 4 + [5])}, "add up to 18446744073709551621 bytes"),  # int64 would wrap
+    ({"he/sizes": np.zeros(0, np.int64), "he/data": np.zeros(0, np.uint8)}, "no ciphertexts"),
+])
+def test_malformed_encrypted_arrays_are_refused_with_a_reason(change, reason):
+    with pytest.raises(CiphertextError, match=re.escape(reason)) as refused:
+        from_arrays(malformed(change))
+    assert "\n" not in str(refused.value)
+
+
 def test_replies_under_another_key_or_malformed_are_dropped_with_a_reason(keys):
     _, secret, public = keys
     arrays = {"w": np.linspace(-1, 1, 3000)}
@@ -246,10 +288,18 @@ def test_replies_under_another_key_or_malformed_are_dropped_with_a_reason(keys):
     assert foreign.fingerprint in verdict.detail and public.fingerprint in verdict.detail
 
     reply = site_reply(secret, arrays, 5)
-    garbage = to_arrays(decoded(reply["arrays"]))
-    garbage["he/00001"] = np.frombuffer(b"garbage", dtype=np.uint8)
-    reply["arrays"] = ArrayRecord({n: Array(a) for n, a in garbage.items()})
-    assert server.validate_reply(reply, LIMITS, "num-examples").code == MALFORMED
+    encrypted = decoded(reply["arrays"])
+    reply["arrays"] = to_array_record(EncryptedSum((encrypted.chunks[0], b"garbage"), encrypted.weight))
+    verdict = server.validate_reply(reply, LIMITS, "num-examples")
+    assert verdict.code == MALFORMED and "not a TenSEAL CKKS vector" in verdict.detail
+
+    torn = site_reply(secret, arrays, 5)
+    layout = to_arrays(decoded(torn["arrays"]))
+    layout["he/sizes"] = layout["he/sizes"] + np.array([1, 0])
+    torn["arrays"] = ArrayRecord({name: Array(array) for name, array in layout.items()})
+    verdict = server.validate_reply(torn, LIMITS, "num-examples")
+    assert verdict.code == MALFORMED
+    assert verdict.detail.startswith("encrypted update: the ciphertext sizes add up")
 
     short = site_reply(secret, {"w": arrays["w"][:2048]}, 5)
     assert "chunks, the model needs 2" in server.validate_reply(short, LIMITS, "num-examples").detail
