@@ -24,14 +24,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     cross.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
     cross.add_argument(
-        "--quick", action="store_true", help="small data and short training (about 5 min on 2 cores)"
+        "--quick", action="store_true",
+        help="shorter training: 40 epochs per model instead of 60 (about 5 min on 2 cores)",
     )
     cross.add_argument(
         "--augmentations",
         default=",".join(AUGMENTATION_CHOICES),
         help="comma-separated subset of: " + ", ".join(AUGMENTATION_CHOICES),
     )
-    cross.add_argument("--epochs", type=int, help="epochs per model (default: 25 with --quick, else 20)")
+    cross.add_argument("--epochs", type=int, help="epochs per model (default: 40 with --quick, else 60)")
     cross.add_argument("--seed", type=int, default=0, help="seed for data and training (default 0)")
     cross.set_defaults(handler=run_cross_modality_command)
 
