@@ -258,6 +258,11 @@ class FlowerCli:
     def stop(self, run_id: int) -> None:
         self._call("stop", str(run_id), CONNECTION_NAME)
 
+    def online_nodes(self) -> int:
+        """How many SuperNodes the SuperLink counts as online now (`flwr supernode list`)."""
+        reply = self._call("supernode", "list", CONNECTION_NAME)
+        return sum(1 for node in reply.get("nodes", []) if node.get("status") == "online")
+
     def register_supernode(self, public_key: Path) -> None:
         """Admit a site's key; a key registered in an earlier session is fine."""
         try:

@@ -33,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--he", action="store_true",
                         help="homomorphically encrypted aggregation: the sites encrypt their updates (CKKS), "
                              "the server only adds them; keys made once into OUT/federation/he")
+    parser.add_argument("--join-site", metavar="MODALITY",
+                        help="start every site but this one (e.g. ct) and wait up to 10 minutes for it "
+                             "to join from outside (the workbench's Federation page, or `fedseg site "
+                             "--config` with the site.toml named in OUT/federation/join-site.json)")
     parser.add_argument("--out", type=Path, default=Path("runs/demo"),
                         help="output folder (default runs/demo)")
     parser.set_defaults(handler=run)
@@ -53,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the processes as Ctrl-C does
     try:
         report = run_demo(args.out, settings, baselines=args.baselines, on_event=table.add,
-                          listeners=(progress,), on_stage=lambda stage: print(f"-- {stage}", flush=True))
+                          listeners=(progress,), on_stage=lambda stage: print(f"-- {stage}", flush=True),
+                          join_site=args.join_site)
     finally:
         progress.close()
         signal.signal(signal.SIGTERM, previous)

@@ -8,6 +8,11 @@ started is stopped on the way out, whatever happens.
 With settings.he the server.toml and site.toml files get [he] tables: the server the public context, the
 sites the secret one, both made once into the demo folder. The server then keeps only the encrypted
 model.he, and the sites keep the decrypted final model, which is where the demo reads it from.
+
+With join_site the demo leaves that modality's site to a SuperNode started outside it (the workbench's
+Federation page, or `fedseg site --config` in another terminal): it writes that site's site.toml as usual,
+names it in JOIN_ANNOUNCEMENT (a JSON file next to it) and submits the run once the SuperLink counts every
+site online.
 """
 
 from __future__ import annotations
@@ -36,16 +41,21 @@ from federation.he.context import (
 from federation.launch import FINISHED, EventTail, FederationServer, FederationSite
 from federation.processes import FlowerProcessError, free_port
 from federation.validation import ACCEPTED
+from segmentation.atomic import write_text_atomic
 from segmentation.datalist import DatasetIndex
 from segmentation.errors import CheckpointError
 from segmentation.training import CHECKPOINT_NAME
 
 SERVER_TOML = "server.toml"
 HE_KEYS = "he"  # the demo's CKKS contexts, under its federation folder
+JOIN_ANNOUNCEMENT = "join-site.json"  # names the site.toml of the site left to an outside SuperNode
 _CONNECT_TIMEOUT = 120.0  # seconds for every SuperNode to be accepted
+_JOIN_TIMEOUT = 600.0  # seconds for the outside site to join (a person starts it)
+_NODE_POLL_SECONDS = 5.0  # between `flwr supernode list` calls (each costs a few CPU seconds)
 _STATUS_POLL_SECONDS = 10.0
 
 EventCallback = Callable[[dict[str, Any]], None]
+StageCallback = Callable[[str], None]
 
 
 def server_toml(settings: DemoSettings, labels: Mapping[int, str], port: int,
@@ -153,17 +163,37 @@ def site_thread_environment(sites: int) -> dict[str, str]:
     return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
+def announce_joining_site(folder: Path, site_config: Path, name: str, modality: str) -> Path:
+    """Write folder/JOIN_ANNOUNCEMENT: the outside site's name, modality and site.toml (absolute path)."""
+    announcement = {"site": name, "modality": modality, "site_toml": str(site_config.resolve())}
+    return write_text_atomic(folder / JOIN_ANNOUNCEMENT, json.dumps(announcement) + "\n")
+
+
+def announced_site_config(folder: Path) -> Path | None:
+    """The site.toml a running demo in `folder` left to an outside SuperNode, once it is announced."""
+    try:
+        announcement = json.loads((folder / JOIN_ANNOUNCEMENT).read_text(encoding="utf-8"))
+        return Path(announcement["site_toml"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def run_federation(
     folder: Path,
     settings: DemoSettings,
     datasets: Mapping[str, DatasetIndex],
     on_event: EventCallback = lambda event: None,
+    join_site: str | None = None,
+    on_stage: StageCallback = lambda stage: None,
 ) -> ServerConfig:
     """Run the federation to its end; the server's config (its run folder holds the metrics; the final
     model: final_model_file).
 
-    on_event gets every server event as it is read. An exception (Ctrl-C included) stops every process.
+    on_event gets every server event as it is read. join_site (a modality) is the site the demo does not
+    start: its site.toml is announced (JOIN_ANNOUNCEMENT, and a line through on_stage) and the run waits
+    for it. An exception (Ctrl-C included) stops every process.
     """
+    (folder / JOIN_ANNOUNCEMENT).unlink(missing_ok=True)  # a previous demo's site is not this one's
     labels = next(iter(datasets.values())).labels
     he = demo_he_keys(folder) if settings.he else None
     config = write_server_config(folder, settings, labels, he)
@@ -172,16 +202,26 @@ def run_federation(
         server = processes.enter_context(FederationServer(config))
         server.start()
         assert server.tls is not None  # the demo's server.toml enables TLS
-        sites = []
+        sites, outside = [], None
         for name, dataset in datasets.items():
             path = folder / f"{dataset.modality}-site.toml"
             ca_certificate = server.tls.ca_certificate
             path.write_text(site_toml(name, dataset, config.fleet_port, ca_certificate, he), "utf-8")
             site_model_file(folder, name).unlink(missing_ok=True)  # a previous run's model is not this one's
+            if dataset.modality == join_site:
+                outside = (name, path)
+                continue
             site = processes.enter_context(FederationSite(load_site_config(path), environment))
             site.start()
             sites.append(site)
         _wait_until_connected(sites)
+        if outside is not None:
+            name, path = outside
+            announce_joining_site(folder, path, name, join_site)
+            on_stage(f"waiting up to {_JOIN_TIMEOUT / 60:.0f} min for {name} to join: start it with "
+                     f"`fedseg site --config {path.resolve()}` (or Start demo on the workbench's "
+                     "Federation page)")
+            _wait_until_joined(server, sites, len(datasets), f"{name} ({path.resolve()})")
         tail = EventTail(server.events_path, from_start=True)
         server.submit()
         _follow(server, sites, tail, on_event)
@@ -200,6 +240,20 @@ def _wait_until_connected(sites: list[FederationSite]) -> None:
                 f"site(s) {', '.join(site.config.name for site in late)} did not connect within "
                 f"{_CONNECT_TIMEOUT:.0f} s (log: {late[0].settings.state_dir / 'supernode.log'})")
         time.sleep(0.5)
+
+
+def _wait_until_joined(server: FederationServer, sites: list[FederationSite], expected: int,
+                       outside: str) -> None:
+    """Wait until the SuperLink counts `expected` SuperNodes online: the demo's own and the outside one."""
+    deadline = time.monotonic() + _JOIN_TIMEOUT
+    while server.cli.online_nodes() < expected:
+        server.check_alive()
+        for site in sites:
+            site.supervise()
+        if time.monotonic() > deadline:
+            raise FlowerProcessError(f"the site {outside} did not join within {_JOIN_TIMEOUT:.0f} s; "
+                                     "start its SuperNode with `fedseg site --config` and that file")
+        time.sleep(_NODE_POLL_SECONDS)
 
 
 def _follow(server: FederationServer, sites: list[FederationSite], tail: EventTail,

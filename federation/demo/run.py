@@ -14,6 +14,7 @@ from federation.demo.settings import DemoSettings
 from federation.server_run import METRICS_NAME, model_of, read_metrics
 from segmentation.algorithm import SegmentationAlgorithm
 from segmentation.checkpoint import load_checkpoint
+from segmentation.errors import ConfigError
 from segmentation.events import Listener
 
 
@@ -24,6 +25,7 @@ def run_demo(
     on_event: EventCallback = lambda event: None,
     listeners: Sequence[Listener] = (),
     on_stage: Callable[[str], None] = lambda stage: None,
+    join_site: str | None = None,
 ) -> DemoReport:
     """Make (or reuse) the sites' data under out/data, run the federation under out/federation (with
     settings.he encrypted, with keys made once into out/federation/he), train the baselines when asked
@@ -31,7 +33,11 @@ def run_demo(
     report into `out`.
 
     on_event gets the server's events (per-site rows, checkpoints); listeners the baselines' events.
+    join_site (a modality of settings.sites) is left to an outside SuperNode (see run_federation).
     """
+    if join_site is not None and join_site not in settings.sites:
+        raise ConfigError(f"the joining site must be one of the demo's sites ({', '.join(settings.sites)}), "
+                          f"got {join_site}")
     seconds: dict[str, float] = {}
     started = time.monotonic()
     on_stage("making the sites' demo data (reused when present)")
@@ -41,7 +47,7 @@ def run_demo(
     started = time.monotonic()
     on_stage(f"federated run: a SuperLink and {len(datasets)} SuperNodes on 127.0.0.1 "
              f"(TLS{', homomorphically encrypted aggregation' if settings.he else ''})")
-    config = run_federation(out / "federation", settings, datasets, on_event)
+    config = run_federation(out / "federation", settings, datasets, on_event, join_site, on_stage)
     seconds["federated"] = time.monotonic() - started
     federated = load_checkpoint(final_model_file(out / "federation", config, datasets))
     models = {FEDERATED: SegmentationAlgorithm.from_checkpoint(federated)}

@@ -14,8 +14,11 @@ from federation.demo.baselines import CENTRALIZED, local_only_name
 from federation.demo.data import MARKER_NAME, site_data_spec, site_dataset
 from federation.demo.federated import (
     HE_KEYS,
+    JOIN_ANNOUNCEMENT,
+    announced_site_config,
     demo_he_keys,
     final_model_file,
+    run_federation,
     server_toml,
     site_event_file,
     site_model_file,
@@ -36,6 +39,7 @@ from federation.demo.report import (
 from federation.demo.run import run_demo
 from federation.demo.settings import DemoSettings
 from federation.he.context import SECRET_CONTEXT_NAME
+from federation.processes import FlowerProcessError
 from federation.server_run import model_of, save_global_model
 from federation.site_history import SiteRound
 from segmentation.algorithm import SegmentationAlgorithm
@@ -217,7 +221,7 @@ def test_the_final_model_is_the_servers_without_he_and_a_sites_decrypted_copy_wi
 
 
 def test_an_encrypted_demo_scores_the_sites_model_and_its_report_names_the_key(tmp_path, monkeypatch):
-    def federation_without_processes(folder, settings, datasets, on_event):
+    def federation_without_processes(folder, settings, datasets, on_event, *joining):
         """What an encrypted run leaves behind: the server's config and each site's decrypted model."""
         config = write_server_config(folder, settings, LABELS, demo_he_keys(folder))
         training, labels = model_of(config)
@@ -251,3 +255,132 @@ def test_the_he_option_turns_encryption_on(monkeypatch, capsys):
     monkeypatch.setattr(federation.demo, "run_demo", stop)
     assert main(["demo", "--sites", "ct", "--he"]) == 2 and main(["demo", "--sites", "ct"]) == 2
     assert asked == [True, False] and "stopped before running" in capsys.readouterr().err
+
+
+class FakeFederation:
+    """Stands in for the demo's Flower processes: records which sites were started; the SuperLink counts
+    them online, and with `outside_joins` also the announced outside site."""
+
+    def __init__(self, folder, outside_joins=True):
+        self.folder, self.outside_joins = folder, outside_joins
+        self.started, self.submitted = [], False
+        federation = self
+
+        class Cli:
+            def online_nodes(self):
+                outside = federation.outside_joins and (folder / JOIN_ANNOUNCEMENT).is_file()
+                return len(federation.started) + outside
+
+        class Server:
+            def __init__(self, config):
+                self.config, self.cli, self.state_dir = config, Cli(), config.run_dir / "flower"
+                self.events_path = config.run_dir / "events.jsonl"
+                self.tls = type("Tls", (), {"ca_certificate": folder / "ca.crt"})()
+
+            def start(self):
+                self.tls.ca_certificate.write_text("a certificate")
+
+            def submit(self):
+                federation.submitted = True
+                self.events_path.parent.mkdir(parents=True, exist_ok=True)
+                self.events_path.write_text(json.dumps({"kind": "finished"}) + "\n")
+
+            def check_alive(self):
+                pass
+
+            def status(self):
+                return "running"
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                pass
+
+        class Site:
+            def __init__(self, config, environment):
+                self.config = config
+
+            def start(self):
+                federation.started.append(self.config.name)
+
+            def connected(self):
+                return True
+
+            def supervise(self):
+                pass
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                pass
+
+        self.server, self.site = Server, Site
+
+
+@pytest.fixture
+def fake_federation(tmp_path, monkeypatch):
+    def install(outside_joins=True):
+        fake = FakeFederation(tmp_path / "federation", outside_joins)
+        monkeypatch.setattr("federation.demo.federated.FederationServer", fake.server)
+        monkeypatch.setattr("federation.demo.federated.FederationSite", fake.site)
+        monkeypatch.setattr("federation.demo.federated._NODE_POLL_SECONDS", 0.0)
+        return fake
+
+    datasets = {TINY.site_name(modality): site_dataset(tmp_path / "data" / modality,
+                                                       site_data_spec(TINY, modality))
+                for modality in TINY.sites}
+    return install, datasets
+
+
+def test_the_joining_site_is_announced_not_started_and_the_run_waits_for_it(tmp_path, fake_federation):
+    install, datasets = fake_federation
+    fake = install()
+    folder = tmp_path / "federation"
+    (folder / "sites").mkdir(parents=True)
+    (folder / JOIN_ANNOUNCEMENT).write_text('{"site_toml": "a previous demo\'s"}')
+    stages = []
+    run_federation(folder, TINY, datasets, join_site="mr-t1", on_stage=stages.append)
+    assert fake.started == ["CT Hospital"] and fake.submitted
+    announced = announced_site_config(folder)
+    assert announced == (folder / "mr-t1-site.toml").resolve()
+    site = load_site_config(announced)
+    assert (site.name, site.modality) == ("MR-T1 Clinic", "mr-t1")
+    assert site.data_dir == datasets["MR-T1 Clinic"].root
+    assert site.ca_certificate == folder / "ca.crt"
+    assert len(stages) == 1 and f"fedseg site --config {announced}" in stages[0] and "10 min" in stages[0]
+
+
+def test_without_a_joining_site_every_site_starts_and_nothing_is_announced(tmp_path, fake_federation):
+    install, datasets = fake_federation
+    fake = install()
+    run_federation(tmp_path / "federation", TINY, datasets)
+    assert fake.started == ["CT Hospital", "MR-T1 Clinic"] and fake.submitted
+    assert announced_site_config(tmp_path / "federation") is None
+
+
+def test_a_site_that_never_joins_stops_the_demo_with_its_site_toml(tmp_path, fake_federation, monkeypatch):
+    install, datasets = fake_federation
+    fake = install(outside_joins=False)
+    monkeypatch.setattr("federation.demo.federated._JOIN_TIMEOUT", 0.0)
+    with pytest.raises(FlowerProcessError, match=r"the site CT Hospital \(.*ct-site.toml\) did not join"):
+        run_federation(tmp_path / "federation", TINY, datasets, join_site="ct")
+    assert fake.started == ["MR-T1 Clinic"] and not fake.submitted
+
+
+def test_the_join_site_option_reaches_the_demo_and_must_be_one_of_its_sites(tmp_path, monkeypatch, capsys):
+    asked = []
+
+    def stop(out, settings, **options):
+        asked.append(options["join_site"])
+        raise ConfigError("stopped before running")
+
+    monkeypatch.setattr(federation.demo, "run_demo", stop)
+    assert main(["demo", "--sites", "ct,mr-t1", "--join-site", "ct"]) == 2 and asked == ["ct"]
+    capsys.readouterr()
+    monkeypatch.undo()
+    assert main(["demo", "--sites", "ct", "--join-site", "mr-t2", "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error == "fedseg: error: the joining site must be one of the demo's sites (ct), got mr-t2\n"
+    assert not (tmp_path / "data").exists()  # refused before any work
