@@ -18,6 +18,7 @@ DEMO_SIZE = 64
 CHEST_CT = "CTChest4.nrrd"
 CHEST_LABELS = "Segmentation.seg.nrrd"
 DEMO_ROUNDS = 3
+DEMO_JOIN_SITE = "ct"  # the demo site this workbench takes part as
 SERVER_JOB = "server"  # the job name of the server's events (federation.server_run)
 
 
@@ -66,15 +67,37 @@ def prepare_demo_workspace(root: Path, progress: Callable[[str], None] | None = 
 class DemoFederationJob(FedsegChild):
     """`fedseg demo`: a server and one site per demo modality on this computer, in the background.
 
-    Its own progress goes to OUT/demo.log; the server's events (every site's numbers per round) are
-    found under OUT once the server writes them.
+    With join_site (a modality) the demo starts every site but that one and waits for it to join from
+    outside: joining_site_config() names its site.toml once the demo announced it. Its own progress goes
+    to OUT/demo.log; the server's events (every site's numbers per round) are found under OUT once the
+    server writes them.
     """
 
-    def __init__(self, out: Path, rounds: int = DEMO_ROUNDS) -> None:
-        super().__init__(["demo", "--out", str(out), "--rounds", str(rounds)], out / "demo.log",
+    def __init__(self, out: Path, rounds: int = DEMO_ROUNDS, join_site: str | None = None) -> None:
+        joining = [] if join_site is None else ["--join-site", join_site]
+        super().__init__(["demo", "--out", str(out), "--rounds", str(rounds), *joining], out / "demo.log",
                          out / "demo-events.jsonl")
         self.out = out
         self.rounds = rounds
+        self.join_site = join_site
+
+    @property
+    def federation_dir(self) -> Path:
+        return self.out / "federation"
+
+    def start(self) -> None:
+        """Start the demo; a previous demo's announcement is removed first, so it is never taken for this
+        one's."""
+        from federation.demo.federated import JOIN_ANNOUNCEMENT
+
+        (self.federation_dir / JOIN_ANNOUNCEMENT).unlink(missing_ok=True)
+        super().start()
+
+    def joining_site_config(self) -> Path | None:
+        """The site.toml the demo left to this workbench, once it is announced (None before)."""
+        from federation.demo.federated import announced_site_config
+
+        return None if self.join_site is None else announced_site_config(self.federation_dir)
 
     def server_events(self) -> Path | None:
         """The events.jsonl under OUT whose job is the server's, once it exists."""

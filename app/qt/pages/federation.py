@@ -1,5 +1,6 @@
 """Federation (site admin): this site's settings, Test connection, Join and Leave (`fedseg site` in a
-child process), status and per-round progress, and the site process's log."""
+child process), status and per-round progress, and the site process's log. Start demo runs the local demo
+federation in the background and joins it as its CT site, so one person watches a whole federation."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from app.qt.dialogs import show_error
 from app.qt.widgets.common import Badge, Card, Page, PathField, button, combo, hint
 from app.qt.worker import run_in_background
 from app.services.child_process import EXIT_INTERRUPTED
-from app.services.demo import DemoFederationJob
+from app.services.demo import DEMO_JOIN_SITE, DemoFederationJob
 from app.services.federation_site import SiteForm, SiteJob, check_reachable, he_fingerprint, write_site_config
 from app.services.workbench import Workbench
 from segmentation.errors import ConfigError, FedSegError
@@ -47,6 +48,8 @@ class FederationPage(Page):
         self.job: SiteJob | None = None
         self.demo: DemoFederationJob | None = None
         self.following = False
+        self.demo_joined = False  # this workbench took the running demo's announced site
+        self.demo_site: SiteJob | None = None  # the site job to leave when the demo stops
         self.demo_timer = QTimer(self)
         self.demo_timer.setInterval(DEMO_POLL_MS)
         self.demo_timer.timeout.connect(self.poll_demo)
@@ -129,8 +132,9 @@ class FederationPage(Page):
 
     def _demo_card(self) -> Card:
         card = Card("Local demo federation")
-        self.demo_status = hint("A server and a CT, an MR T1 and an MR T2 site on this computer, training "
-                                "together in the background; watch every site's Dice on Metrics.")
+        self.demo_status = hint("A server and an MR T1 and an MR T2 site on this computer, with this "
+                                "workbench joining as the CT site: its rounds show below, every site's "
+                                "Dice on Metrics.")
         card.header.addWidget(self.demo_status, 1)
         self.demo_button = button("Start demo", "demo")
         self.demo_button.clicked.connect(self.toggle_demo)
@@ -236,27 +240,64 @@ class FederationPage(Page):
             show_error(self, "The site stopped", ConfigError(message))
 
     def toggle_demo(self) -> None:
-        """Start `fedseg demo` in the background, or stop the one running."""
+        """Start `fedseg demo --join-site ct` in the background, or leave and stop the one running."""
         if self.demo is not None and self.demo.running:
+            self._leave_demo()
             self.demo.request_stop()
             self.demo_status.setText("Stopping the demo federation…")
             return
-        self.demo = DemoFederationJob(self.workbench.settings.workspace_dir / "demo-federation")
+        if self.run.state.active:
+            busy = ConfigError("this site is in a federation already; leave it first")
+            show_error(self, "Could not start the demo federation", busy, "starting the demo")
+            return
+        self.demo = DemoFederationJob(self.workbench.settings.workspace_dir / "demo-federation",
+                                      join_site=DEMO_JOIN_SITE)
         try:
             self.demo.start()
         except OSError as error:
             show_error(self, "Could not start the demo federation", error, "starting the demo")
             return
-        self.following = False
+        self.following = self.demo_joined = False
         self.demo_button.setText(" Stop demo")
-        self.demo_status.setText("Starting a server and three sites (the first round takes a minute)…")
+        self.demo_status.setText("Starting a server and two sites; this workbench then joins as the CT site "
+                                 "(the first round takes a minute)…")
         self.demo_timer.start()
 
+    def join_demo(self, site_config: Path) -> None:
+        """Fill the form from the demo's site.toml for this workbench and Join with it, as a person would."""
+        from federation.config import load_site_config
+
+        self.demo_joined = True
+        try:
+            site = load_site_config(site_config)
+        except FedSegError as error:
+            show_error(self, "Could not join the demo federation", error, "reading the demo's site.toml")
+            return
+        self.name.setText(site.name)
+        self.modality.setCurrentIndex(self.modality.findData(site.modality))
+        self.data.set_path(site.data_dir)
+        self.address.setText(site.server_address)
+        self.port.setValue(site.clientappio_port)
+        self.ca.set_path(site.ca_certificate if site.tls_enabled else None)
+        self.node_key.set_path(site.node_private_key)
+        self.he.set_path(site.he_secret_context)
+        self.join()
+        self.demo_site = self.job
+
+    def _leave_demo(self) -> None:
+        """Leave the demo's federation once, if this site joined it and has not left since."""
+        if self.demo_site is not None and self.demo_site is self.job:
+            self.leave()
+        self.demo_site = None
+
     def poll_demo(self) -> None:
-        """Once the demo's server writes events, follow them on the Metrics page; report the end."""
+        """Join as the demo's announced site; once the demo's server writes events, follow them on the
+        Metrics page; report the end (and leave)."""
         demo = self.demo
         if demo is None:
             return
+        if not self.demo_joined and (site_config := demo.joining_site_config()) is not None:
+            self.join_demo(site_config)
         events = None if self.following else demo.server_events()
         if events is not None:
             self.following = True
@@ -267,6 +308,7 @@ class FederationPage(Page):
                 self.demo_status.setText(lines[-1][-160:])
             return
         self.demo_timer.stop()
+        self._leave_demo()
         self.demo_button.setText(" Start demo")
         if demo.exit_code in (0, EXIT_INTERRUPTED):
             self.demo_status.setText(f"The demo federation ended; its report is in {demo.out}")
