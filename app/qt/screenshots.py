@@ -2,9 +2,9 @@
 
 Uses a fresh workspace and settings file (the user's are untouched): the demo workspace, the real
 chest CT with its labels, a short real training run on the CT demo site, a segmentation of a held-out
-CT phantom with that model, and the local demo federation (`fedseg demo`, real Flower processes)
-for the federation and metrics pages. Takes about 10 minutes on 2 CPU cores. Runs offscreen unless
-QT_QPA_PLATFORM says otherwise.
+CT phantom with that model, and the local demo federation (`fedseg demo --join-site ct`, real Flower
+processes, which this workbench joins as its CT site) for the federation and metrics pages. Takes about
+10 minutes on 2 CPU cores. Runs offscreen unless QT_QPA_PLATFORM says otherwise.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def render_screenshots(out: Path, workspace: Path) -> list[Path]:
     shoot("viewer")
 
     federation = window.page("federation")
-    federation.toggle_demo()  # runs in the background while the other pages are shot
+    federation.toggle_demo()  # runs in the background while the other pages are shot; the page joins it
 
     demo = window.demo
     dataset = window.navigate("dataset")
@@ -112,9 +112,8 @@ def render_screenshots(out: Path, workspace: Path) -> list[Path]:
     shoot("inference")
 
     window.navigate("federation")
-    federation.name.setText("CT Hospital")
-    federation.data.set_path(demo.sites["ct"])
-    shoot("federation")
+    wait(lambda: len(federation.run.rows) >= 2 or not federation.demo_timer.isActive(), timeout=1800)
+    shoot("federation")  # this site joined, its first rounds in the table
 
     metrics = window.navigate("metrics")
     wait(lambda: not federation.demo_timer.isActive(), timeout=1800)

@@ -45,7 +45,9 @@ def run_demo(
     seconds["data"] = time.monotonic() - started
 
     started = time.monotonic()
-    on_stage(f"federated run: a SuperLink and {len(datasets)} SuperNodes on 127.0.0.1 "
+    started_here = len(datasets) - (join_site is not None)
+    joining = f", the {join_site} site joins from outside" if join_site is not None else ""
+    on_stage(f"federated run: a SuperLink and {started_here} SuperNode(s) on 127.0.0.1{joining} "
              f"(TLS{', homomorphically encrypted aggregation' if settings.he else ''})")
     config = run_federation(out / "federation", settings, datasets, on_event, join_site, on_stage)
     seconds["federated"] = time.monotonic() - started
