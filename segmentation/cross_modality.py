@@ -31,7 +31,7 @@ class CrossModalitySettings:
     """Data sizes and training budget of one experiment.
 
     The defaults (64-voxel phantoms, a 16-128 channel U-Net, 1,440 steps per model, half of each batch
-    augmented) show the paper's claim on every seed measured, in about 10 minutes on 2 CPU cores;
+    augmented) show the paper's claim on every seed measured, in about 7 minutes on 2 CPU cores;
     `quick()` trains 960 steps per model to fit 5 minutes (docs/augmentations.md has both).
     """
 
