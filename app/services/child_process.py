@@ -27,6 +27,7 @@ class FedsegChild:
         self.log_path = log_path
         self.events_path = events_path
         self.tail: EventTail | None = None
+        self.stop_requested = False  # the user asked it to stop: however it then ends, it was not a failure
         self._process: subprocess.Popen | None = None
 
     @property
@@ -59,6 +60,7 @@ class FedsegChild:
     def request_stop(self) -> None:
         """Ask the child to stop cleanly (it saves its state first)."""
         if self.running:
+            self.stop_requested = True
             if os.name == "posix":
                 self._process.send_signal(signal.SIGINT)  # type: ignore[union-attr]
             else:

@@ -94,6 +94,16 @@ def test_a_failing_child_reports_its_one_line_error(tmp_path):
     child._process.wait(60)
     assert child.exit_code == 2 and not child.running
     assert child.failure_message() == f"{tmp_path / 'missing.nii.gz'} does not exist"
+    assert not child.stop_requested  # a failure the user did not ask for: the page shows a dialog
+
+
+def test_a_child_stopped_while_starting_remembers_it_was_asked_to(tmp_path):
+    child = FedsegChild(["experiment", "cross-modality", "--out", str(tmp_path / "run")],
+                        tmp_path / "child.log", tmp_path / "events.jsonl")
+    child.start()
+    child.request_stop()  # SIGINT before the command has even imported its modules
+    child._process.wait(60)
+    assert child.stop_requested and child.exit_code not in (None, 0)
 
 
 def test_studies_load_with_metadata_and_msd_labels(tmp_path):

@@ -232,7 +232,7 @@ class FederationPage(Page):
         if self.job.running:
             return
         self.timer.stop()
-        if self.job.exit_code == 0:
+        if self.job.exit_code == 0 or self.job.stop_requested:  # Leave during start-up ends it unsaved
             self.run.set_state(SiteState.LEFT, "left the federation")
         else:
             message = self.job.failure_message()
