@@ -19,6 +19,12 @@ ERROR_PREFIX = "fedseg: error: "
 EXIT_INTERRUPTED = 130  # app.cli's exit status after Ctrl-C (SIGINT): the command saved and stopped
 
 
+def _hear_ctrl_c() -> None:
+    """In the child before exec: SIGINT back to its default, so a GUI started with SIGINT ignored (a
+    background job) can still stop its children the way it asks them to."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class FedsegChild:
     """`python -m app.cli ARGS...` with its log at `log_path` and its events followed at `events_path`."""
 
@@ -43,6 +49,7 @@ class FedsegChild:
             self._process = subprocess.Popen(
                 self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=environment, start_new_session=os.name == "posix",
+                preexec_fn=_hear_ctrl_c if os.name == "posix" else None,
             )
 
     def events(self) -> list[dict]:
