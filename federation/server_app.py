@@ -10,6 +10,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from federation.config import load_server_config
+from federation.prompt_grid import PromptGrid
 from federation.server_run import run_server
 from segmentation.errors import ConfigError
 
@@ -26,4 +27,5 @@ def main(grid: Grid, context: Context) -> None:
     path = context.run_config.get(SERVER_CONFIG_KEY)
     if not isinstance(path, str) or not path:
         raise ConfigError(f"the run config has no {SERVER_CONFIG_KEY!r}; start runs with `fedseg server`")
-    run_server(grid, load_server_config(path), resume=bool(context.run_config.get(RESUME_KEY, False)))
+    resume = bool(context.run_config.get(RESUME_KEY, False))
+    run_server(PromptGrid(grid), load_server_config(path), resume=resume)
