@@ -3,8 +3,8 @@
 Every child gets telemetry and update checks off, runtime dependency installation off (the app's code
 is this installed package; a site must never pip-install what a server sends), its own FLWR_HOME (so
 nothing lands in the user's ~/.flwr) and Flower's commands first on PATH (Flower starts
-flower-superexec, flwr-serverapp and flwr-clientapp by name): the venv's bin folder, or in a frozen
-desktop bundle its bin/ folder of launcher shims that re-enter the bundle's `fedseg` (installers/).
+flower-superexec, flwr-serverapp and flwr-clientapp by name): the venv's bin folder, or the folder of a
+frozen desktop bundle, whose executables named after Flower's commands run them (installers/).
 Long-running children get their own session, so a Ctrl-C in the terminal reaches FedSeg, which then
 stops them in order.
 """
@@ -32,6 +32,9 @@ FLOWER_ENVIRONMENT = {
     "FLWR_DISABLE_UPDATE_CHECK": "1",
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
     "PYTHONUNBUFFERED": "1",
+    # The SuperExec looks for a new ClientApp/ServerApp task every second by default: a short round
+    # would wait for it twice. A poll is one request to its own SuperNode/SuperLink on this machine.
+    "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2",
 }
 CONNECTION_NAME = "fedseg"  # the SuperLink connection the flwr CLI uses, in FLWR_HOME/config.toml
 _STOP_GRACE_SECONDS = 10.0
@@ -44,10 +47,9 @@ class FlowerProcessError(FedSegError):
 
 
 def flower_bin() -> Path:
-    """The folder of Flower's commands: next to this Python, or a frozen bundle's bin/ of launcher shims
-    (a bundle's sys.executable is its `fedseg`, which runs them as `fedseg _flower NAME`)."""
-    here = Path(sys.executable).parent
-    return here / "bin" if getattr(sys, "frozen", False) else here
+    """The folder of Flower's commands: next to this Python (a venv's bin/ or Scripts\\), or in a frozen
+    bundle next to its executable, where one executable per Flower command sits beside `fedseg`."""
+    return Path(sys.executable).parent
 
 
 def flower_environment(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -58,8 +60,8 @@ def flower_environment(flwr_home: Path, extra: Mapping[str, str] | None = None) 
 
 
 def flower_command(name: str) -> str:
-    """The path of a Flower command in flower_bin()."""
-    path = flower_bin() / name
+    """The path of a Flower command in flower_bin(): NAME.exe on Windows, NAME elsewhere."""
+    path = flower_bin() / (f"{name}.exe" if os.name == "nt" else name)
     if not path.exists():
         raise FlowerProcessError(f"{name} is not installed in {path.parent}; reinstall fedseg")
     return str(path)

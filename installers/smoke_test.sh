@@ -1,8 +1,9 @@
 #!/bin/sh
 # `make installer-test`: runs a built bundle as a new user on a machine without Python would: a fresh
 # temporary HOME, a bare environment (no venv, no PYTHONPATH, nothing of this checkout on PATH).
-# Checks --version, a one-round headless demo federation (real Flower processes started through the
-# bundle's bin/ shims), the GUI drawn offscreen and quitting, and the Linux desktop-entry installer.
+# Checks --version, a Flower-named executable, a one-round headless demo federation (real Flower processes
+# started through the bundle's Flower-named executables), the GUI drawn offscreen and quitting, and the
+# Linux desktop-entry installer.
 set -eu
 bundle=${1:-dist/fedseg}
 [ -x "$bundle/fedseg" ] || { echo "installer-test: no bundle at $bundle; build it with make installer" >&2; exit 1; }
@@ -14,6 +15,9 @@ bare() { (cd "$home" && env -i HOME="$home" PATH=/usr/bin:/bin LANG=C.UTF-8 QT_Q
 
 echo "== fedseg --version"
 bare "$bundle/fedseg" --version
+
+echo "== flwr --version (the bundle's executable named after Flower's command)"
+bare "$bundle/flwr" --version | grep '^Flower version: '
 
 echo "== fedseg demo --rounds 1 --local-epochs 1 --sites ct,mr-t1"
 bare "$bundle/fedseg" demo --rounds 1 --local-epochs 1 --sites ct,mr-t1 --out "$home/demo"

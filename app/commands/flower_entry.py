@@ -1,8 +1,9 @@
 """`fedseg _flower NAME ARGS...` (internal): run one of Flower's console scripts inside this process.
 
-A desktop bundle has no flower-superlink, flwr-clientapp... executables: Flower's console scripts
-are functions in the bundled flwr package. The bundle's bin/ shims call this command, which finds
-NAME in flwr's own entry points (its dist-info's console_scripts) and calls that function with ARGS.
+A desktop bundle has no Python console scripts: Flower's are functions in the bundled flwr package.
+The bundle's executables named after them (flwr-clientapp, flower-superexec...) run this command
+(installers/fedseg_main.py), which finds NAME in flwr's own entry points (its dist-info's
+console_scripts) and calls that function with ARGS.
 """
 
 from __future__ import annotations

@@ -10,12 +10,14 @@ import sys
 import time
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from federation import processes
 from federation.certificates import default_names, existing_or_new_tls_files, generate_tls_files
 from federation.processes import (
     FLOWER_ENVIRONMENT,
@@ -123,16 +125,26 @@ def test_a_flwr_command_against_no_superlink_fails_with_one_line(tmp_path):
     assert 'insecure = true' in (tmp_path / "home" / "config.toml").read_text()
 
 
-def test_a_frozen_bundle_runs_flower_through_the_shims_in_its_bin_folder(tmp_path, monkeypatch):
+def test_a_frozen_bundle_runs_flower_through_the_executables_beside_its_own(tmp_path, monkeypatch):
     bundle = tmp_path / "fedseg-bundle"
-    (bundle / "bin").mkdir(parents=True)
-    (bundle / "bin" / "flwr").write_text("#!/bin/sh\n")
+    bundle.mkdir()
+    (bundle / "flwr").write_bytes(b"\x7fELF")
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.setattr(sys, "executable", str(bundle / "fedseg"))
-    assert flower_command("flwr") == str(bundle / "bin" / "flwr")
-    assert flower_environment(tmp_path / "home")["PATH"].split(os.pathsep)[0] == str(bundle / "bin")
-    with pytest.raises(FlowerProcessError, match=r"flower-superlink is not installed in .*fedseg-bundle/bin"):
+    assert flower_command("flwr") == str(bundle / "flwr")
+    assert flower_environment(tmp_path / "home")["PATH"].split(os.pathsep)[0] == str(bundle)
+    with pytest.raises(FlowerProcessError, match=r"flower-superlink is not installed in .*fedseg-bundle;"):
         flower_command("flower-superlink")
+
+
+def test_on_windows_a_flower_command_is_its_exe(tmp_path, monkeypatch):
+    (tmp_path / "flwr-clientapp.exe").write_bytes(b"MZ")
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "fedseg.exe"))
+    with monkeypatch.context() as windows:
+        windows.setattr(processes, "os", SimpleNamespace(name="nt"))  # only its os.name; Path stays POSIX
+        assert flower_command("flwr-clientapp") == str(tmp_path / "flwr-clientapp.exe")
+    with pytest.raises(FlowerProcessError, match="flwr-clientapp is not installed"):
+        flower_command("flwr-clientapp")  # elsewhere the name has no suffix
 
 
 def test_outside_a_bundle_flower_commands_are_next_to_python(monkeypatch):
