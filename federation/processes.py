@@ -103,18 +103,27 @@ class ChildProcess:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def stop(self, grace: float = _STOP_GRACE_SECONDS) -> int:
-        """SIGTERM (Flower shuts down cleanly on it), SIGKILL after `grace` seconds; the exit status."""
+        """Ask the child to end (Flower shuts down cleanly on SIGTERM), kill it after `grace` seconds; the
+        exit status."""
         if self.alive():
-            self._signal(signal.SIGTERM)
+            self._end(kill=False)
             try:
                 return self.popen.wait(grace)
             except subprocess.TimeoutExpired:
                 pass
-        self._signal(signal.SIGKILL)
+        self._end(kill=True)
         return self.popen.wait()
 
-    def _signal(self, number: int) -> None:
-        """The child's whole session (it leads one), else just the child."""
+    def _end(self, kill: bool) -> None:
+        """POSIX: SIGTERM or SIGKILL to the child's whole session (it leads one), else to the child.
+        Windows has neither: CTRL_BREAK to the child's process group, or TerminateProcess."""
+        if os.name == "nt":
+            if kill:
+                self.popen.kill()
+            else:
+                self.popen.send_signal(signal.CTRL_BREAK_EVENT)
+            return
+        number = signal.SIGKILL if kill else signal.SIGTERM
         try:
             os.killpg(self.popen.pid, number)
         except (ProcessLookupError, PermissionError):
@@ -126,13 +135,15 @@ class ChildProcess:
 
 def start_child(name: str, command: Sequence[str], environment: Mapping[str, str], log_path: Path,
                 cwd: Path | None = None) -> ChildProcess:
-    """Start `command` in its own session with stdout and stderr appended to log_path."""
+    """Start `command` in its own session (Windows: process group) with stdout and stderr appended to
+    log_path."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         start = log.tell()
         popen = subprocess.Popen(
             list(command), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=dict(environment), cwd=cwd, start_new_session=True,
+            env=dict(environment), cwd=cwd, start_new_session=os.name == "posix",
+            creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),  # Windows: see _end
         )
     return ChildProcess(name, popen, log_path, start)
 
