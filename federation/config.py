@@ -170,6 +170,7 @@ class FederationSettings:
     round_timeout: float = 120.0
     local_epochs: int = 1
     augmentation: str = "gin"
+    augmentation_probability: float = 0.3
     share_site_metrics: bool = True
     min_valid_replies: int = 1
 
@@ -279,6 +280,7 @@ def _federation(document: _Document) -> FederationSettings:
         round_timeout=table.number("round_timeout", 120.0, above=True),
         local_epochs=table.integer("local_epochs", 1),
         augmentation=table.string("augmentation", "gin", _augmentations()),
+        augmentation_probability=table.number("augmentation_probability", 0.3, maximum=1.0),
         share_site_metrics=table.boolean("share_site_metrics", True),
         min_valid_replies=table.integer("min_valid_replies", 1),
     )

@@ -61,7 +61,8 @@ def model_of(config: ServerConfig) -> tuple[TrainingConfig, dict[int, str]]:
     network = NetworkConfig(out_channels=len(model.labels), channels=model.channels)
     training = TrainingConfig(
         network=network, preprocessing=Preprocessing(image_size=(model.image_size, model.image_size)),
-        augmentation=federation.augmentation, learning_rate=model.learning_rate,
+        augmentation=federation.augmentation, augmentation_probability=federation.augmentation_probability,
+        learning_rate=model.learning_rate,
         batch_size=model.batch_size, proximal_mu=federation.proximal_mu,
     )
     return training, dict(enumerate(model.labels))

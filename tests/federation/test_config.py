@@ -57,6 +57,7 @@ def test_server_template_loads_with_documented_defaults(tmp_path):
     assert (federation.rounds, federation.min_sites, federation.strategy, federation.augmentation) == (
         10, 2, "fedavg", "gin")
     assert federation.round_timeout == 120.0 and federation.share_site_metrics is True
+    assert federation.augmentation_probability == 0.3
     assert config.validation == ValidationLimits(max_num_examples=1e6, norm_outlier_k=5, norm_min_spread=0.5)
     assert config.tls.enabled and config.tls.generate
     assert config.site_public_keys == () and not config.he.enabled
@@ -125,6 +126,8 @@ def test_the_brief_example_message(tmp_path):
         ("fraction = 1.5", "[federation] fraction must be a number above 0 and at most 1, got 1.5"),
         ("round_timeout = -1", "[federation] round_timeout must be a number above 0, got -1"),
         ('augmentation = "gan"', "[federation] augmentation must be one of none, gin"),
+        ("augmentation_probability = 1.5",
+         "[federation] augmentation_probability must be a number at least 0 and at most 1, got 1.5"),
         ('share_site_metrics = "yes"', "[federation] share_site_metrics must be true or false, got 'yes'"),
         ("[server]\nfleet_port = 70000", "[server] fleet_port must be an integer from 1 to 65535, got 70000"),
         ("[server]\nserverappio_port = 9091", "[server] serverappio_port is not a known setting"),

@@ -151,6 +151,11 @@ def test_model_of_builds_what_server_toml_describes(tmp_path):
     assert (training.network.channels, training.network.out_channels) == ((8, 16), 2)
     assert training.preprocessing.image_size == (16, 16)
     assert (training.augmentation, training.batch_size) == ("none", 4)
+    path = write_config(tmp_path, rounds=1)
+    path.write_text(path.read_text().replace('augmentation = "none"', 'augmentation = "gin"\n'
+                                             "augmentation_probability = 1.0"))
+    training, _ = model_of(load_server_config(path))
+    assert (training.augmentation, training.augmentation_probability) == ("gin", 1.0)
 
 
 def test_the_server_app_needs_the_server_config_in_its_run_config():
