@@ -56,6 +56,7 @@ SITE_MODEL_NAME = "global-model.pt"  # the decrypted final global model, next to
 # The site's own memory across a run's messages (Context.state survives between ClientApp processes).
 _STATE_KEY = "fedseg-site"
 _SHARED_THROUGH = "shared-through-round"
+_OPTIMIZER_KEY = "fedseg-optimizer"  # the site's AdamW moments, kept from one round to the next
 
 app = ClientApp()
 
@@ -104,8 +105,12 @@ def _train(message: Message, context: Context, settings: SiteSettings, events: R
     global_model = named_weights(algorithm)
     # Count epochs across rounds: each round then draws new batches and augmentations.
     algorithm.epoch = (events.round - 1) * epochs
+    _restore_optimizer(algorithm, context)
     events.emit("started", epochs=epochs)
     result = train_round(algorithm, dataset, epochs, events)
+    context.state[_OPTIMIZER_KEY] = ArrayRecord(
+        {name: Array(array) for name, array in algorithm.optimizer_arrays().items()}
+    )
     content = RecordDict({"metrics": MetricRecord(_numbers(result.metrics))})
     if he is None:
         content["arrays"] = ArrayRecord({name: Array(array) for name, array in result.weights.items()})
@@ -152,6 +157,16 @@ def _received_model(
         arrays = decrypt_global(he, arrays, named_weights(algorithm))
     load_named_weights(algorithm, arrays)
     return algorithm, dataset, he
+
+
+def _restore_optimizer(algorithm: SegmentationAlgorithm, context: Context) -> None:
+    """Continue from the optimizer state of this site's previous round: with short rounds, AdamW's moments
+    started afresh every round would spend each round warming up (docs/federation.md)."""
+    record = context.state.array_records.get(_OPTIMIZER_KEY)
+    if record is not None and not algorithm.load_optimizer_arrays(
+        {name: array.numpy() for name, array in record.items()}
+    ):
+        logger.warning("the kept optimizer state does not fit the federation's model; starting afresh")
 
 
 def _share_history(config: ConfigRecord, context: Context, events: RoundEvents) -> None:

@@ -241,6 +241,35 @@ class SegmentationAlgorithm:
             for tensor, array in zip(state.values(), weights, strict=True):
                 tensor.copy_(torch.as_tensor(np.asarray(array)))
 
+    def optimizer_arrays(self) -> dict[str, np.ndarray]:
+        """AdamW's per-parameter state as named arrays ("<parameter index>/<slot>"), so a federated site
+        can keep its moments between rounds, which a fresh ClientApp process each round would lose."""
+        return {
+            f"{index}/{slot}": value.detach().to("cpu", copy=True).numpy()
+            for index, state in self.optimizer.state_dict()["state"].items()
+            for slot, value in state.items()
+        }
+
+    def load_optimizer_arrays(self, arrays: dict[str, np.ndarray]) -> bool:
+        """Restore optimizer_arrays(); False, changing nothing, when they do not fit this model's
+        parameters (another network, or none kept yet)."""
+        parameters = list(self.model.parameters())
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, array in arrays.items():
+            index, _, slot = key.partition("/")
+            if not index.isdigit() or int(index) >= len(parameters):
+                return False
+            state.setdefault(int(index), {})[slot] = torch.as_tensor(np.asarray(array))
+        moments_fit = all(
+            tuple(slots[name].shape) == tuple(parameters[index].shape)
+            for index, slots in state.items() for name in ("exp_avg", "exp_avg_sq") if name in slots
+        )
+        if not state or not moments_fit:
+            return False
+        stored = self.optimizer.state_dict()
+        self.optimizer.load_state_dict({"state": state, "param_groups": stored["param_groups"]})
+        return True
+
     def to_checkpoint(self, train_modality: str | None = None) -> Checkpoint:
         """Weights, optimizer state, history and every setting needed to use or resume the model."""
         modality = train_modality or ",".join(sorted(self.train_modalities)) or "unknown"

@@ -102,6 +102,21 @@ def test_the_site_event_file_follows_the_round(server_identity, site_dir, global
     assert {event["epoch"] for event in events if event["kind"] == "progress"} == {3}
 
 
+def test_the_site_keeps_its_optimizer_state_from_one_round_to_the_next(
+    server_identity, site_dir, global_weights, tmp_path
+):
+    site = context(site_dir, tmp_path / "events.jsonl")
+    steps = []
+    for server_round in (1, 2):
+        reply = client_app.app(instruction(MessageType.TRAIN, global_weights, server_round), site)
+        assert not reply.has_error()
+        kept = site.state.array_records["fedseg-optimizer"]
+        steps.append(float(kept["0/step"].numpy()))
+        assert kept["0/exp_avg"].numpy().shape == global_weights[next(iter(global_weights))].shape
+    assert steps[1] == 2 * steps[0] > 0  # round 2 went on counting from round 1's state
+    assert not any(name.startswith("fedseg-optimizer") for name in reply.content.array_records)
+
+
 def test_a_failing_site_answers_with_a_code_and_keeps_the_details(server_identity, global_weights, tmp_path):
     missing = tmp_path / "secret-patient-folder"
     missing.mkdir()

@@ -146,6 +146,25 @@ def test_weights_round_trip_as_copies_and_wrong_ones_are_refused(disks, tmp_path
     torch.testing.assert_close(_parameters(target), before)  # nothing was half-loaded
 
 
+def test_optimizer_state_travels_as_arrays_and_a_misfit_changes_nothing(disks, tmp_path):
+    trained = SegmentationAlgorithm(_config(tmp_path), LABELS, device="cpu")
+    trained.train(disks.training[:2], epochs=1)
+    arrays = trained.optimizer_arrays()
+    assert arrays and all(isinstance(array, np.ndarray) for array in arrays.values())
+    fresh = SegmentationAlgorithm(_config(tmp_path), LABELS, device="cpu")
+    assert fresh.load_optimizer_arrays(arrays)
+    for index, slots in trained.optimizer.state_dict()["state"].items():
+        for slot, value in slots.items():
+            torch.testing.assert_close(fresh.optimizer.state_dict()["state"][index][slot], value)
+
+    other = SegmentationAlgorithm(_config(tmp_path, network=NetworkConfig(out_channels=2, channels=(4, 8))),
+                                  LABELS, device="cpu")
+    assert not other.load_optimizer_arrays(arrays)
+    assert not other.load_optimizer_arrays({"no/such": np.zeros(1)})
+    assert not other.load_optimizer_arrays({})
+    assert other.optimizer.state_dict()["state"] == {}
+
+
 def test_fedprox_term_pulls_the_update_towards_the_starting_weights(disks, tmp_path):
     drifts = {}
     for mu in (0.0, 50.0):
