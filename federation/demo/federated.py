@@ -230,30 +230,42 @@ def run_federation(
 
 def _wait_until_connected(sites: list[FederationSite]) -> None:
     """Submit only when every site is in, so the first round does not time the sites' start-up."""
-    deadline = time.monotonic() + _CONNECT_TIMEOUT
-    while not all(site.connected() for site in sites):
-        for site in sites:
-            site.supervise()
-        if time.monotonic() > deadline:
-            late = [site for site in sites if not site.connected()]
-            raise FlowerProcessError(
-                f"site(s) {', '.join(site.config.name for site in late)} did not connect within "
-                f"{_CONNECT_TIMEOUT:.0f} s (log: {late[0].settings.state_dir / 'supernode.log'})")
-        time.sleep(0.5)
+    def late() -> str:
+        missing = [site for site in sites if not site.connected()]
+        return (f"site(s) {', '.join(site.config.name for site in missing)} did not connect within "
+                f"{_CONNECT_TIMEOUT:.0f} s (log: {missing[0].settings.state_dir / 'supernode.log'})")
+
+    _wait_until(lambda: all(site.connected() for site in sites), lambda: _supervise(sites),
+                _CONNECT_TIMEOUT, 0.5, late)
 
 
 def _wait_until_joined(server: FederationServer, sites: list[FederationSite], expected: int,
                        outside: str) -> None:
     """Wait until the SuperLink counts `expected` SuperNodes online: the demo's own and the outside one."""
-    deadline = time.monotonic() + _JOIN_TIMEOUT
-    while server.cli.online_nodes() < expected:
+    def supervise() -> None:
         server.check_alive()
-        for site in sites:
-            site.supervise()
+        _supervise(sites)
+
+    _wait_until(lambda: server.cli.online_nodes() >= expected, supervise, _JOIN_TIMEOUT, _NODE_POLL_SECONDS,
+                lambda: f"the site {outside} did not join within {_JOIN_TIMEOUT:.0f} s; start its SuperNode "
+                        "with `fedseg site --config` and that file")
+
+
+def _wait_until(ready: Callable[[], bool], supervise: Callable[[], None], timeout: float, poll: float,
+                failure: Callable[[], str]) -> None:
+    """Poll `ready` every `poll` seconds, supervising the processes in between; FlowerProcessError with
+    failure() after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        supervise()
         if time.monotonic() > deadline:
-            raise FlowerProcessError(f"the site {outside} did not join within {_JOIN_TIMEOUT:.0f} s; "
-                                     "start its SuperNode with `fedseg site --config` and that file")
-        time.sleep(_NODE_POLL_SECONDS)
+            raise FlowerProcessError(failure())
+        time.sleep(poll)
+
+
+def _supervise(sites: list[FederationSite]) -> None:
+    for site in sites:
+        site.supervise()
 
 
 def _follow(server: FederationServer, sites: list[FederationSite], tail: EventTail,
@@ -278,8 +290,7 @@ def _follow(server: FederationServer, sites: list[FederationSite], tail: EventTa
         if ended:  # Flower says the run is over, and its last events are read: it never finished
             raise FlowerProcessError(f"the demo run ended as {ended} (logs: {server.state_dir})")
         server.check_alive()
-        for site in sites:
-            site.supervise()
+        _supervise(sites)
         if time.monotonic() >= next_check:
             next_check = time.monotonic() + _STATUS_POLL_SECONDS
             status = server.status()
