@@ -77,6 +77,7 @@ min_sites = {len(settings.sites)}
 round_timeout = {settings.round_timeout}
 local_epochs = {settings.local_epochs}
 augmentation = "gin"
+augmentation_probability = {settings.augmentation_probability}
 
 [model]
 labels = {names}

@@ -74,6 +74,7 @@ def test_the_written_server_and_site_files_are_valid_and_use_tls(tmp_path):
     federation = server.federation
     assert (federation.rounds, federation.min_sites, federation.local_epochs) == (2, 2, 1)
     assert (federation.strategy, federation.augmentation) == ("fedavg", "gin")
+    assert federation.augmentation_probability == TINY.augmentation_probability == 1.0
     assert server.model.labels == ("background", "liver") and server.model.channels == (8, 16)
 
     dataset = site_dataset(tmp_path / "data", site_data_spec(TINY, "mr-t1"))
