@@ -94,7 +94,8 @@ def line_chart(
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title)
-    axes.legend(frameon=False, fontsize=8)
+    if series:  # an empty chart (no rounds recorded yet) has nothing to name
+        axes.legend(frameon=False, fontsize=8)
     axes.grid(alpha=0.3)
     axes.spines[["top", "right"]].set_visible(False)
     figure.tight_layout()
