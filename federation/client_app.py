@@ -1,210 +1,59 @@
-"""The site's Flower ClientApp: train and evaluate the federation's model on the site's own data.
+"""The site's Flower ClientApp: hands each train or evaluate message to the site's own work.
 
-Each message runs in a fresh ClientApp process started by the site's SuperNode; the site's settings
-come from the SuperNode's --node-config (federation.task.SiteSettings). Only arrays and numbers leave
-the site, plus its display name: a failure is answered with a SiteErrorCode and never with its
-exception text, which goes to the site's event file and log instead.
-
-With homomorphic encryption (site.toml [he]) the site decrypts the global model, checks its own update
-and sends it pre-weighted and encrypted (federation.he.site); after the final evaluation it keeps the
-decrypted global model as global-model.pt next to its event file, since the server only holds it
-encrypted.
+Flower starts this app in a fresh process for every message. With a site worker (federation.site_worker,
+which `fedseg site` starts and names in the SuperNode's node config) the app only forwards the message's
+records to it, so this process never imports PyTorch; without one (tests, a SuperNode started by hand)
+it does the work itself (federation.site_work). Either way only arrays and numbers leave the site, plus
+its display name, and a failure is answered with a code (federation.site_errors), never with its text.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import replace
+from multiprocessing import AuthenticationError
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
 
-from federation.he.context import HeContext
-from federation.he.records import FINGERPRINT_KEY, MAX_MAGNITUDE_KEY, is_encrypted, to_array_record
-from federation.he.site import decrypt_global, encrypt_update, site_context
-from federation.server_run import save_global_model
-from federation.site_history import SITE_NAME_KEY
-from federation.task import (
-    CONFIG_KEY,
-    LOCAL_EPOCHS_KEY,
-    MODEL_KEY,
-    NUM_EXAMPLES,
-    SHARED_HISTORY_KEY,
-    RoundEvents,
-    SiteErrorCode,
-    SiteRoundError,
-    SiteSettings,
-    check_labels,
-    emit_shared_history,
-    error_code,
-    evaluate_round,
-    load_named_weights,
-    model_from_json,
-    named_weights,
-    train_round,
-    validation_cases,
-)
-from segmentation.algorithm import SegmentationAlgorithm
-from segmentation.datalist import DatasetIndex, load_dataset
-from segmentation.errors import FedSegError
+from federation.site_errors import SiteErrorCode
+from federation.site_worker import NODE_WORKER_ADDRESS, NODE_WORKER_KEY, SiteAnswer, ask_worker
 
 logger = logging.getLogger(__name__)
 
-SITE_RECORD_KEY = "site"
-SITE_MODEL_NAME = "global-model.pt"  # the decrypted final global model, next to the event file (HE only)
-# The site's own memory across a run's messages (Context.state survives between ClientApp processes).
-_STATE_KEY = "fedseg-site"
-_SHARED_THROUGH = "shared-through-round"
-_OPTIMIZER_KEY = "fedseg-optimizer"  # the site's AdamW moments, kept from one round to the next
-
 app = ClientApp()
-
-Handler = Callable[[Message, Context, SiteSettings, RoundEvents], RecordDict]
 
 
 @app.train()
 def train(message: Message, context: Context) -> Message:
     """Score the global model, train it locally, score it again; reply with the new weights."""
-    return _answer(message, context, _train)
+    return _reply(message, context, _answer("train", message, context))
 
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
     """Score the global model on the site's validation cases."""
-    return _answer(message, context, _evaluate)
+    return _reply(message, context, _answer("evaluate", message, context))
 
 
-def _answer(message: Message, context: Context, handler: Handler) -> Message:
-    """Run a handler and reply with its records and the site's name, or with an error code only."""
+def _answer(kind: str, message: Message, context: Context) -> SiteAnswer:
+    address = context.node_config.get(NODE_WORKER_ADDRESS)
+    if not address:
+        from federation.site_work import answer
+
+        return answer(kind, message.content, context.node_config, context.state)
     try:
-        settings = SiteSettings.from_node_config(context.node_config)
-        events = RoundEvents(settings.event_file, _server_round(message))
-    except Exception as error:  # noqa: BLE001 - whatever went wrong stays at the site
-        logger.exception("the site's settings are unusable")
-        return _error_reply(message, error)
-    with events:
-        try:
-            content = handler(message, context, settings, events)
-        except Exception as error:  # noqa: BLE001 - whatever went wrong stays at the site
-            code = error_code(error)
-            events.emit("error", code=int(code), message=_describe(error))
-            logger.exception("round %s failed at this site (code %d)", events.round, code)
-            return _error_reply(message, error)
-    site = content.config_records.get(SITE_RECORD_KEY, ConfigRecord())
-    site[SITE_NAME_KEY] = settings.name
-    content[SITE_RECORD_KEY] = site
-    return Message(content, reply_to=message)
+        return ask_worker(str(address), str(context.node_config.get(NODE_WORKER_KEY, "")), kind,
+                          message.content, dict(context.node_config), context.state)
+    except (OSError, EOFError, ValueError, AuthenticationError) as error:
+        logger.error("the site worker at %s did not answer: %s", address, error)
+        return SiteAnswer(context.state, error=(int(SiteErrorCode.FAILED), SiteErrorCode.FAILED.name.lower()))
 
 
-def _train(message: Message, context: Context, settings: SiteSettings, events: RoundEvents) -> RecordDict:
-    config = _config(message)
-    _share_history(config, context, events)
-    epochs = int(config.get(LOCAL_EPOCHS_KEY, 1))
-    algorithm, dataset, he = _received_model(message, config, settings)
-    global_model = named_weights(algorithm)
-    # Count epochs across rounds: each round then draws new batches and augmentations.
-    algorithm.epoch = (events.round - 1) * epochs
-    _restore_optimizer(algorithm, context)
-    events.emit("started", epochs=epochs)
-    result = train_round(algorithm, dataset, epochs, events)
-    context.state[_OPTIMIZER_KEY] = ArrayRecord(
-        {name: Array(array) for name, array in algorithm.optimizer_arrays().items()}
-    )
-    content = RecordDict({"metrics": MetricRecord(_numbers(result.metrics))})
-    if he is None:
-        content["arrays"] = ArrayRecord({name: Array(array) for name, array in result.weights.items()})
-    else:
-        share = float(config.get(MAX_MAGNITUDE_KEY, he.capacity))
-        encrypted = encrypt_update(he, result.weights, global_model, int(result.metrics[NUM_EXAMPLES]), share)
-        content["arrays"] = to_array_record(encrypted)
-        content[SITE_RECORD_KEY] = ConfigRecord({FINGERPRINT_KEY: he.fingerprint})
-    events.emit("finished", metrics=result.metrics)
-    return content
-
-
-def _evaluate(message: Message, context: Context, settings: SiteSettings, events: RoundEvents) -> RecordDict:
-    config = _config(message)
-    _share_history(config, context, events)
-    algorithm, dataset, he = _received_model(message, config, settings)
-    metrics = evaluate_round(algorithm, validation_cases(dataset))
-    events.emit("evaluation", model="global", phase="evaluate", metrics=metrics)
-    if he is not None:  # only the sites can read the final global model: keep it
-        save_global_model(settings.event_file.parent / SITE_MODEL_NAME, algorithm.config, algorithm.labels,
-                          named_weights(algorithm), events.round, int(config.get(LOCAL_EPOCHS_KEY, 1)))
-    return RecordDict({"metrics": MetricRecord(_numbers(metrics))})
-
-
-def _received_model(
-    message: Message, config: ConfigRecord, settings: SiteSettings
-) -> tuple[SegmentationAlgorithm, DatasetIndex, HeContext | None]:
-    """The federation's model with the message's global weights (decrypted with HE), the site's dataset
-    and, when the federation encrypts, the site's HE context (checked against the federation's key)."""
-    if MODEL_KEY not in config or len(message.content.array_records) != 1:
-        raise SiteRoundError(SiteErrorCode.MODEL, "the message carries no model description or no weights")
-    fingerprint = config.get(FINGERPRINT_KEY)
-    he = site_context(settings.he_secret_context, fingerprint if isinstance(fingerprint, str) else None)
-    training, labels = model_from_json(str(config[MODEL_KEY]))
-    training = replace(training, proximal_mu=float(config.get("proximal-mu", 0.0)))
-    dataset = load_dataset(settings.data_dir)
-    check_labels(dataset, labels)
-    algorithm = SegmentationAlgorithm(training, labels)
-    record = next(iter(message.content.array_records.values()))
-    arrays = {name: array.numpy() for name, array in record.items()}
-    if is_encrypted(arrays):
-        if he is None:
-            raise SiteRoundError(SiteErrorCode.MODEL, "the global model is encrypted, but with no key named")
-        arrays = decrypt_global(he, arrays, named_weights(algorithm))
-    load_named_weights(algorithm, arrays)
-    return algorithm, dataset, he
-
-
-def _restore_optimizer(algorithm: SegmentationAlgorithm, context: Context) -> None:
-    """Continue from the optimizer state of this site's previous round: with short rounds, AdamW's moments
-    started afresh every round would spend each round warming up (docs/federation.md)."""
-    record = context.state.array_records.get(_OPTIMIZER_KEY)
-    if record is not None and not algorithm.load_optimizer_arrays(
-        {name: array.numpy() for name, array in record.items()}
-    ):
-        logger.warning("the kept optimizer state does not fit the federation's model; starting afresh")
-
-
-def _share_history(config: ConfigRecord, context: Context, events: RoundEvents) -> None:
-    """Write the server's per-site history into the event file, each record once per run."""
-    if SHARED_HISTORY_KEY not in config:
-        return
-    state = context.state.config_records.get(_STATE_KEY, ConfigRecord({_SHARED_THROUGH: 0}))
-    state[_SHARED_THROUGH] = emit_shared_history(events, str(config[SHARED_HISTORY_KEY]),
-                                                 int(state[_SHARED_THROUGH]))
-    context.state[_STATE_KEY] = state
-
-
-def _config(message: Message) -> ConfigRecord:
-    return message.content.config_records.get(CONFIG_KEY, ConfigRecord())
-
-
-def _server_round(message: Message) -> int:
-    """The round the message belongs to (0 when the server did not say)."""
-    config = message.content.config_records.get(CONFIG_KEY) if message.has_content() else None
-    value = config.get("server-round", 0) if config is not None else 0
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _numbers(metrics: dict[str, float]) -> dict[str, int | float]:
-    """Plain Python numbers for a MetricRecord (integers stay integers)."""
-    return {key: value if isinstance(value, int) else float(value) for key, value in metrics.items()}
-
-
-def _describe(error: BaseException) -> str:
-    """One line for the site's own event file (never sent): typed errors read as they are."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return text if isinstance(error, FedSegError) else f"{type(error).__name__}: {text}"
-
-
-def _error_reply(message: Message, error: BaseException) -> Message:
-    """An error reply with the code and the code's name, plus the message only when it is shareable."""
-    code = error_code(error)
-    reason = code.name.lower()
-    if isinstance(error, SiteRoundError) and error.shareable:
-        reason += f": {error}"
-    return Message(Error(code=int(code), reason=reason), reply_to=message)
+def _reply(message: Message, context: Context, answer: SiteAnswer) -> Message:
+    """The reply to the server; the site's state (kept by the SuperNode between messages) is updated."""
+    if answer.state is not context.state:
+        for key in list(answer.state):
+            context.state[key] = answer.state[key]
+    if answer.error is not None:
+        return Message(Error(code=answer.error[0], reason=answer.error[1]), reply_to=message)
+    return Message(answer.content, reply_to=message)

@@ -3,12 +3,17 @@
 FederationServer: a SuperLink for server.toml (TLS with the given certificates or ones generated into
 the run folder, a database file so its state survives restarts, SuperNode authentication when sites'
 keys are listed) and the run submitted to it. FederationSite: a site's SuperNode with the site's node
-config, restarted when it exits after having been connected (e.g. the server lost its database).
+config, restarted when it exits after having been connected (e.g. the server lost its database), and the
+site worker that does the site's training for its ClientApps.
 The demo and the end-to-end tests use the same classes as the commands.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import secrets
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,16 +27,22 @@ from federation.processes import (
     FlowerProcessError,
     SuperLinkSettings,
     SuperNodeSettings,
+    free_port,
     last_error_line,
+    start_child,
     start_superlink,
     start_supernode,
+    wait_until_listening,
 )
 from federation.server_app import RESUME_KEY, SERVER_CONFIG_KEY
 from federation.server_run import EVENTS_NAME
+from federation.site_worker import KEY_ENVIRONMENT, NODE_WORKER_ADDRESS, NODE_WORKER_KEY
 from federation.task import SiteSettings
 from segmentation.errors import ConfigError
 from segmentation.events import EventTail  # noqa: F401  (re-exported: the CLI and demo follow runs with it)
 from segmentation.training import CHECKPOINT_NAME
+
+logger = logging.getLogger(__name__)
 
 APP_NAME = "fedseg-federation"
 # The Flower app project `flwr run` bundles: only this pyproject, the code is the installed package.
@@ -156,7 +167,8 @@ class FederationServer:
 
 
 class FederationSite:
-    """A site's SuperNode for a site.toml; supervise() restarts it after a lost connection."""
+    """A site's SuperNode for a site.toml and the site worker its ClientApps hand their work to
+    (federation.site_worker); supervise() restarts either when it ends."""
 
     def __init__(self, config: SiteConfig, environment: Mapping[str, str] | None = None,
                  restart_delay: float = 5.0) -> None:
@@ -165,18 +177,36 @@ class FederationSite:
         self.restart_delay = restart_delay
         site = SiteSettings(config.name, config.modality, config.data_dir, config.event_file,
                             config.he_secret_context)
+        # Made per start: the worker's port and key reach the ClientApps through the node config.
+        self.worker_port, self.worker_key = free_port(), secrets.token_hex(32)
+        worker = {NODE_WORKER_ADDRESS: f"127.0.0.1:{self.worker_port}", NODE_WORKER_KEY: self.worker_key}
         self.settings = SuperNodeSettings(
             superlink=config.server_address, runtime_port=config.clientappio_port,
-            node_config=site.to_node_config(), state_dir=config.event_file.parent / "supernode",
+            node_config={**site.to_node_config(), **worker}, state_dir=config.event_file.parent / "supernode",
             ca_certificate=config.ca_certificate if config.tls_enabled else None,
             private_key=config.node_private_key,
         )
         self.supernode: ChildProcess | None = None
+        self.worker: ChildProcess | None = None
         self.restarts = 0
 
     def start(self) -> ChildProcess:
+        """Start the worker (unless it runs), then the SuperNode."""
+        if self.worker is None or not self.worker.alive():
+            self.worker = self._start_worker()
         self.supernode = start_supernode(self.settings, self.environment)
         return self.supernode
+
+    def _start_worker(self) -> ChildProcess:
+        """`fedseg _site-worker` (sys.executable is `fedseg` itself in a desktop bundle, which accepts
+        this form too), with the key in its environment; returns once it listens."""
+        command = [sys.executable, "-m", "app.cli", "_site-worker", "--port", str(self.worker_port),
+                   "--parent-pid", str(os.getpid())]
+        environment = {**os.environ, **self.environment, KEY_ENVIRONMENT: self.worker_key,
+                       "PYTHONUNBUFFERED": "1"}
+        worker = start_child("site worker", command, environment, self.settings.state_dir / "site-worker.log")
+        wait_until_listening(worker, "127.0.0.1", self.worker_port)
+        return worker
 
     def connected(self) -> bool:
         """Whether the current SuperNode was accepted by the SuperLink at some point."""
@@ -189,6 +219,9 @@ class FederationSite:
         no longer knows it (a server restarted without its database) or refuses it (an unregistered
         key, a wrong CA). The first case is healed by starting again, the second needs the operator.
         """
+        if self.worker is not None and not self.worker.alive():
+            logger.warning("the site worker ended (%s); starting it again", self.worker.log_tail(1))
+            self.worker = self._start_worker()  # same port and key: the node config stays right
         if self.supernode is None or self.supernode.alive():
             return
         if not self.connected():
@@ -203,9 +236,10 @@ class FederationSite:
         self.start()
 
     def stop(self) -> None:
-        if self.supernode is not None:
-            self.supernode.stop()
-            self.supernode = None
+        for process in (self.supernode, self.worker):
+            if process is not None:
+                process.stop()
+        self.supernode = self.worker = None
 
     def __enter__(self) -> FederationSite:
         return self

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from federation.site_errors import SiteErrorCode
 from segmentation.errors import CheckpointError, ConfigError, FedSegError
 from segmentation.events import EventWriter
 from segmentation.network import NetworkConfig
@@ -46,18 +46,6 @@ NODE_MODALITY = "modality"
 NODE_DATA_DIR = "data-dir"
 NODE_EVENT_FILE = "event-file"
 NODE_HE_SECRET_CONTEXT = "he-secret-context"  # only when the site encrypts (site.toml [he] enabled)
-
-
-class SiteErrorCode(IntEnum):
-    """What a failing site tells the server instead of its exception text (Flower uses codes 0-8)."""
-
-    FAILED = 100  # anything unexpected; the details are in the site's own event file
-    SETTINGS = 101  # the SuperNode's node config is incomplete or wrong
-    DATA = 102  # the site's dataset is missing, unreadable or has no labelled training cases
-    MODEL = 103  # the federation's model does not fit this site (labels, shapes)
-    NO_VALIDATION = 104  # asked to evaluate, but the site has no labelled validation cases
-    HE_KEY = 105  # the site's HE key differs from the federation's, or only one side encrypts
-    UNSAFE_UPDATE = 106  # the site's update failed its own check before encryption
 
 
 class SiteRoundError(FedSegError):

@@ -26,7 +26,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from federation.client_app import SITE_MODEL_NAME
 from federation.config import ServerConfig, load_server_config, load_site_config
 from federation.demo.settings import DemoSettings
 from federation.he.context import (
@@ -40,6 +39,7 @@ from federation.he.context import (
 )
 from federation.launch import FINISHED, EventTail, FederationServer, FederationSite
 from federation.processes import FlowerProcessError, free_port
+from federation.site_work import SITE_MODEL_NAME
 from federation.validation import ACCEPTED
 from segmentation.atomic import write_text_atomic
 from segmentation.datalist import DatasetIndex

@@ -23,7 +23,6 @@ from site_data import server_toml, write_disk_site
 from test_server_app import LocalGrid
 
 from app.cli import main
-from federation.client_app import SITE_MODEL_NAME
 from federation.config import FederationSettings, load_server_config, load_site_config
 from federation.he.aggregation import (
     CiphertextError,
@@ -59,6 +58,7 @@ from federation.he.records import (
     to_arrays,
 )
 from federation.server_run import METRICS_NAME, model_of, read_metrics, run_server
+from federation.site_work import SITE_MODEL_NAME
 from federation.strategy import build_strategy
 from federation.task import SiteSettings, named_weights
 from federation.validation import ACCEPTED, MALFORMED, ValidationLimits

@@ -40,24 +40,35 @@ def fake_supernodes(monkeypatch, outputs: list[str]):
     return started
 
 
-def test_a_site_that_was_connected_is_started_again(tmp_path, monkeypatch):
-    started = fake_supernodes(monkeypatch, ["INFO: SuperNode ID: 42", "INFO: SuperNode ID: 43"])
-    site = FederationSite(site_config(tmp_path), restart_delay=0)
-    site.start()
-    assert site.connected()
-    site.supervise()
-    assert site.restarts == 1 and len(started) == 2
-    node_config = started[0].node_config
-    assert node_config["site-name"] == "CT Hospital" and node_config["event-file"].endswith("events.jsonl")
-    assert started[0].ca_certificate == tmp_path / "ca.crt"
+def test_a_site_that_was_connected_is_started_again_and_so_is_its_worker(tmp_path, monkeypatch):
+    started = fake_supernodes(monkeypatch, [f"INFO: SuperNode ID: {n}" for n in (42, 43, 44)])
+    with FederationSite(site_config(tmp_path), restart_delay=0) as site:
+        site.start()
+        assert site.connected()
+        site.supervise()
+        assert site.restarts == 1 and len(started) == 2
+        node_config = started[0].node_config
+        assert node_config["site-name"] == "CT Hospital"
+        assert node_config["event-file"].endswith("events.jsonl")
+        assert started[0].ca_certificate == tmp_path / "ca.crt"
+        # The ClientApps find the site worker through the node config; a worker that ends comes back.
+        assert node_config["site-worker"] == f"127.0.0.1:{site.worker_port}"
+        assert len(bytes.fromhex(node_config["site-worker-key"])) == 32
+        first = site.worker
+        first.popen.kill()
+        first.popen.wait()
+        site.supervise()
+        assert site.worker is not first and site.worker.alive()
+        worker = site.worker
+    assert not worker.alive()  # leaving the site stops its worker too
 
 
 def test_a_site_that_never_got_in_stops_with_the_reason(tmp_path, monkeypatch):
     fake_supernodes(monkeypatch, ["ERROR: Failed to initialize the connection to the SuperLink."])
-    site = FederationSite(site_config(tmp_path), restart_delay=0)
-    site.start()
-    with pytest.raises(FlowerProcessError, match="could not join 127.0.0.1:9092: ERROR: Failed to init"):
-        site.supervise()
+    with FederationSite(site_config(tmp_path), restart_delay=0) as site:
+        site.start()
+        with pytest.raises(FlowerProcessError, match="could not join 127.0.0.1:9092: ERROR: Failed to init"):
+            site.supervise()
 
 
 def test_the_event_tail_returns_complete_new_lines_only(tmp_path):

@@ -1,0 +1,202 @@
+"""What a site does with a round's message: train or evaluate the federation's model on its own data.
+
+Flower-free apart from its record types, so that it runs either in the ClientApp's process or in the
+site worker (federation.site_worker), which keeps PyTorch and MONAI loaded between rounds. Only arrays
+and numbers leave the site, plus its display name: a failure is answered with a SiteErrorCode and never
+with its exception text, which goes to the site's event file and log instead.
+
+With homomorphic encryption (site.toml [he]) the site decrypts the global model, checks its own update
+and sends it pre-weighted and encrypted (federation.he.site); after the final evaluation it keeps the
+decrypted global model as global-model.pt next to its event file, since the server only holds it
+encrypted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from federation.he.context import HeContext
+from federation.he.records import FINGERPRINT_KEY, MAX_MAGNITUDE_KEY, is_encrypted, to_array_record
+from federation.he.site import decrypt_global, encrypt_update, site_context
+from federation.server_run import save_global_model
+from federation.site_history import SITE_NAME_KEY
+from federation.site_worker import SiteAnswer
+from federation.task import (
+    CONFIG_KEY,
+    LOCAL_EPOCHS_KEY,
+    MODEL_KEY,
+    NUM_EXAMPLES,
+    SHARED_HISTORY_KEY,
+    RoundEvents,
+    SiteErrorCode,
+    SiteRoundError,
+    SiteSettings,
+    check_labels,
+    emit_shared_history,
+    error_code,
+    evaluate_round,
+    load_named_weights,
+    model_from_json,
+    named_weights,
+    train_round,
+    validation_cases,
+)
+from segmentation.algorithm import SegmentationAlgorithm
+from segmentation.datalist import DatasetIndex, load_dataset
+from segmentation.errors import FedSegError
+
+logger = logging.getLogger(__name__)
+
+TRAIN = "train"
+EVALUATE = "evaluate"
+SITE_RECORD_KEY = "site"
+SITE_MODEL_NAME = "global-model.pt"  # the decrypted final global model, next to the event file (HE only)
+# The site's own memory across a run's messages (Context.state survives between ClientApp processes).
+_STATE_KEY = "fedseg-site"
+_SHARED_THROUGH = "shared-through-round"
+_OPTIMIZER_KEY = "fedseg-optimizer"  # the site's AdamW moments, kept from one round to the next
+
+
+Handler = Callable[[RecordDict, RecordDict, SiteSettings, RoundEvents], RecordDict]
+
+
+def answer(kind: str, content: RecordDict, node_config: Mapping[str, Any], state: RecordDict) -> SiteAnswer:
+    """Run the train or evaluate handler on a message's content with the site's node config and state."""
+    handler: Handler = _train if kind == TRAIN else _evaluate
+    try:
+        settings = SiteSettings.from_node_config(dict(node_config))
+        events = RoundEvents(settings.event_file, _server_round(content))
+    except Exception as error:  # noqa: BLE001 - whatever went wrong stays at the site
+        logger.exception("the site's settings are unusable")
+        return SiteAnswer(state, error=_error(error))
+    with events:
+        try:
+            reply = handler(content, state, settings, events)
+        except Exception as error:  # noqa: BLE001 - whatever went wrong stays at the site
+            code = error_code(error)
+            events.emit("error", code=int(code), message=_describe(error))
+            logger.exception("round %s failed at this site (code %d)", events.round, code)
+            return SiteAnswer(state, error=_error(error))
+    site = reply.config_records.get(SITE_RECORD_KEY, ConfigRecord())
+    site[SITE_NAME_KEY] = settings.name
+    reply[SITE_RECORD_KEY] = site
+    return SiteAnswer(state, content=reply)
+
+
+def _train(content: RecordDict, state: RecordDict, settings: SiteSettings, events: RoundEvents) -> RecordDict:
+    config = _config(content)
+    _share_history(config, state, events)
+    epochs = int(config.get(LOCAL_EPOCHS_KEY, 1))
+    algorithm, dataset, he = _received_model(content, config, settings)
+    global_model = named_weights(algorithm)
+    # Count epochs across rounds: each round then draws new batches and augmentations.
+    algorithm.epoch = (events.round - 1) * epochs
+    _restore_optimizer(algorithm, state)
+    events.emit("started", epochs=epochs)
+    result = train_round(algorithm, dataset, epochs, events)
+    state[_OPTIMIZER_KEY] = ArrayRecord(
+        {name: Array(array) for name, array in algorithm.optimizer_arrays().items()}
+    )
+    reply = RecordDict({"metrics": MetricRecord(_numbers(result.metrics))})
+    if he is None:
+        reply["arrays"] = ArrayRecord({name: Array(array) for name, array in result.weights.items()})
+    else:
+        share = float(config.get(MAX_MAGNITUDE_KEY, he.capacity))
+        encrypted = encrypt_update(he, result.weights, global_model, int(result.metrics[NUM_EXAMPLES]), share)
+        reply["arrays"] = to_array_record(encrypted)
+        reply[SITE_RECORD_KEY] = ConfigRecord({FINGERPRINT_KEY: he.fingerprint})
+    events.emit("finished", metrics=result.metrics)
+    return reply
+
+
+def _evaluate(
+    content: RecordDict, state: RecordDict, settings: SiteSettings, events: RoundEvents
+) -> RecordDict:
+    config = _config(content)
+    _share_history(config, state, events)
+    algorithm, dataset, he = _received_model(content, config, settings)
+    metrics = evaluate_round(algorithm, validation_cases(dataset))
+    events.emit("evaluation", model="global", phase="evaluate", metrics=metrics)
+    if he is not None:  # only the sites can read the final global model: keep it
+        save_global_model(settings.event_file.parent / SITE_MODEL_NAME, algorithm.config, algorithm.labels,
+                          named_weights(algorithm), events.round, int(config.get(LOCAL_EPOCHS_KEY, 1)))
+    return RecordDict({"metrics": MetricRecord(_numbers(metrics))})
+
+
+def _received_model(
+    content: RecordDict, config: ConfigRecord, settings: SiteSettings
+) -> tuple[SegmentationAlgorithm, DatasetIndex, HeContext | None]:
+    """The federation's model with the message's global weights (decrypted with HE), the site's dataset
+    and, when the federation encrypts, the site's HE context (checked against the federation's key)."""
+    if MODEL_KEY not in config or len(content.array_records) != 1:
+        raise SiteRoundError(SiteErrorCode.MODEL, "the message carries no model description or no weights")
+    fingerprint = config.get(FINGERPRINT_KEY)
+    he = site_context(settings.he_secret_context, fingerprint if isinstance(fingerprint, str) else None)
+    training, labels = model_from_json(str(config[MODEL_KEY]))
+    training = replace(training, proximal_mu=float(config.get("proximal-mu", 0.0)))
+    dataset = load_dataset(settings.data_dir)
+    check_labels(dataset, labels)
+    algorithm = SegmentationAlgorithm(training, labels)
+    record = next(iter(content.array_records.values()))
+    arrays = {name: array.numpy() for name, array in record.items()}
+    if is_encrypted(arrays):
+        if he is None:
+            raise SiteRoundError(SiteErrorCode.MODEL, "the global model is encrypted, but with no key named")
+        arrays = decrypt_global(he, arrays, named_weights(algorithm))
+    load_named_weights(algorithm, arrays)
+    return algorithm, dataset, he
+
+
+def _restore_optimizer(algorithm: SegmentationAlgorithm, state: RecordDict) -> None:
+    """Continue from the optimizer state of this site's previous round: with short rounds, AdamW's moments
+    started afresh every round would spend each round warming up (docs/federation.md)."""
+    record = state.array_records.get(_OPTIMIZER_KEY)
+    if record is not None and not algorithm.load_optimizer_arrays(
+        {name: array.numpy() for name, array in record.items()}
+    ):
+        logger.warning("the kept optimizer state does not fit the federation's model; starting afresh")
+
+
+def _share_history(config: ConfigRecord, state: RecordDict, events: RoundEvents) -> None:
+    """Write the server's per-site history into the event file, each record once per run."""
+    if SHARED_HISTORY_KEY not in config:
+        return
+    shared = state.config_records.get(_STATE_KEY, ConfigRecord({_SHARED_THROUGH: 0}))
+    shared[_SHARED_THROUGH] = emit_shared_history(events, str(config[SHARED_HISTORY_KEY]),
+                                                  int(shared[_SHARED_THROUGH]))
+    state[_STATE_KEY] = shared
+
+
+def _config(content: RecordDict) -> ConfigRecord:
+    return content.config_records.get(CONFIG_KEY, ConfigRecord())
+
+
+def _server_round(content: RecordDict) -> int:
+    """The round the message belongs to (0 when the server did not say)."""
+    value = _config(content).get("server-round", 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _numbers(metrics: dict[str, float]) -> dict[str, int | float]:
+    """Plain Python numbers for a MetricRecord (integers stay integers)."""
+    return {key: value if isinstance(value, int) else float(value) for key, value in metrics.items()}
+
+
+def _describe(error: BaseException) -> str:
+    """One line for the site's own event file (never sent): typed errors read as they are."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return text if isinstance(error, FedSegError) else f"{type(error).__name__}: {text}"
+
+
+def _error(error: BaseException) -> tuple[int, str]:
+    """The error code and the code's name, plus the message only when it is shareable."""
+    code = error_code(error)
+    reason = code.name.lower()
+    if isinstance(error, SiteRoundError) and error.shareable:
+        reason += f": {error}"
+    return int(code), reason

@@ -1,0 +1,70 @@
+"""A site's worker process, which keeps PyTorch, MONAI and the engine loaded between rounds.
+
+Flower 1.41 starts a fresh ClientApp process for every message, and importing PyTorch and MONAI there
+costs 3 to 5 s of every round (docs/federation.md). So `fedseg site` starts this worker beside its
+SuperNode, and the ClientApp only forwards each message's records to it over an authenticated
+connection on 127.0.0.1 (multiprocessing.connection: HMAC challenge with a key made per start, which
+reaches the ClientApp through the SuperNode's node config). What goes back and forth never leaves the
+site's machine; the reply to the server is built from it as before.
+
+This module stays light (no PyTorch): the ClientApp process imports it.
+"""
+
+from __future__ import annotations
+
+import logging
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client, Listener
+from typing import Any, NamedTuple
+
+from flwr.app import RecordDict
+from flwr.supercore.app_utils import start_parent_process_monitor
+
+logger = logging.getLogger(__name__)
+
+NODE_WORKER_ADDRESS = "site-worker"  # node config: host:port of the site's worker
+NODE_WORKER_KEY = "site-worker-key"  # node config: the connection key, hex
+KEY_ENVIRONMENT = "FEDSEG_SITE_WORKER_KEY"  # how the worker gets the key (never on its command line)
+
+
+class SiteAnswer(NamedTuple):
+    """A handled message: the reply's records, or an error code and the reason the server may read;
+    `state` is the site's Context.state afterwards."""
+
+    state: RecordDict
+    content: RecordDict | None = None
+    error: tuple[int, str] | None = None
+
+
+def ask_worker(address: str, key: str, kind: str, content: RecordDict, node_config: dict[str, Any],
+               state: RecordDict) -> SiteAnswer:
+    """Have the worker at host:port answer a train or evaluate message; OSError, EOFError or
+    multiprocessing's AuthenticationError when it cannot."""
+    host, _, port = address.rpartition(":")
+    with Client((host, int(port)), authkey=bytes.fromhex(key)) as connection:
+        connection.send((kind, content, node_config, state))
+        return SiteAnswer(*connection.recv())
+
+
+def serve(port: int, key: bytes, parent_pid: int | None = None, host: str = "127.0.0.1") -> None:
+    """Answer messages one at a time. With parent_pid, a KeyboardInterrupt ends it once that process
+    (`fedseg site`) is gone: a site killed with SIGKILL cannot stop its worker itself."""
+    if parent_pid is not None:
+        start_parent_process_monitor(parent_pid)  # Flower's own, as its ClientApp processes use it
+    with Listener((host, port), authkey=key) as listener:
+        # Listening first: a ClientApp that connects meanwhile waits for the engine in the backlog.
+        from federation.site_work import answer  # loaded once, here, not in every round
+
+        logger.info("site worker listening on %s:%d", host, port)
+        while True:
+            try:
+                connection = listener.accept()
+            except (OSError, EOFError, AuthenticationError) as error:  # a port probe, or a wrong key
+                logger.info("a connection without the key was closed (%s)", type(error).__name__)
+                continue
+            with connection:
+                try:
+                    kind, content, node_config, state = connection.recv()
+                    connection.send(tuple(answer(kind, content, node_config, state)))
+                except (OSError, EOFError):
+                    logger.warning("the ClientApp went away before its answer")

@@ -1,0 +1,82 @@
+"""The site worker: a ClientApp hands it a message over an authenticated local connection and gets the
+same answer the ClientApp would have computed itself; a wrong key and a missing worker fail cleanly.
+"""
+
+import secrets
+import threading
+from multiprocessing import AuthenticationError
+
+import numpy as np
+import pytest
+from flwr.app import MessageType
+from site_data import LABELS, write_disk_site
+from test_client_app import TRAINING, context, instruction
+
+from federation import client_app
+from federation.processes import free_port
+from federation.site_worker import ask_worker, serve
+from federation.task import named_weights
+from segmentation.algorithm import SegmentationAlgorithm
+
+
+@pytest.fixture(scope="module")
+def site_dir(tmp_path_factory):
+    return write_disk_site(tmp_path_factory.mktemp("site"))
+
+
+@pytest.fixture(autouse=True)
+def slice_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDSEG_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def worker():
+    """A worker serving in this process (a daemon thread); its address and key."""
+    port, key = free_port(), secrets.token_bytes(32)
+    threading.Thread(target=serve, args=(port, key), daemon=True).start()
+    return f"127.0.0.1:{port}", key.hex()
+
+
+def with_worker(site_context, address: str, key: str):
+    site_context.node_config.update({"site-worker": address, "site-worker-key": key})
+    return site_context
+
+
+def weights_of(reply) -> dict[str, np.ndarray]:
+    return {name: array.numpy() for name, array in reply.content.array_records["arrays"].items()}
+
+
+def test_the_worker_answers_as_the_clientapp_itself_would(server_identity, site_dir, worker, tmp_path):
+    global_weights = named_weights(SegmentationAlgorithm(TRAINING, LABELS, device="cpu"))
+    alone = context(site_dir, tmp_path / "alone.jsonl")
+    helped = with_worker(context(site_dir, tmp_path / "helped.jsonl"), *worker)
+    for server_round in (1, 2):
+        message = instruction(MessageType.TRAIN, global_weights, server_round)
+        expected = client_app.app(message, alone)
+        reply = client_app.app(message, helped)
+        assert not reply.has_error()
+        for name, array in weights_of(expected).items():
+            np.testing.assert_allclose(weights_of(reply)[name], array, rtol=1e-5, atol=1e-6)
+        assert dict(reply.content.metric_records["metrics"]) == pytest.approx(
+            dict(expected.content.metric_records["metrics"]), rel=1e-4)
+    # The site's state (its kept optimizer) came back from the worker into the SuperNode's context.
+    steps = [float(s.state.array_records["fedseg-optimizer"]["0/step"].numpy()) for s in (alone, helped)]
+    assert steps[0] == steps[1] > 0
+    assert (tmp_path / "helped.jsonl").read_text().count('"kind": "finished"') == 2
+
+
+def test_a_caller_without_the_key_is_refused_and_the_worker_goes_on(
+    server_identity, site_dir, worker, tmp_path
+):
+    address, key = worker
+    with pytest.raises(AuthenticationError):
+        ask_worker(address, secrets.token_hex(32), "evaluate", None, {}, None)
+    site = with_worker(context(site_dir, tmp_path / "events.jsonl"), address, key)
+    reply = client_app.app(instruction(MessageType.EVALUATE, {}), site)
+    assert reply.has_error() and reply.error.code == 103  # the model does not fit: answered, not hung
+
+
+def test_a_site_whose_worker_is_gone_answers_with_a_code_only(server_identity, site_dir, tmp_path):
+    site = with_worker(context(site_dir, tmp_path / "events.jsonl"), f"127.0.0.1:{free_port()}", "00" * 32)
+    reply = client_app.app(instruction(MessageType.EVALUATE, {}), site)
+    assert reply.has_error() and (reply.error.code, reply.error.reason) == (100, "failed")
