@@ -10,11 +10,13 @@ its display name, and a failure is answered with a code (federation.site_errors)
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from multiprocessing import AuthenticationError
 
-from flwr.app import Context, Error, Message
+from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from federation.packed import PackingError, is_packed, pack, unpack
 from federation.site_errors import SiteErrorCode
 from federation.site_worker import NODE_WORKER_ADDRESS, NODE_WORKER_KEY, SiteAnswer, ask_worker
 
@@ -36,24 +38,37 @@ def evaluate(message: Message, context: Context) -> Message:
 
 
 def _answer(kind: str, message: Message, context: Context) -> SiteAnswer:
+    try:
+        content = _converted(message.content, unpack)
+    except PackingError as error:
+        logger.error("the server's message is unusable: %s", error)
+        return SiteAnswer(context.state, error=(int(SiteErrorCode.MODEL), SiteErrorCode.MODEL.name.lower()))
     address = context.node_config.get(NODE_WORKER_ADDRESS)
     if not address:
         from federation.site_work import answer
 
-        return answer(kind, message.content, context.node_config, context.state)
+        return answer(kind, content, context.node_config, context.state)
     try:
         return ask_worker(str(address), str(context.node_config.get(NODE_WORKER_KEY, "")), kind,
-                          message.content, dict(context.node_config), context.state)
+                          content, dict(context.node_config), context.state)
     except (OSError, EOFError, ValueError, AuthenticationError) as error:
         logger.error("the site worker at %s did not answer: %s", address, error)
         return SiteAnswer(context.state, error=(int(SiteErrorCode.FAILED), SiteErrorCode.FAILED.name.lower()))
 
 
 def _reply(message: Message, context: Context, answer: SiteAnswer) -> Message:
-    """The reply to the server; the site's state (kept by the SuperNode between messages) is updated."""
+    """The reply to the server, its arrays packed when the server packed its own (federation.packed); the
+    site's state (kept by the SuperNode between messages) is updated."""
     if answer.state is not context.state:
         for key in list(answer.state):
             context.state[key] = answer.state[key]
     if answer.error is not None:
         return Message(Error(code=answer.error[0], reason=answer.error[1]), reply_to=message)
-    return Message(answer.content, reply_to=message)
+    packed = any(is_packed(record) for record in message.content.array_records.values())
+    return Message(_converted(answer.content, pack) if packed else answer.content, reply_to=message)
+
+
+def _converted(content: RecordDict, convert: Callable[[ArrayRecord], ArrayRecord]) -> RecordDict:
+    """The content with every ArrayRecord packed or unpacked; the other records as they are."""
+    return RecordDict({key: convert(record) if isinstance(record, ArrayRecord) else record
+                       for key, record in content.items()})

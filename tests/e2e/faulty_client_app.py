@@ -19,6 +19,7 @@ from flwr.app import Array, ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from federation import client_app
+from federation.packed import is_packed, pack, unpack
 
 FAULT_VARIABLE = "FEDSEG_TEST_FAULT"
 HANG = "hang"
@@ -51,10 +52,12 @@ def spoil(reply: Message, poison: str) -> None:
     if poison == "bad-num-examples":
         content.metric_records["metrics"]["num-examples"] = 10**9
         return
-    arrays = {name: array.numpy().copy() for name, array in content.array_records["arrays"].items()}
+    sent = content.array_records["arrays"]  # packed, as the site answers a packed message
+    arrays = {name: array.numpy().copy() for name, array in unpack(sent).items()}
     name = next(name for name, array in arrays.items() if array.dtype.kind == "f")
     if poison == "non-finite":
         arrays[name].flat[0] = np.nan
     else:
         arrays[name] = np.zeros((*arrays[name].shape, 2), arrays[name].dtype)
-    content["arrays"] = ArrayRecord({key: Array(value) for key, value in arrays.items()})
+    spoiled = ArrayRecord({key: Array(value) for key, value in arrays.items()})
+    content["arrays"] = pack(spoiled) if is_packed(sent) else spoiled

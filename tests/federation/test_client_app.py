@@ -13,6 +13,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Message
 from site_data import LABELS, write_disk_site
 
 from federation import client_app
+from federation.packed import is_packed, pack, unpack
 from federation.site_history import SITE_NAME_KEY
 from federation.task import (
     SiteErrorCode,
@@ -115,6 +116,23 @@ def test_the_site_keeps_its_optimizer_state_from_one_round_to_the_next(
         assert kept["0/exp_avg"].numpy().shape == global_weights[next(iter(global_weights))].shape
     assert steps[1] == 2 * steps[0] > 0  # round 2 went on counting from round 1's state
     assert not any(name.startswith("fedseg-optimizer") for name in reply.content.array_records)
+
+
+def test_a_packed_message_is_answered_packed_and_a_broken_one_with_a_code(
+    server_identity, site_dir, global_weights, tmp_path
+):
+    message = instruction(MessageType.TRAIN, global_weights)
+    message.content["arrays"] = pack(message.content.array_records["arrays"])
+    reply = client_app.app(message, context(site_dir, tmp_path / "events.jsonl"))
+    assert not reply.has_error() and is_packed(reply.content.array_records["arrays"])
+    arrays = {name: array.numpy() for name, array in unpack(reply.content.array_records["arrays"]).items()}
+    assert {k: v.shape for k, v in arrays.items()} == {k: v.shape for k, v in global_weights.items()}
+
+    packed = message.content.array_records["arrays"]
+    message.content["arrays"] = ArrayRecord({"packed/data": packed["packed/data"],
+                                             "packed/layout": Array(np.frombuffer(b"{", np.uint8))})
+    reply = client_app.app(message, context(site_dir, tmp_path / "events.jsonl"))
+    assert reply.has_error() and (reply.error.code, reply.error.reason) == (103, "model")
 
 
 def test_a_failing_site_answers_with_a_code_and_keeps_the_details(server_identity, global_weights, tmp_path):
