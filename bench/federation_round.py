@@ -8,8 +8,8 @@ scoring again); the sites work in parallel, so the round's compute is the slowes
 else is overhead: a ClientApp process per message (Python and the model code's imports), Flower's
 polling and transport, and the server's validation, averaging, metrics and checkpoint.
 
-Bytes sent per site and round: Flower's serialized objects of the site's reply (weights, metrics,
-name), as `flwr` pushes them, before HTTP and TLS framing.
+Bytes sent per site and round: Flower's serialized objects of the site's reply (weights packed as the
+sites send them, metrics, name), before HTTP and TLS framing.
 
 Target: compute share >= 0.80 over the training rounds. Last line: a JSON object.
 """
@@ -31,6 +31,7 @@ from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from federation.demo import DemoSettings
 from federation.demo.data import demo_datasets
 from federation.demo.federated import run_federation, site_event_file
+from federation.packed import pack
 from federation.server_run import EVENTS_NAME, METRICS_NAME, read_metrics
 from federation.site_history import SITE_NAME_KEY, TRAIN
 from segmentation.checkpoint import load_checkpoint
@@ -68,7 +69,7 @@ def site_compute(site_events: list[dict[str, Any]]) -> dict[int, float]:
 def reply_bytes(arrays: ArrayRecord, site: str, metrics: dict[str, Any]) -> int:
     """Serialized size of a train reply: the model's arrays, the site's metrics and its name."""
     numbers = {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
-    content = RecordDict({"arrays": arrays, "metrics": MetricRecord(numbers),
+    content = RecordDict({"arrays": pack(arrays), "metrics": MetricRecord(numbers),
                           "site": ConfigRecord({SITE_NAME_KEY: site})})
     return sum(len(item.deflate()) for item in get_all_nested_objects(content).values())
 
