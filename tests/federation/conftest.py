@@ -10,3 +10,17 @@ def server_identity(monkeypatch):
 
     for attribute, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
         monkeypatch.setattr(TaskIdentity, attribute, value)
+
+
+@pytest.fixture(scope="module")
+def site_dir(tmp_path_factory):
+    """A tiny labelled site dataset on disk (site_data.write_disk_site), one per test module."""
+    from site_data import write_disk_site
+
+    return write_disk_site(tmp_path_factory.mktemp("site"))
+
+
+@pytest.fixture
+def slice_cache(tmp_path, monkeypatch):
+    """Each test its own slice cache, so no test reads another's cached slices."""
+    monkeypatch.setenv("FEDSEG_CACHE_DIR", str(tmp_path / "cache"))

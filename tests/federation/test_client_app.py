@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
-from site_data import LABELS, write_disk_site
+from site_data import LABELS
 
 from federation import client_app
 from federation.packed import is_packed, pack, unpack
@@ -31,20 +31,12 @@ from segmentation.network import NetworkConfig
 from segmentation.preprocessing import Preprocessing
 from segmentation.training import TrainingConfig
 
+pytestmark = pytest.mark.usefixtures("slice_cache")  # conftest: each test its own slice cache
+
 TRAINING = TrainingConfig(
     network=NetworkConfig(out_channels=2, channels=(8, 16)), preprocessing=Preprocessing(image_size=(16, 16)),
     augmentation="none", batch_size=4,
 )
-
-
-@pytest.fixture(scope="module")
-def site_dir(tmp_path_factory):
-    return write_disk_site(tmp_path_factory.mktemp("site"))
-
-
-@pytest.fixture(autouse=True)
-def slice_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FEDSEG_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")

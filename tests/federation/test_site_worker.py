@@ -9,7 +9,7 @@ from multiprocessing import AuthenticationError
 import numpy as np
 import pytest
 from flwr.app import MessageType
-from site_data import LABELS, write_disk_site
+from site_data import LABELS
 from test_client_app import TRAINING, context, instruction
 
 from federation import client_app
@@ -18,15 +18,7 @@ from federation.site_worker import ask_worker, serve
 from federation.task import named_weights
 from segmentation.algorithm import SegmentationAlgorithm
 
-
-@pytest.fixture(scope="module")
-def site_dir(tmp_path_factory):
-    return write_disk_site(tmp_path_factory.mktemp("site"))
-
-
-@pytest.fixture(autouse=True)
-def slice_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FEDSEG_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("slice_cache")  # conftest: each test its own slice cache
 
 
 @pytest.fixture(scope="module")
