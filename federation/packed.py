@@ -9,9 +9,12 @@ dtypes, shapes). What the arrays hold is unchanged, so validation and averaging 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 from flwr.app import Array, ArrayRecord
+
+from federation.he.packing import Layout  # names, shapes and dtypes: the same description HE uses
 
 DATA_KEY = "packed/data"
 LAYOUT_KEY = "packed/layout"
@@ -30,11 +33,12 @@ def pack(record: ArrayRecord) -> ArrayRecord:
     if is_packed(record):
         return record
     arrays = {name: array.numpy() for name, array in record.items()}
-    layout = [[name, array.dtype.str, list(array.shape)] for name, array in arrays.items()]
+    layout = Layout.of(arrays)
+    text = json.dumps({"names": layout.names, "shapes": layout.shapes, "dtypes": layout.dtypes})
     data = b"".join(array.tobytes() for array in arrays.values())
     return ArrayRecord({
         DATA_KEY: Array(np.frombuffer(data, dtype=np.uint8).copy()),
-        LAYOUT_KEY: Array(np.frombuffer(json.dumps(layout).encode(), dtype=np.uint8).copy()),
+        LAYOUT_KEY: Array(np.frombuffer(text.encode(), dtype=np.uint8).copy()),
     })
 
 
@@ -45,19 +49,23 @@ def unpack(record: ArrayRecord) -> ArrayRecord:
         return record
     data = record[DATA_KEY].numpy()
     try:
-        layout = json.loads(record[LAYOUT_KEY].numpy().tobytes())
-        dtypes = [np.dtype(dtype) for _, dtype, _ in layout]
-        shapes = [tuple(int(size) for size in shape) for _, _, shape in layout]
+        fields = json.loads(record[LAYOUT_KEY].numpy().tobytes())
+        layout = Layout(names=tuple(str(name) for name in fields["names"]),
+                        shapes=tuple(tuple(int(n) for n in shape) for shape in fields["shapes"]),
+                        dtypes=tuple(str(dtype) for dtype in fields["dtypes"]))
+        dtypes = [np.dtype(dtype) for dtype in layout.dtypes]
     except (ValueError, TypeError, KeyError) as error:
         raise PackingError(f"the packed layout is unreadable ({type(error).__name__})") from None
-    if any(d.kind not in "biufc" for d in dtypes) or any(n < 0 for shape in shapes for n in shape):
+    if not len(layout.names) == len(layout.shapes) == len(dtypes):
+        raise PackingError("the packed layout's names, shapes and dtypes differ in number")
+    if any(d.kind not in "biufc" for d in dtypes) or any(n < 0 for shape in layout.shapes for n in shape):
         raise PackingError("the packed layout names a non-numeric dtype or a negative size")
-    sizes = [d.itemsize * int(np.prod(s, dtype=np.int64)) for d, s in zip(dtypes, shapes, strict=True)]
+    sizes = [d.itemsize * math.prod(shape) for d, shape in zip(dtypes, layout.shapes, strict=True)]
     if data.dtype != np.uint8 or data.ndim != 1 or sum(sizes) != data.size:
         raise PackingError(f"the packed layout describes {sum(sizes)} bytes, the data has {data.size}")
     arrays, start = {}, 0
-    for (name, _, _), dtype, shape, size in zip(layout, dtypes, shapes, sizes, strict=True):
+    for name, dtype, shape, size in zip(layout.names, dtypes, layout.shapes, sizes, strict=True):
         chunk = data[start:start + size].tobytes()
-        arrays[str(name)] = Array(np.frombuffer(chunk, dtype=dtype).reshape(shape))
+        arrays[name] = Array(np.frombuffer(chunk, dtype=dtype).reshape(shape))
         start += size
     return ArrayRecord(arrays)
