@@ -42,7 +42,7 @@ def _answer(kind: str, message: Message, context: Context) -> SiteAnswer:
         content = _converted(message.content, unpack)
     except PackingError as error:
         logger.error("the server's message is unusable: %s", error)
-        return SiteAnswer(context.state, error=(int(SiteErrorCode.MODEL), SiteErrorCode.MODEL.name.lower()))
+        return SiteAnswer(context.state, error=SiteErrorCode.MODEL.reply)
     address = context.node_config.get(NODE_WORKER_ADDRESS)
     if not address:
         from federation.site_work import answer
@@ -53,7 +53,7 @@ def _answer(kind: str, message: Message, context: Context) -> SiteAnswer:
                           content, dict(context.node_config), context.state)
     except (OSError, EOFError, ValueError, AuthenticationError) as error:
         logger.error("the site worker at %s did not answer: %s", address, error)
-        return SiteAnswer(context.state, error=(int(SiteErrorCode.FAILED), SiteErrorCode.FAILED.name.lower()))
+        return SiteAnswer(context.state, error=SiteErrorCode.FAILED.reply)
 
 
 def _reply(message: Message, context: Context, answer: SiteAnswer) -> Message:

@@ -19,3 +19,8 @@ class SiteErrorCode(IntEnum):
     NO_VALIDATION = 104  # asked to evaluate, but the site has no labelled validation cases
     HE_KEY = 105  # the site's HE key differs from the federation's, or only one side encrypts
     UNSAFE_UPDATE = 106  # the site's update failed its own check before encryption
+
+    @property
+    def reply(self) -> tuple[int, str]:
+        """The (code, reason) a site answers with: the reason is the code's name, nothing of the site's."""
+        return int(self), self.name.lower()

@@ -195,8 +195,7 @@ def _describe(error: BaseException) -> str:
 
 def _error(error: BaseException) -> tuple[int, str]:
     """The error code and the code's name, plus the message only when it is shareable."""
-    code = error_code(error)
-    reason = code.name.lower()
+    code, reason = error_code(error).reply
     if isinstance(error, SiteRoundError) and error.shareable:
         reason += f": {error}"
-    return int(code), reason
+    return code, reason
