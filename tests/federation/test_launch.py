@@ -54,6 +54,9 @@ def test_a_site_that_was_connected_is_started_again_and_so_is_its_worker(tmp_pat
         # The ClientApps find the site worker through the node config; a worker that ends comes back.
         assert node_config["site-worker"] == f"127.0.0.1:{site.worker_port}"
         assert len(bytes.fromhex(node_config["site-worker-key"])) == 32
+        with open(f"/proc/{site.worker.pid}/environ", "rb") as stream:
+            environment = stream.read().split(b"\0")
+        assert b"FLWR_DISABLE_UPDATE_CHECK=1" in environment  # Flower's settings reach the worker too
         first = site.worker
         first.popen.kill()
         first.popen.wait()
