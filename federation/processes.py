@@ -344,7 +344,10 @@ class SuperNodeSettings:
 
 def supernode_command(settings: SuperNodeSettings) -> list[str]:
     node_config = settings.state_dir / "node-config.toml"
-    node_config.touch(mode=0o600)  # it names the site's data and its worker's key: the site's user only
+    # It names the site's data and its worker's key: the site's user only (made afresh, since touch
+    # leaves the mode of a file from an earlier start as it was).
+    node_config.unlink(missing_ok=True)
+    node_config.touch(mode=0o600)
     node_config.write_text(_toml_table(settings.node_config), encoding="utf-8")
     command = [
         flower_command("flower-supernode"), "--superlink", settings.superlink,

@@ -81,9 +81,12 @@ def test_supernode_auth_without_tls_is_refused_before_starting(tmp_path):
 def test_the_supernode_gets_its_node_config_as_a_toml_file(tmp_path):
     settings = SuperNodeSettings("fl.example.org:9092", 9100, {"site-name": 'CT "Main"', "data-dir": "/d x"},
                                  tmp_path, tmp_path / "ca.crt", tmp_path / "node.key")
+    (tmp_path / "node-config.toml").write_text("left by an earlier start")
+    (tmp_path / "node-config.toml").chmod(0o644)
     command = supernode_command(settings)
     node_config = command[command.index("--node-config") + 1]
     assert tomllib.loads(open(node_config).read()) == {"site-name": 'CT "Main"', "data-dir": "/d x"}
+    assert os.stat(node_config).st_mode & 0o077 == 0  # it holds the worker's key: the site's user only
     assert command[command.index("--root-certificates") + 1] == str(tmp_path / "ca.crt")
     assert command[command.index("--auth-supernode-private-key") + 1] == str(tmp_path / "node.key")
     assert command[command.index("--port") + 1] == "9100"
