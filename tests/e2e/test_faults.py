@@ -24,7 +24,7 @@ import pytest
 from faulty_client_app import FAULT_VARIABLE, HANG, POISON, POISONS
 from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
-from tiny_federation import flower_family, server_toml, site_datasets, site_toml, wait_for
+from tiny_federation import flower_family, live_commands, server_toml, site_datasets, site_toml, wait_for
 
 from federation import client_app
 from federation.config import load_server_config, load_site_config
@@ -122,6 +122,20 @@ def federation(tmp_path, site_data):
         os.kill(pid, signal.SIGKILL)
 
 
+def server_apps_of(folder: Path) -> list[int]:
+    """Live flwr-serverapp processes whose Flower home is under `folder`."""
+    found = []
+    for pid, command in live_commands().items():
+        if "flwr-serverapp" in command:
+            try:
+                environment = Path(f"/proc/{pid}/environ").read_bytes()
+            except OSError:
+                continue
+            if str(folder).encode() in environment:
+                found.append(pid)
+    return found
+
+
 def kill_group(pid: int) -> None:
     """SIGKILL a process and everything in its session, as a power cut would."""
     os.killpg(pid, signal.SIGKILL)
@@ -173,8 +187,11 @@ def test_a_server_killed_mid_round_resumes_after_its_last_checkpoint(federation)
     kill_group(server.superlink.pid)
     server.superlink.popen.wait()
     server.superlink = None
+    # A ServerApp that had already pulled round 2's replies may still checkpoint it before it notices
+    # its SuperLink is gone (rounds of these tiny sites last about a second): read once it is gone.
+    wait_for(lambda: not server_apps_of(federation.folder), 60, "the killed server's ServerApp to end")
     checkpointed = load_checkpoint(model).round
-    assert checkpointed == 1 and set(rounds_read) == {1}
+    assert checkpointed in (1, 2) and set(rounds_read) == {1}
 
     resumed = federation.processes.enter_context(FederationServer(server.config))
     resumed.start()
