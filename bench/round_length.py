@@ -1,0 +1,129 @@
+"""How close FedAvg comes to centralized and local-only training on the demo's data, by round length.
+
+The demo's targets (federated >= 0.93 x centralized; no site more than 0.02 below its local-only model on
+its own modality) depend on how often the sites' models are averaged, not on Flower: this runs FedAvg in
+one process (no Flower processes, so no per-round overhead) over the demo's sites and model, for several
+plans of rounds x local epochs with the same total epochs, and the baselines for those epochs as
+`fedseg demo --baselines` trains them. Every site keeps its AdamW state between rounds as real sites do;
+replies are averaged by Flower's own helper, weighted by num-examples as ValidatingFedAvg does. Every
+model is scored on every site's held-out test set.
+
+Read with bench/federation_round.py: a plan of R rounds costs R times Flower's per-round overhead
+(ClientApp process, polling, transport, checkpoint) on top of the same training.
+
+Last line: a JSON object. About 30 minutes on 2 CPU cores with the default plans.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+from federation.demo import DemoSettings
+from federation.demo.baselines import CENTRALIZED, local_only_name, train_baselines
+from federation.demo.data import demo_datasets
+from federation.demo.federated import write_server_config
+from federation.server_run import model_of
+from federation.task import NUM_EXAMPLES, load_named_weights, named_weights
+from segmentation.algorithm import SegmentationAlgorithm
+from segmentation.datalist import DatasetIndex
+from segmentation.training import TrainingConfig
+
+TARGET_RATIO = 0.93
+TARGET_OWN_MODALITY_LOSS = 0.02
+DEFAULT_PLANS = "4x20,16x5,80x1"
+
+
+def parse_plan(text: str) -> tuple[int, int]:
+    """'16x5' -> (16 rounds, 5 local epochs)."""
+    rounds, _, epochs = text.partition("x")
+    return int(rounds), int(epochs)
+
+
+def test_dice(algorithm: SegmentationAlgorithm, datasets: Mapping[str, DatasetIndex]) -> dict[str, float]:
+    return {site: algorithm.evaluate(dataset.test).dice for site, dataset in datasets.items()}
+
+
+def federated_average(
+    training: TrainingConfig, labels: dict[int, str], datasets: Mapping[str, DatasetIndex], rounds: int,
+    epochs: int,
+) -> SegmentationAlgorithm:
+    """The global model after `rounds` FedAvg rounds of `epochs` local epochs at every site."""
+    global_model = SegmentationAlgorithm(training, labels)
+    sites = {site: SegmentationAlgorithm(training, labels) for site in datasets}  # each keeps its AdamW state
+    for server_round in range(1, rounds + 1):
+        replies = []
+        for site, algorithm in sites.items():
+            load_named_weights(algorithm, named_weights(global_model))
+            algorithm.epoch = (server_round - 1) * epochs  # as the ClientApp counts epochs across rounds
+            result = algorithm.train(datasets[site], epochs)
+            arrays = ArrayRecord({name: Array(array) for name, array in named_weights(algorithm).items()})
+            replies.append(RecordDict({"arrays": arrays,
+                                       "metrics": MetricRecord({NUM_EXAMPLES: result.num_examples})}))
+        average = aggregate_arrayrecords(replies, NUM_EXAMPLES)
+        load_named_weights(global_model, {name: array.numpy() for name, array in average.items()})
+        print(f"  round {server_round}/{rounds} averaged", file=sys.stderr, flush=True)
+    return global_model
+
+
+def measure(out: Path, settings: DemoSettings, plans: Sequence[tuple[int, int]]) -> dict[str, Any]:
+    datasets = demo_datasets(out / "data", settings)
+    labels_of_data = next(iter(datasets.values())).labels
+    training, labels = model_of(write_server_config(out / "config", settings, labels_of_data))
+    epochs = {rounds * local for rounds, local in plans}
+    if len(epochs) != 1:
+        raise SystemExit(f"every plan must train the same total epochs, got {sorted(epochs)}")
+    total = epochs.pop()
+    rows = []
+    for rounds, local in plans:
+        model = federated_average(training, labels, datasets, rounds, local)
+        rows.append({"model": f"FedAvg {rounds}x{local}", "rounds": rounds, "local_epochs": local,
+                     "dice": test_dice(model, datasets)})
+    baselines = train_baselines(training, datasets, total, out / "events.jsonl")
+    rows.append({"model": CENTRALIZED, "rounds": None, "local_epochs": total,
+                 "dice": test_dice(baselines[CENTRALIZED], datasets)})
+    own = {site: baselines[local_only_name(site)].evaluate(dataset.test).dice
+           for site, dataset in datasets.items()}
+    reference = statistics.fmean(rows[-1]["dice"].values())
+    for row in rows:
+        row["mean"] = statistics.fmean(row["dice"].values())
+        row["ratio"] = row["mean"] / reference
+        row["own_modality_loss"] = {site: own[site] - dice for site, dice in row["dice"].items()}
+    return {"total_epochs": total, "sites": list(datasets), "local_only": own, "rows": rows}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="work folder (default: a temporary one)")
+    parser.add_argument("--plans", default=DEFAULT_PLANS,
+                        help=f"comma-separated ROUNDSxEPOCHS, same total epochs (default {DEFAULT_PLANS})")
+    args = parser.parse_args()
+    plans = [parse_plan(text) for text in args.plans.split(",")]
+    with tempfile.TemporaryDirectory(prefix="fedseg-bench-") as temporary:
+        result = measure(args.out or Path(temporary), DemoSettings(), plans)
+    sites = result["sites"]
+    print("test Dice per site (in brackets: below the site's local-only model on its own modality)")
+    print(f"{'model':<16}" + "".join(f"{site:>22}" for site in sites) + f"{'mean':>8}{'x central':>11}")
+    for row in result["rows"]:
+        dice = "".join(f"{row['dice'][site]:14.3f} ({row['own_modality_loss'][site]:+.3f})" for site in sites)
+        print(f"{row['model']:<16}{dice}{row['mean']:8.3f}{row['ratio']:11.2f}")
+    own = "".join(f"{result['local_only'][site]:22.3f}" for site in sites)
+    print(f"{'local-only, own':<16}{own}")
+    print(f"targets: FedAvg mean Dice >= {TARGET_RATIO:.2f} x centralized; no site more than "
+          f"{TARGET_OWN_MODALITY_LOSS:.2f} below its local-only model ({result['total_epochs']} epochs each)")
+    print(json.dumps({"benchmark": "round_length", **result, "target_ratio": TARGET_RATIO,
+                      "target_own_modality_loss": TARGET_OWN_MODALITY_LOSS}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
