@@ -111,10 +111,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="fedseg-bench-") as temporary:
         result = measure(args.out or Path(temporary), DemoSettings(), plans)
     sites = result["sites"]
-    print("test Dice per site (in brackets: below the site's local-only model on its own modality)")
+    print("test Dice per site (in brackets: against the site's local-only model on its own modality)")
     print(f"{'model':<16}" + "".join(f"{site:>22}" for site in sites) + f"{'mean':>8}{'x central':>11}")
     for row in result["rows"]:
-        dice = "".join(f"{row['dice'][site]:14.3f} ({row['own_modality_loss'][site]:+.3f})" for site in sites)
+        losses = row["own_modality_loss"]
+        dice = "".join(f"{row['dice'][site]:14.3f} ({-losses[site]:+.3f})" for site in sites)
         print(f"{row['model']:<16}{dice}{row['mean']:8.3f}{row['ratio']:11.2f}")
     own = "".join(f"{result['local_only'][site]:22.3f}" for site in sites)
     print(f"{'local-only, own':<16}{own}")
