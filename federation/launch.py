@@ -22,12 +22,12 @@ from federation.certificates import TlsFiles, default_names, existing_or_new_tls
 from federation.config import ServerConfig, SiteConfig
 from federation.he.checkpoint import ENCRYPTED_CHECKPOINT_NAME
 from federation.processes import (
-    FLOWER_ENVIRONMENT,
     ChildProcess,
     FlowerCli,
     FlowerProcessError,
     SuperLinkSettings,
     SuperNodeSettings,
+    flower_environment,
     free_port,
     last_error_line,
     start_child,
@@ -203,9 +203,9 @@ class FederationSite:
         this form too), with the key in its environment; returns once it listens."""
         command = [sys.executable, "-m", "app.cli", "_site-worker", "--port", str(self.worker_port),
                    "--parent-pid", str(os.getpid())]
-        # Flower's settings too (telemetry and update checks off): the worker imports flwr.
-        environment = {**os.environ, **FLOWER_ENVIRONMENT, **self.environment,
-                       KEY_ENVIRONMENT: self.worker_key}
+        # Flower's settings and FLWR_HOME too (telemetry and update checks off): the worker imports flwr.
+        environment = flower_environment(self.settings.flwr_home,
+                                         {**self.environment, KEY_ENVIRONMENT: self.worker_key})
         worker = start_child("site worker", command, environment, self.settings.state_dir / "site-worker.log")
         wait_until_listening(worker, "127.0.0.1", self.worker_port)
         return worker
