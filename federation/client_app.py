@@ -18,6 +18,7 @@ from flwr.clientapp import ClientApp
 
 from federation.packed import PackingError, is_packed, pack, unpack
 from federation.site_errors import SiteErrorCode
+from federation.site_history import EVALUATE, TRAIN
 from federation.site_worker import NODE_WORKER_ADDRESS, NODE_WORKER_KEY, SiteAnswer, ask_worker
 
 logger = logging.getLogger(__name__)
@@ -28,13 +29,13 @@ app = ClientApp()
 @app.train()
 def train(message: Message, context: Context) -> Message:
     """Score the global model, train it locally, score it again; reply with the new weights."""
-    return _reply(message, context, _answer("train", message, context))
+    return _reply(message, context, _answer(TRAIN, message, context))
 
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
     """Score the global model on the site's validation cases."""
-    return _reply(message, context, _answer("evaluate", message, context))
+    return _reply(message, context, _answer(EVALUATE, message, context))
 
 
 def _answer(kind: str, message: Message, context: Context) -> SiteAnswer:

@@ -24,7 +24,7 @@ from federation.he.context import HeContext
 from federation.he.records import FINGERPRINT_KEY, MAX_MAGNITUDE_KEY, is_encrypted, to_array_record
 from federation.he.site import decrypt_global, encrypt_update, site_context
 from federation.server_run import save_global_model
-from federation.site_history import SITE_NAME_KEY
+from federation.site_history import SITE_NAME_KEY, TRAIN
 from federation.site_worker import SiteAnswer
 from federation.task import (
     CONFIG_KEY,
@@ -52,8 +52,6 @@ from segmentation.errors import FedSegError
 
 logger = logging.getLogger(__name__)
 
-TRAIN = "train"
-EVALUATE = "evaluate"
 SITE_RECORD_KEY = "site"
 SITE_MODEL_NAME = "global-model.pt"  # the decrypted final global model, next to the event file (HE only)
 # The site's own memory across a run's messages (Context.state survives between ClientApp processes).
