@@ -49,7 +49,10 @@ def parse_plan(text: str) -> tuple[int, int]:
     return int(rounds), int(epochs)
 
 
-def test_dice(algorithm: SegmentationAlgorithm, datasets: Mapping[str, DatasetIndex]) -> dict[str, float]:
+def scores_on_test_sets(
+    algorithm: SegmentationAlgorithm, datasets: Mapping[str, DatasetIndex]
+) -> dict[str, float]:
+    """The model's mean Dice on every site's held-out test set."""
     return {site: algorithm.evaluate(dataset.test).dice for site, dataset in datasets.items()}
 
 
@@ -87,10 +90,10 @@ def measure(out: Path, settings: DemoSettings, plans: Sequence[tuple[int, int]])
     for rounds, local in plans:
         model = federated_average(training, labels, datasets, rounds, local)
         rows.append({"model": f"FedAvg {rounds}x{local}", "rounds": rounds, "local_epochs": local,
-                     "dice": test_dice(model, datasets)})
+                     "dice": scores_on_test_sets(model, datasets)})
     baselines = train_baselines(training, datasets, total, out / "events.jsonl")
     rows.append({"model": CENTRALIZED, "rounds": None, "local_epochs": total,
-                 "dice": test_dice(baselines[CENTRALIZED], datasets)})
+                 "dice": scores_on_test_sets(baselines[CENTRALIZED], datasets)})
     own = {site: baselines[local_only_name(site)].evaluate(dataset.test).dice
            for site, dataset in datasets.items()}
     reference = statistics.fmean(rows[-1]["dice"].values())
