@@ -96,10 +96,18 @@ def patient_coordinates(points: np.ndarray, rng: np.random.Generator) -> np.ndar
     return np.stack([(u - shift_u) / scale, (v - shift_v) / (scale * aspect), t - shift_t]).astype(np.float32)
 
 
-def sample_anatomy(rng: np.random.Generator, size: int, depth: int) -> Anatomy:
-    """A random abdomen on a (depth, size, size) grid; depth 1 is one axial slice at kidney level."""
+def sample_anatomy(
+    rng: np.random.Generator, size: int, depth: int, *, height: int | None = None,
+    span: tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> Anatomy:
+    """A random abdomen on a (depth, height, size) grid (height defaults to size) reaching `span` units
+    of the body frame either way (see shapes.grid); depth 1 is one axial slice at kidney level.
+
+    The random draws never depend on the grid, so one rng gives the same body at any grid.
+    """
     level = rng.uniform(-0.2, 0.05) if depth == 1 else 0.0
-    painter = _Painter(patient_coordinates(grid(depth, size, size, level), rng), rng)
+    points = grid(depth, size if height is None else height, size, level, span)
+    painter = _Painter(patient_coordinates(points, rng), rng)
     cavity = _body_wall(painter)
     _thorax_and_bowel(painter, cavity)
     _organs(painter, cavity)

@@ -1,9 +1,9 @@
 """Geometric primitives of the phantom, evaluated on continuous coordinates.
 
-Points are (3, ...) arrays of (u, v, t) in [-1, 1]: u runs from the patient's right to left (image
-columns), v from anterior to posterior (image rows), t from inferior to superior (slices). Shapes
-are functions of these coordinates, never of voxel indices, so one sampled anatomy keeps its form
-at any grid size.
+Points are (3, ...) arrays of (u, v, t), in [-1, 1] over the default field of view: u runs from the
+patient's right to left (image columns), v from anterior to posterior (image rows), t from inferior
+to superior (slices); one unit is 200 mm in-plane and 100 mm along t (see synth/scan.py). Shapes are
+functions of these coordinates, never of voxel indices, so one anatomy keeps its form on any grid.
 """
 
 from __future__ import annotations
@@ -19,10 +19,17 @@ def _centres(n: int) -> np.ndarray:
     return (np.arange(n) + 0.5) / n * 2.0 - 1.0
 
 
-def grid(depth: int, height: int, width: int, level: float = 0.0) -> np.ndarray:
-    """Voxel-centre coordinates (3, depth, height, width); a single slice (depth 1) sits at t=level."""
-    t = _centres(depth) if depth > 1 else np.array([level])
-    tt, vv, uu = np.meshgrid(t, _centres(height), _centres(width), indexing="ij")
+def grid(
+    depth: int, height: int, width: int, level: float = 0.0,
+    span: tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> np.ndarray:
+    """Voxel-centre coordinates (3, depth, height, width); a single slice (depth 1) sits at t=level.
+
+    The grid is centred on 0 and reaches `span` (u, v, t) units either way: a field of view wider
+    than the default one reaches past 1, so more pixels cover the same body plus its surroundings.
+    """
+    t = _centres(depth) * span[2] if depth > 1 else np.array([level])
+    tt, vv, uu = np.meshgrid(t, _centres(height) * span[1], _centres(width) * span[0], indexing="ij")
     return np.stack([uu, vv, tt]).astype(np.float32)
 
 
