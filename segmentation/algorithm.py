@@ -6,7 +6,6 @@ same object: a federation adapter only moves weight lists and metric dicts in an
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -16,21 +15,22 @@ import torch
 from monai.losses import DiceCELoss
 from torch.utils.data import DataLoader
 
+from segmentation.case_cache import CaseCache, default_cache_dir
 from segmentation.checkpoint import Checkpoint
 from segmentation.datalist import CaseEntry, DatasetIndex
 from segmentation.errors import CheckpointError, ConfigError
 from segmentation.events import EventWriter
+from segmentation.inference import segment
 from segmentation.io import read_labeled_pair, read_volume
 from segmentation.metrics import EvaluationResult, score_case, summarize
 from segmentation.network import default_device
-from segmentation.preprocessing import logits_to_label, network_input
-from segmentation.slice_cache import SliceCache, SliceDataset, default_cache_dir, make_loader
-from segmentation.training import TrainingConfig, TrainResult, learning_rate_schedule
+from segmentation.patches import PatchDataset, make_loader
+from segmentation.settings import TrainingConfig, TrainResult, learning_rate_schedule
 from segmentation.transforms import ModalityStatistics, build_batch_augmentation
-from segmentation.volume import normalize_modality
+from segmentation.volume import Volume, normalize_modality
 
 # Fields of a checkpoint that define the model; from_checkpoint may not override them.
-_MODEL_FIELDS = ("network", "preprocessing", "augmentation")
+_MODEL_FIELDS = ("network", "plan", "augmentation")
 
 
 def _derived_seed(*parts: int) -> int:
@@ -45,16 +45,14 @@ class SegmentationAlgorithm:
     holds one record per epoch with its mean loss and validation metrics.
     """
 
-    def __init__(
-        self, config: TrainingConfig, labels: dict[int, str], device: torch.device | str | None = None
-    ) -> None:
+    def __init__(self, config: TrainingConfig, device: torch.device | str | None = None) -> None:
+        labels = config.plan.labels
         if sorted(labels) != list(range(config.network.out_channels)):
             raise ConfigError(
                 f"labels {sorted(labels)} must be 0..{config.network.out_channels - 1}, "
                 "one per network output"
             )
         self.config = config
-        self.labels = {int(k): str(v) for k, v in labels.items()}
         self.device = torch.device(device) if device is not None else default_device()
         with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's RNG
             torch.manual_seed(config.seed)
@@ -66,7 +64,11 @@ class SegmentationAlgorithm:
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.train_modalities: set[str] = set()
-        self._data: tuple[Any, SliceDataset] | None = None
+        self._data: tuple[Any, PatchDataset] | None = None
+
+    @property
+    def labels(self) -> dict[int, str]:
+        return self.config.plan.labels
 
     # -- training ---------------------------------------------------------------------------------
 
@@ -94,21 +96,17 @@ class SegmentationAlgorithm:
             self._fit_modality_statistics(cases)
         data = self._training_data(cases)
         self.train_modalities.update(normalize_modality(case.modality) for case in cases)
-        generator = torch.Generator()
-        loader = make_loader(
-            data, self.config.batch_size, generator=generator, num_workers=self.config.num_workers,
-            pin_memory=self.device.type == "cuda",
-        )
+        loader = make_loader(data, num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda")
         target, anchor = self.epoch + epochs, self._proximal_anchor()
         schedule = learning_rate_schedule(self.config, epochs * len(loader))
         loss, metrics, completed = float("nan"), {}, 0
         for index in range(epochs):
             epoch = self.epoch + 1
-            generator.manual_seed(_derived_seed(self.config.seed, epoch, 0))
+            data.set_epoch_seed(_derived_seed(self.config.seed, epoch, 0))
             rates = schedule[index * len(loader):(index + 1) * len(loader)]
             epoch_loss = self._run_epoch(loader, epoch, target, anchor, rates, events, stop)
             if epoch_loss is None:
-                return TrainResult(completed, self.epoch, loss, len(data), True, metrics)
+                return TrainResult(completed, self.epoch, loss, data.samples_per_epoch, True, metrics)
             loss = epoch_loss
             metrics = self.evaluate(validation).metrics if validation else {}
             self.epoch = epoch
@@ -118,7 +116,7 @@ class SegmentationAlgorithm:
             if on_epoch is not None:
                 on_epoch(epoch)
             completed += 1
-        return TrainResult(completed, self.epoch, loss, len(data), False, metrics)
+        return TrainResult(completed, self.epoch, loss, data.samples_per_epoch, False, metrics)
 
     def _run_epoch(
         self, loader: DataLoader, epoch: int, target: int, anchor: list[torch.Tensor] | None,
@@ -168,20 +166,21 @@ class SegmentationAlgorithm:
             return None
         return [p.detach().clone() for p in self.model.parameters()]
 
-    def _training_data(self, cases: Sequence[CaseEntry]) -> SliceDataset:
-        """The cases' samples, kept in memory between train() calls on the same cases and settings."""
-        key = (tuple(cases), json.dumps(self.config.preprocessing.to_dict(), sort_keys=True))
+    def _training_data(self, cases: Sequence[CaseEntry]) -> PatchDataset:
+        """The cases' patches, kept in memory between train() calls on the same cases and plan."""
+        key = (tuple(cases), self.config.plan, self.config.batch_size, self.config.foreground_oversampling)
         if self._data is None or self._data[0] != key:
-            cache = SliceCache(
-                self.config.cache_dir or default_cache_dir(), self.config.preprocessing,
-                self.config.network.spatial_dims,
+            cache = CaseCache(self.config.cache_dir or default_cache_dir(), self.config.plan)
+            dataset = PatchDataset(
+                [cache.load(case) for case in cases], self.config.plan.patch_size, self.config.batch_size,
+                self.config.foreground_oversampling, seed=self.config.seed,
             )
-            self._data = (key, SliceDataset.from_cases(cases, cache, self.config.foreground_slice_fraction))
+            self._data = (key, dataset)
         return self._data[1]
 
     def _fit_modality_statistics(self, cases: Sequence[CaseEntry]) -> None:
         """Domain-specific normalization: fit statistics for modalities the model has not seen yet."""
-        stored = self.config.preprocessing.modality_statistics
+        stored = self.config.plan.modality_statistics
         known = ModalityStatistics.from_dict(stored) if stored else None
         seen = set(known.by_modality) if known else set()
         new = [case for case in cases if normalize_modality(case.modality) not in seen | {"unknown"}]
@@ -190,33 +189,23 @@ class SegmentationAlgorithm:
         volumes = (replace(read_volume(case.image), modality=case.modality) for case in new)
         fitted = ModalityStatistics.fit(volumes)
         merged = known.merge(fitted) if known is not None else fitted
-        preprocessing = replace(self.config.preprocessing, modality_statistics=merged.to_dict())
-        self.config = replace(self.config, preprocessing=preprocessing)
+        plan = replace(self.config.plan, modality_statistics=merged.to_dict())
+        self.config = replace(self.config, plan=plan)
 
     # -- evaluation -------------------------------------------------------------------------------
 
     def evaluate(self, cases: Sequence[CaseEntry]) -> EvaluationResult:
-        """Per-case and mean per-label Dice and HD95 (mm) of the labelled cases, at their own resolution."""
-        self.model.eval()
+        """Per-case and mean per-label Dice and HD95 (mm) of the labelled cases, on their own grids."""
         scores = []
         for case in _labelled(cases):
             image, label = read_labeled_pair(case.image, case.label)
-            prediction = self.predict(image.array, case.modality)
+            prediction = self.predict(image.with_array(image.array, modality=case.modality))
             scores.append(score_case(case.case_id, prediction, label.array, self.labels, image.spacing))
         return summarize(scores)
 
-    def predict(self, array: np.ndarray, modality: str = "unknown") -> np.ndarray:
-        """The (z, y, x) uint8 label map of a (z, y, x) image, in the image's own size."""
-        self.model.eval()
-        inputs = network_input(array, self.config.preprocessing, self.config.network.spatial_dims, modality)
-        with torch.inference_mode():
-            if self.config.network.spatial_dims == 3:
-                return logits_to_label(self.model(inputs.to(self.device)), array.shape)
-            parts = [
-                logits_to_label(self.model(batch.to(self.device)), (len(batch), *array.shape[1:]))
-                for batch in inputs.split(self.config.batch_size)
-            ]
-        return np.concatenate(parts)
+    def predict(self, volume: Volume) -> np.ndarray:
+        """The (z, y, x) uint8 label map of a study, on the study's own grid."""
+        return segment(self.model, volume, self.config.plan, self.device, self.config.batch_size)
 
     # -- weights and checkpoints ------------------------------------------------------------------
 
@@ -275,8 +264,7 @@ class SegmentationAlgorithm:
         modality = train_modality or ",".join(sorted(self.train_modalities)) or "unknown"
         return Checkpoint(
             network=self.config.network,
-            preprocessing=self.config.preprocessing,
-            labels=dict(self.labels),
+            plan=self.config.plan,
             state_dict={k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
             augmentation=self.config.augmentation,
             train_modality=modality,
@@ -296,10 +284,9 @@ class SegmentationAlgorithm:
         if forbidden:
             raise ConfigError(f"{', '.join(forbidden)} come from the checkpoint and cannot be changed")
         config = TrainingConfig(
-            network=checkpoint.network, preprocessing=checkpoint.preprocessing,
-            augmentation=checkpoint.augmentation,
+            plan=checkpoint.plan, network=checkpoint.network, augmentation=checkpoint.augmentation,
         ).with_hyperparameters(checkpoint.training)
-        algorithm = cls(replace(config, **changes), checkpoint.labels, device)
+        algorithm = cls(replace(config, **changes), device)
         try:
             algorithm.model.load_state_dict(checkpoint.state_dict)
             if checkpoint.optimizer_state is not None:

@@ -1,4 +1,4 @@
-"""Model checkpoints: weights plus everything needed to use them (network, preprocessing, labels).
+"""Model checkpoints: weights plus everything needed to use them (network, plan, labels).
 
 Written atomically (temporary file + rename) so a crash never leaves half a checkpoint, and read
 with torch's weights_only loader so a checkpoint from elsewhere cannot run code.
@@ -13,11 +13,13 @@ from typing import Any
 import torch
 
 from segmentation.atomic import atomic_open
-from segmentation.errors import CheckpointError
-from segmentation.network import NetworkConfig
-from segmentation.preprocessing import Preprocessing
+from segmentation.errors import CheckpointError, ConfigError
+from segmentation.plan import Plan
+from segmentation.settings import NetworkConfig
 
-FORMAT = "fedseg-checkpoint/1"
+FORMAT = "fedseg-checkpoint/2"
+# Format 1 checkpoints squeezed every slice to a fixed image size and carry no plan; they cannot be used.
+_PLANLESS_FORMATS = ("fedseg-checkpoint/1",)
 
 
 @dataclass
@@ -25,8 +27,7 @@ class Checkpoint:
     """A trained (or training) model and the context it was trained in."""
 
     network: NetworkConfig
-    preprocessing: Preprocessing
-    labels: dict[int, str]
+    plan: Plan
     state_dict: dict[str, torch.Tensor]
     augmentation: str = "none"
     train_modality: str = "unknown"
@@ -35,6 +36,10 @@ class Checkpoint:
     history: list[dict[str, Any]] = field(default_factory=list)
     training: dict[str, Any] = field(default_factory=dict)  # hyperparameters, to resume alike
     round: int = 0  # the federated round that produced a global model (0: not federated)
+
+    @property
+    def labels(self) -> dict[int, str]:
+        return self.plan.labels
 
     def build_model(self, device: torch.device | str = "cpu") -> torch.nn.Module:
         model = self.network.build()
@@ -48,8 +53,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> None:
     payload = {
         "format": FORMAT,
         "network": checkpoint.network.to_dict(),
-        "preprocessing": checkpoint.preprocessing.to_dict(),
-        "labels": {str(k): v for k, v in checkpoint.labels.items()},
+        "plan": checkpoint.plan.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in checkpoint.state_dict.items()},
         "augmentation": checkpoint.augmentation,
         "train_modality": checkpoint.train_modality,
@@ -71,13 +75,17 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for corrupt files
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
+    if isinstance(payload, dict) and payload.get("format") in _PLANLESS_FORMATS:
+        raise CheckpointError(
+            f"{path} was made by an earlier version without a plan (format {payload['format']}): its model "
+            "saw every slice squeezed to one size; train it again with this version"
+        )
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a FedSeg checkpoint (expected format {FORMAT})")
     try:
         return Checkpoint(
             network=NetworkConfig.from_dict(payload["network"]),
-            preprocessing=Preprocessing.from_dict(payload["preprocessing"]),
-            labels={int(k): str(v) for k, v in payload["labels"].items()},
+            plan=Plan.from_dict(payload["plan"]),
             state_dict=payload["state_dict"],
             augmentation=payload.get("augmentation", "none"),
             train_modality=payload.get("train_modality", "unknown"),
@@ -87,5 +95,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             training=dict(payload.get("training", {})),
             round=int(payload.get("round", 0)),
         )
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, ConfigError) as error:
         raise CheckpointError(f"{path}: checkpoint is incomplete ({error})") from None

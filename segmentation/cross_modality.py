@@ -15,10 +15,8 @@ from typing import Any
 
 from segmentation.datalist import DatasetIndex
 from segmentation.events import EventWriter, Listener
-from segmentation.network import NetworkConfig
-from segmentation.preprocessing import Preprocessing
 from segmentation.reporting import grouped_bar_chart, markdown_table, write_json
-from segmentation.training import TrainingConfig
+from segmentation.settings import NetworkConfig, TrainingConfig
 from segmentation.transforms import AUGMENTATIONS
 
 # Acceptance targets from the method paper's claim, checked on the demo data (issue 2, part 6).
@@ -41,7 +39,6 @@ class CrossModalitySettings:
     train_cases: int = 24
     test_cases: int = 10
     volume_size: int = 64
-    image_size: int = 64
     channels: tuple[int, ...] = (16, 32, 64, 128)
     epochs: int = 60
     batch_size: int = 16
@@ -69,6 +66,7 @@ class CrossModalityReport:
     settings: CrossModalitySettings
     results: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    plan: str = ""  # Plan.describe() of the plan every model trained with
 
     def dice(self, augmentation: str, modality: str) -> float:
         return next(
@@ -115,6 +113,7 @@ class CrossModalityReport:
             "experiment": "cross-modality",
             "settings": asdict(self.settings),
             "seconds": self.seconds,
+            "plan": self.plan,
             "results": self.results,
             "summary": self.summary(),
             "verdict": self.verdict(),
@@ -132,6 +131,7 @@ def run_cross_modality(
     Every training writes the project's events to out/events.jsonl (job "cross-modality/<aug>").
     """
     from segmentation.algorithm import SegmentationAlgorithm
+    from segmentation.fingerprint import plan_for_cases
     from segmentation.synth import generate_dataset
 
     started = time.monotonic()
@@ -146,11 +146,13 @@ def run_cross_modality(
     test_sets = {m: demo_data("test", m, settings.test_cases, settings.seed + 10_000)
                  for m in settings.test_modalities}
     report = CrossModalityReport(settings)
+    network = NetworkConfig(out_channels=len(train_set.labels), channels=settings.channels)
+    plan, _ = plan_for_cases(train_set.training, train_set.labels, network, settings.batch_size)
+    report.plan = plan.describe()
     for aug in settings.augmentations:
         on_stage(f"training with {aug}")
         config = TrainingConfig(
-            network=NetworkConfig(out_channels=len(train_set.labels), channels=settings.channels),
-            preprocessing=Preprocessing(image_size=(settings.image_size, settings.image_size)),
+            plan=plan, network=network,
             augmentation=aug,
             learning_rate=settings.learning_rate,
             learning_rate_schedule=settings.learning_rate_schedule,
@@ -159,7 +161,7 @@ def run_cross_modality(
             seed=settings.seed,
             cache_dir=out / "cache",
         )
-        algorithm = SegmentationAlgorithm(config, train_set.labels)
+        algorithm = SegmentationAlgorithm(config)
         with EventWriter(
             out / "events.jsonl", job=f"cross-modality/{aug}", listeners=tuple(listeners)
         ) as events:
@@ -218,7 +220,7 @@ def report_markdown(report: CrossModalityReport) -> str:
         "",
         f"Trained on **{settings.train_modality}** only ({settings.train_cases} demo cases, "
         f"{settings.epochs} epochs, U-Net {'/'.join(map(str, settings.channels))}, "
-        f"{settings.image_size}px slices); tested on {settings.test_cases} held-out cases of each "
+        f"plan: {report.plan}); tested on {settings.test_cases} held-out cases of each "
         f"modality. Wall time {report.seconds:.0f} s.",
         "",
         "## Mean foreground Dice",

@@ -45,6 +45,10 @@ class SliceGeometryError(StudyReadError):
     """Slices are missing or unevenly spaced along the slice normal."""
 
 
+class GeometryError(FedSegError):
+    """A study's geometry cannot be used: invalid spacing, or too small for any patch."""
+
+
 class GeometryMismatchError(FedSegError):
     """An image and its label do not share size, spacing, origin or direction."""
 

@@ -15,6 +15,9 @@ the GUI's widgets both read them, so there is no second progress mechanism. Ever
   site-metrics  round, site, phase, status, num_examples, metrics{...}
                                                         one site's numbers in a federated round, as
                                                         the server recorded them (numbers, no paths)
+  plan        plan{...}, description, source, (sites[...])  the plan a federated run follows: made from
+                                                        the sites' fingerprints (each site's status and
+                                                        number of cases) or kept from its checkpoint
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import IO, Any
 
 EVENT_KINDS = (
     "started", "progress", "epoch", "evaluation", "checkpoint", "finished", "stopped", "error",
-    "site-metrics",
+    "site-metrics", "plan",
 )
 
 

@@ -1,7 +1,10 @@
-"""Run a trained checkpoint on one volume and measure the result.
+"""Run a model on one study: the plan's canonical grid in, sliding windows, the mask back on the study's grid.
 
-The mask comes back in the input's own geometry (shape, spacing, origin, direction), so it overlays
-the study it was computed from and exports without resampling.
+The study is prepared as training data was (segmentation.preprocessing). MONAI's sliding-window inferer
+covers it with windows of the plan's patch size (half overlapping, Gaussian-weighted as nnU-Net blends
+them); the class scores are resampled onto the study's own grid and only then turned into labels. The
+mask has the input's size, spacing, origin and direction, so it overlays the study and exports as is.
+Evaluation during training goes through segment() too: one inference path.
 """
 
 from __future__ import annotations
@@ -14,43 +17,71 @@ from monai.inferers import sliding_window_inference
 
 from segmentation.checkpoint import Checkpoint
 from segmentation.errors import CheckpointError
+from segmentation.geometry import Grid, scores_to_grid
 from segmentation.network import default_device
-from segmentation.preprocessing import logits_to_label, network_input
+from segmentation.plan import Plan
+from segmentation.preprocessing import prepare_study
 from segmentation.volume import Volume
 
 # progress(done, total): slices for 2D models; one step per volume for 3D models.
 ProgressCallback = Callable[[int, int], None]
+WINDOW_OVERLAP = 0.5
 
 
-def model_input(checkpoint: Checkpoint, volume: Volume) -> torch.Tensor:
-    """The volume as the checkpoint's network saw its training data.
+def segment(
+    model: torch.nn.Module,
+    volume: Volume,
+    plan: Plan,
+    device: torch.device,
+    batch_size: int = 16,
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """The (z, y, x) uint8 label map of `volume` on its own grid."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    prepared = prepare_study(volume, plan)
+    model.eval()
+    with torch.inference_mode():
+        scores = canonical_scores(model, prepared.image, plan, device, batch_size, progress)
+    return scores_to_grid(scores, prepared.grid, Grid.of(volume))
 
-    2D models get (z, 1, H, W) slices, 3D models a (1, 1, depth, H, W) volume, normalized with the
-    checkpoint's settings (its modality statistics included, for domain-specific normalization) and
-    the volume's modality. Inference prepares input only here, the same way training does.
-    """
-    settings, dims = checkpoint.preprocessing, checkpoint.network.spatial_dims
-    return network_input(volume.array, settings, dims, volume.modality)
+
+def canonical_scores(
+    model: torch.nn.Module, image: np.ndarray, plan: Plan, device: torch.device, batch_size: int,
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """Per-class scores (C, z, y, x) float32 of a prepared (z, y, x) image, by sliding windows."""
+    def windows(batch: torch.Tensor) -> torch.Tensor:
+        return sliding_window_inference(
+            batch.to(device), roi_size=plan.patch_size, sw_batch_size=batch_size, predictor=model,
+            overlap=WINDOW_OVERLAP, mode="gaussian",
+        ).float().cpu()
+
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    if plan.spatial_dims == 3:
+        scores = windows(tensor[None, None])[0].numpy()
+        if progress is not None:
+            progress(1, 1)
+        return scores
+    depth, parts = image.shape[0], []
+    for start in range(0, depth, batch_size):
+        parts.append(windows(tensor[start:start + batch_size, None]).numpy())  # slices as a batch
+        if progress is not None:
+            progress(min(start + batch_size, depth), depth)
+    return np.concatenate(parts, axis=0).transpose(1, 0, 2, 3)
 
 
 def predict_volume(
     checkpoint: Checkpoint,
     volume: Volume,
     device: torch.device | str | None = None,
-    batch_size: int = 32,
+    batch_size: int = 16,
     progress: ProgressCallback | None = None,
 ) -> Volume:
     """The checkpoint's uint8 label map of `volume`, in the volume's geometry, named by its labels."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     device = torch.device(device) if device is not None else default_device()
     model = _build_model(checkpoint, device)
-    inputs = model_input(checkpoint, volume)
-    with torch.inference_mode():
-        if checkpoint.network.spatial_dims == 2:
-            label = _predict_slices(model, inputs, volume.shape, device, batch_size, progress)
-        else:
-            label = _predict_whole(model, inputs, volume.shape, device, progress)
+    label = segment(model, volume, checkpoint.plan, device, batch_size, progress)
     return volume.with_array(label, labels=dict(checkpoint.labels))
 
 
@@ -79,41 +110,3 @@ def _build_model(checkpoint: Checkpoint, device: torch.device) -> torch.nn.Modul
     except RuntimeError as error:  # load_state_dict: missing, unexpected or mis-shaped weights
         reason = str(error).splitlines()[0]
         raise CheckpointError(f"the checkpoint's weights do not fit its network ({reason})") from None
-
-
-def _predict_slices(
-    model: torch.nn.Module,
-    slices: torch.Tensor,
-    shape: tuple[int, int, int],
-    device: torch.device,
-    batch_size: int,
-    progress: ProgressCallback | None,
-) -> np.ndarray:
-    """Slice-wise 2D inference in batches; each batch is resized back to the volume's in-plane size."""
-    depth = slices.shape[0]
-    parts = []
-    for start in range(0, depth, batch_size):
-        logits = model(slices[start:start + batch_size].to(device))
-        parts.append(logits_to_label(logits, (logits.shape[0], *shape[1:])))
-        if progress is not None:
-            progress(min(start + batch_size, depth), depth)
-    return np.concatenate(parts, axis=0)
-
-
-def _predict_whole(
-    model: torch.nn.Module,
-    image: torch.Tensor,
-    shape: tuple[int, int, int],
-    device: torch.device,
-    progress: ProgressCallback | None,
-) -> np.ndarray:
-    """3D inference with MONAI's sliding-window inferer over windows of the training input size.
-
-    Training resizes whole volumes to that size, so one window covers the input; the logits are
-    resized back to the volume's own size before the argmax.
-    """
-    logits = sliding_window_inference(image.to(device), roi_size=image.shape[2:], sw_batch_size=1,
-                                      predictor=model)
-    if progress is not None:
-        progress(1, 1)
-    return logits_to_label(logits, shape)

@@ -1,120 +1,109 @@
-"""Intensity and size preprocessing shared by training, evaluation and inference.
+"""How a study becomes network input, the one path shared by training, evaluation and inference.
 
-Training and inference must see identical inputs, so both go through these functions, and the
-settings travel inside every checkpoint.
+A study goes onto the plan's canonical grid (RAS, target spacing; segmentation.geometry) and its
+intensities are normalized the plan's way. The settings live in the plan, which travels inside every
+checkpoint, so a model always sees its input prepared exactly as its training data was. Torch-free.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+import SimpleITK as sitk
+
+from segmentation.errors import GeometryError, GeometryMismatchError
+from segmentation.geometry import Grid, canonical_grid, check_spacing, to_canonical
+from segmentation.plan import Plan
+from segmentation.volume import Volume
+
+# Voxels the intensity window is computed from (an even sample of larger studies), and the least share
+# of them the body must hold for its window to be used.
+_WINDOW_SAMPLE = 4_000_000
+_MIN_BODY_SHARE = 0.05
+# A study needs at least this many voxels (or the patch's side, if smaller) along every patch axis.
+MIN_STUDY_SIDE = 8
 
 
 @dataclass(frozen=True)
-class Preprocessing:
-    """How a volume becomes network input: percentile window to [0, 1], slices resized.
+class PreparedStudy:
+    """A study on the canonical grid: normalized float32 image and (for training) uint8 labels, both
+    (z, y, x), with the grid they lie on."""
 
-    2D networks see (H, W) = image_size slices; 3D networks see the whole volume resized to
-    (depth, H, W). With `modality_statistics` (domain-specific normalization, a
-    segmentation.transforms.ModalityStatistics dict) each image is instead z-scored with its
-    modality's statistics, so training, evaluation and inference normalize alike.
-    """
-
-    image_size: tuple[int, int] = (96, 96)
-    lower_percentile: float = 0.5
-    upper_percentile: float = 99.5
-    depth: int = 32
-    modality_statistics: dict[str, Any] | None = field(default=None, hash=False)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Preprocessing:
-        return cls(
-            image_size=tuple(int(v) for v in data["image_size"]),
-            lower_percentile=float(data["lower_percentile"]),
-            upper_percentile=float(data["upper_percentile"]),
-            depth=int(data.get("depth", cls.depth)),
-            modality_statistics=data.get("modality_statistics"),
-        )
+    image: np.ndarray
+    label: np.ndarray | None
+    grid: Grid
 
 
-def normalize_intensity(array: np.ndarray, settings: Preprocessing, modality: str = "unknown") -> np.ndarray:
-    """Clip to the volume's own percentile window and scale to [0, 1] (modality-agnostic), or z-score
-    with the modality's statistics when the settings carry them."""
-    if settings.modality_statistics is not None:
+def normalize_intensity(array: np.ndarray, plan: Plan, modality: str = "unknown") -> np.ndarray:
+    """Clip to the image's own percentile window and scale to [0, 1] (modality-agnostic), or z-score
+    with the modality's statistics when the plan carries them."""
+    if plan.modality_statistics is not None:
         from segmentation.transforms.dsn import DomainSpecificNormalization, ModalityStatistics
 
-        statistics = ModalityStatistics.from_dict(settings.modality_statistics)
-        return DomainSpecificNormalization(statistics)(np.asarray(array), modality)
+        statistics = ModalityStatistics.from_dict(plan.modality_statistics)
+        return DomainSpecificNormalization(statistics)(np.asarray(array), modality).astype(np.float32)
     data = np.asarray(array, dtype=np.float32)
-    low, high = np.percentile(data, [settings.lower_percentile, settings.upper_percentile])
+    low, high = intensity_window(data, plan)
     if high <= low:
         return np.zeros_like(data)
     return np.clip((data - low) / (high - low), 0.0, 1.0).astype(np.float32)
 
 
-def image_to_slices(array: np.ndarray, settings: Preprocessing, modality: str = "unknown") -> torch.Tensor:
-    """A (z, y, x) volume -> normalized (z, 1, H, W) float32 slices at the network's size."""
-    slices = torch.from_numpy(normalize_intensity(array, settings, modality)).unsqueeze(1)
-    if tuple(slices.shape[-2:]) == settings.image_size:
-        return slices
-    return F.interpolate(slices, size=settings.image_size, mode="bilinear", align_corners=False)
+def intensity_window(array: np.ndarray, plan: Plan) -> tuple[float, float]:
+    """The plan's percentiles of the image's body: the voxels above the Otsu threshold that splits
+    them from the air or background around it. Without that split the window would move with the
+    field of view: the more air a scan holds, the lower its upper percentile."""
+    values = np.asarray(array, dtype=np.float32).ravel()
+    if values.size > _WINDOW_SAMPLE:  # percentiles of an even sample: the same window, far faster
+        values = values[:: values.size // _WINDOW_SAMPLE]
+    threshold = _otsu_threshold(values)
+    body = values[values > threshold]
+    if body.size < _MIN_BODY_SHARE * values.size:
+        body = values
+    low, high = np.percentile(body, [plan.lower_percentile, plan.upper_percentile])
+    return float(low), float(high)
 
 
-def label_to_slices(array: np.ndarray, settings: Preprocessing) -> torch.Tensor:
-    """A (z, y, x) label map -> (z, 1, H, W) int64 labels at the network's size (nearest)."""
-    labels = torch.from_numpy(np.asarray(array, dtype=np.int64)).unsqueeze(1)
-    if tuple(labels.shape[-2:]) == settings.image_size:
-        return labels
-    resized = F.interpolate(labels.float(), size=settings.image_size, mode="nearest-exact")
-    return resized.long()
+def _otsu_threshold(values: np.ndarray) -> float:
+    image = sitk.GetImageFromArray(values.reshape(1, 1, -1))
+    otsu = sitk.OtsuThresholdImageFilter()
+    otsu.SetInsideValue(0)
+    otsu.SetOutsideValue(1)
+    otsu.Execute(image)
+    return float(otsu.GetThreshold())
 
 
-def image_to_volume(array: np.ndarray, settings: Preprocessing, modality: str = "unknown") -> torch.Tensor:
-    """A (z, y, x) volume -> normalized (1, 1, depth, H, W) float32 input of a 3D network."""
-    volume = torch.from_numpy(normalize_intensity(array, settings, modality))[None, None]
-    size = (settings.depth, *settings.image_size)
-    if tuple(volume.shape[-3:]) == size:
-        return volume
-    return F.interpolate(volume, size=size, mode="trilinear", align_corners=False)
+def prepare_study(
+    image: Volume, plan: Plan, label: Volume | None = None, name: str = "the study"
+) -> PreparedStudy:
+    """The study (and its label map) on the plan's canonical grid, intensities normalized.
+
+    Zero, negative or NaN spacing, a label on another grid and a study too small for the plan's patch
+    are refused with one line naming `name`.
+    """
+    check_spacing(image, name)
+    if label is not None:
+        differences = image.geometry_differences(label)
+        if differences:
+            raise GeometryMismatchError(f"{name} and its label do not line up: {'; '.join(differences)}")
+    grid = canonical_grid(image, plan.target_spacing, keep_slice_spacing=plan.spatial_dims == 2)
+    _check_size(grid, plan, name)
+    canonical = to_canonical(image, grid)
+    normalized = normalize_intensity(canonical.array, plan, image.modality)
+    labels = None
+    if label is not None:
+        labels = np.asarray(to_canonical(label, grid, label=True).array).astype(np.uint8, copy=False)
+    return PreparedStudy(normalized, labels, grid)
 
 
-def label_to_volume(array: np.ndarray, settings: Preprocessing) -> torch.Tensor:
-    """A (z, y, x) label map -> (1, 1, depth, H, W) int64 labels of a 3D network (nearest)."""
-    labels = torch.from_numpy(np.asarray(array, dtype=np.int64))[None, None]
-    size = (settings.depth, *settings.image_size)
-    if tuple(labels.shape[-3:]) == size:
-        return labels
-    return F.interpolate(labels.float(), size=size, mode="nearest-exact").long()
-
-
-def network_input(
-    array: np.ndarray, settings: Preprocessing, spatial_dims: int, modality: str = "unknown"
-) -> torch.Tensor:
-    """The one way a (z, y, x) image becomes a batch for a 2D (slices) or 3D (whole volume) network."""
-    if spatial_dims == 2:
-        return image_to_slices(array, settings, modality)
-    return image_to_volume(array, settings, modality)
-
-
-def network_target(array: np.ndarray, settings: Preprocessing, spatial_dims: int) -> torch.Tensor:
-    """The label map matching network_input, sample for sample."""
-    return label_to_slices(array, settings) if spatial_dims == 2 else label_to_volume(array, settings)
-
-
-def logits_to_label(logits: torch.Tensor, shape: tuple[int, int, int]) -> np.ndarray:
-    """(z, C, H, W) slice logits or (1, C, D, H, W) volume logits -> (z, y, x) uint8 label map in
-    the volume's own size."""
-    if logits.ndim == 5:
-        if tuple(logits.shape[-3:]) != tuple(shape):
-            logits = F.interpolate(logits, size=shape, mode="trilinear", align_corners=False)
-        return logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
-    if tuple(logits.shape[-2:]) != tuple(shape[1:]):
-        logits = F.interpolate(logits, size=shape[1:], mode="bilinear", align_corners=False)
-    return logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+def _check_size(grid: Grid, plan: Plan, name: str) -> None:
+    shape = grid.size[::-1]  # (z, y, x)
+    axes = range(3) if plan.spatial_dims == 3 else range(1, 3)
+    for axis, side in zip(axes, plan.patch_shape_3d[3 - len(axes):], strict=True):
+        needed = min(MIN_STUDY_SIDE, side)
+        if shape[axis] < needed:
+            raise GeometryError(
+                f"{name} is {shape[axis]} voxels along its {'zyx'[axis]} axis at the plan's spacing; "
+                f"at least {needed} are needed for patches of {' x '.join(map(str, plan.patch_size))}"
+            )

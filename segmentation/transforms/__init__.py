@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 
 from segmentation.errors import ConfigError
+from segmentation.settings import AUGMENTATION_NAMES
 from segmentation.transforms.batch import RandomBatchTransform
 from segmentation.transforms.dsn import (
     DomainSpecificNormalization,
@@ -25,7 +26,7 @@ from segmentation.transforms.gin import GINConfig, RandGIN, RandGINd
 from segmentation.transforms.ipa import IPAConfig, RandGINIPA, RandGINIPAd
 from segmentation.transforms.randconv import RandConv, RandConvConfig, RandConvd
 
-AUGMENTATIONS = ("none", "gin", "gin-ipa", "randconv", "fourier", "dsn")
+AUGMENTATIONS = AUGMENTATION_NAMES
 
 _BATCH_AUGMENTATIONS: dict[str, type[RandomBatchTransform]] = {
     "gin": RandGIN,

@@ -103,3 +103,9 @@ def two_series_folder(tmp_path_factory, chest_ct, knee_mr) -> Path:
                        description="chest", rescale_intercept=-1024)
     write_dicom_series(knee_mr, folder / "b", modality="MR", series_uid=KNEE_SERIES_UID, description="knee")
     return folder
+
+
+@pytest.fixture(scope="session")
+def write_series():
+    """write_dicom_series, for tests that write a study of their own as DICOM."""
+    return write_dicom_series

@@ -16,9 +16,9 @@ from segmentation.checkpoint import load_checkpoint, save_checkpoint
 from segmentation.datalist import load_dataset, write_dataset_json
 from segmentation.errors import CheckpointError, ConfigError
 from segmentation.events import EventWriter
-from segmentation.network import NetworkConfig
-from segmentation.preprocessing import Preprocessing
-from segmentation.training import TrainingConfig
+from segmentation.plan import Plan
+from segmentation.settings import NetworkConfig, TrainingConfig
+from segmentation.volume import Volume
 
 LABELS = {0: "background", 1: "disk"}
 
@@ -66,11 +66,16 @@ def disks(tmp_path_factory):
     return write_disk_dataset(tmp_path_factory.mktemp("disks"), training=4, test=1)
 
 
+def disk_plan(patch_size=(32, 32), labels=LABELS) -> Plan:
+    """The disks' own spacing, whole slices (2D) or a part of the volume (3D) per patch."""
+    return Plan(labels=labels, spatial_dims=len(patch_size), target_spacing=(0.8, 0.8, 2.5),
+                patch_size=patch_size)
+
+
 def _config(tmp_path, **changes) -> TrainingConfig:
     config = TrainingConfig(
-        network=NetworkConfig(out_channels=2, channels=(8, 16)),
-        preprocessing=Preprocessing(image_size=(32, 32)), augmentation="none", learning_rate=1e-2,
-        batch_size=4, cache_dir=tmp_path / "cache",
+        plan=disk_plan(), network=NetworkConfig(out_channels=2, channels=(8, 16)), augmentation="none",
+        learning_rate=1e-2, batch_size=4, cache_dir=tmp_path / "cache",
     )
     return replace(config, **changes)
 
@@ -81,7 +86,7 @@ def _parameters(algorithm: SegmentationAlgorithm) -> torch.Tensor:
 
 def test_training_reduces_the_loss_emits_events_and_learns_the_task(disks, tmp_path):
     global_rng = torch.get_rng_state()
-    algorithm = SegmentationAlgorithm(_config(tmp_path), LABELS, device="cpu")
+    algorithm = SegmentationAlgorithm(_config(tmp_path), device="cpu")
     seen = []
     result = algorithm.train(disks, epochs=3, events=EventWriter(None, "t", (seen.append,)),
                              validation=disks.test)
@@ -89,7 +94,7 @@ def test_training_reduces_the_loss_emits_events_and_learns_the_task(disks, tmp_p
     losses = [record["loss"] for record in algorithm.history]
     assert losses[-1] < 0.7 * losses[0]
     assert result.epochs == result.epoch == 3 and not result.stopped
-    assert result.num_examples == 16  # 4 cases x 4 slices
+    assert result.num_examples == 16  # 4 cases x 4 slices, each slice one 32 x 32 patch
     progress = [e for e in seen if e["kind"] == "progress"]
     assert len(progress) == 3 * 4
     assert {k: progress[-1][k] for k in ("epoch", "epochs", "step", "steps")} == {
@@ -105,10 +110,10 @@ def test_training_reduces_the_loss_emits_events_and_learns_the_task(disks, tmp_p
 def test_training_is_seeded_and_a_resumed_run_matches_an_uninterrupted_one(disks, tmp_path):
     config = _config(tmp_path, augmentation="gin")
     cases = disks.training[:2]
-    straight = SegmentationAlgorithm(config, LABELS, device="cpu")
+    straight = SegmentationAlgorithm(config, device="cpu")
     straight.train(cases, epochs=2)
 
-    first = SegmentationAlgorithm(config, LABELS, device="cpu")
+    first = SegmentationAlgorithm(config, device="cpu")
     first.train(cases, epochs=1)
     save_checkpoint(first.to_checkpoint(), tmp_path / "model.pt")
     resumed = SegmentationAlgorithm.from_checkpoint(load_checkpoint(tmp_path / "model.pt"), device="cpu")
@@ -121,7 +126,7 @@ def test_training_is_seeded_and_a_resumed_run_matches_an_uninterrupted_one(disks
 
 
 def test_stop_abandons_the_epoch_after_the_requested_step(disks, tmp_path):
-    algorithm = SegmentationAlgorithm(_config(tmp_path), LABELS, device="cpu")
+    algorithm = SegmentationAlgorithm(_config(tmp_path), device="cpu")
     calls = []
     result = algorithm.train(disks, epochs=3, stop=lambda: calls.append(1) or len(calls) > 2)
     assert result.stopped and result.epochs == 0 and algorithm.epoch == 0 and algorithm.history == []
@@ -129,8 +134,8 @@ def test_stop_abandons_the_epoch_after_the_requested_step(disks, tmp_path):
 
 
 def test_weights_round_trip_as_copies_and_wrong_ones_are_refused(disks, tmp_path):
-    source = SegmentationAlgorithm(_config(tmp_path, seed=1), LABELS, device="cpu")
-    target = SegmentationAlgorithm(_config(tmp_path, seed=2), LABELS, device="cpu")
+    source = SegmentationAlgorithm(_config(tmp_path, seed=1), device="cpu")
+    target = SegmentationAlgorithm(_config(tmp_path, seed=2), device="cpu")
     weights = source.get_weights()
     assert len(weights) == len(source.model.state_dict())  # parameters and buffers
     target.set_weights(weights)
@@ -147,18 +152,18 @@ def test_weights_round_trip_as_copies_and_wrong_ones_are_refused(disks, tmp_path
 
 
 def test_optimizer_state_travels_as_arrays_and_a_misfit_changes_nothing(disks, tmp_path):
-    trained = SegmentationAlgorithm(_config(tmp_path), LABELS, device="cpu")
+    trained = SegmentationAlgorithm(_config(tmp_path), device="cpu")
     trained.train(disks.training[:2], epochs=1)
     arrays = trained.optimizer_arrays()
     assert arrays and all(isinstance(array, np.ndarray) for array in arrays.values())
-    fresh = SegmentationAlgorithm(_config(tmp_path), LABELS, device="cpu")
+    fresh = SegmentationAlgorithm(_config(tmp_path), device="cpu")
     assert fresh.load_optimizer_arrays(arrays)
     for index, slots in trained.optimizer.state_dict()["state"].items():
         for slot, value in slots.items():
             torch.testing.assert_close(fresh.optimizer.state_dict()["state"][index][slot], value)
 
     other = SegmentationAlgorithm(_config(tmp_path, network=NetworkConfig(out_channels=2, channels=(4, 8))),
-                                  LABELS, device="cpu")
+                                  device="cpu")
     assert not other.load_optimizer_arrays(arrays)
     assert not other.load_optimizer_arrays({"no/such": np.zeros(1)})
     assert not other.load_optimizer_arrays({})
@@ -168,7 +173,7 @@ def test_optimizer_state_travels_as_arrays_and_a_misfit_changes_nothing(disks, t
 def test_fedprox_term_pulls_the_update_towards_the_starting_weights(disks, tmp_path):
     drifts = {}
     for mu in (0.0, 50.0):
-        algorithm = SegmentationAlgorithm(_config(tmp_path, proximal_mu=mu), LABELS, device="cpu")
+        algorithm = SegmentationAlgorithm(_config(tmp_path, proximal_mu=mu), device="cpu")
         start = _parameters(algorithm)
         algorithm.train(disks.training[:2], epochs=1)
         drifts[mu] = float(torch.linalg.vector_norm(_parameters(algorithm) - start))
@@ -176,40 +181,41 @@ def test_fedprox_term_pulls_the_update_towards_the_starting_weights(disks, tmp_p
 
 
 def test_dsn_fits_modality_statistics_that_travel_in_the_checkpoint(disks, tmp_path):
-    algorithm = SegmentationAlgorithm(_config(tmp_path, augmentation="dsn"), LABELS, device="cpu")
+    algorithm = SegmentationAlgorithm(_config(tmp_path, augmentation="dsn"), device="cpu")
     algorithm.train(disks, epochs=1)
-    statistics = algorithm.config.preprocessing.modality_statistics
+    statistics = algorithm.config.plan.modality_statistics
     assert set(statistics["modalities"]) == {"ct"}
     assert 0.0 < statistics["modalities"]["ct"]["mean"] < 110.0
     save_checkpoint(algorithm.to_checkpoint(), tmp_path / "dsn.pt")
     checkpoint = load_checkpoint(tmp_path / "dsn.pt")
-    assert checkpoint.preprocessing.modality_statistics == statistics and checkpoint.train_modality == "ct"
+    assert checkpoint.plan.modality_statistics == statistics and checkpoint.train_modality == "ct"
     restored = SegmentationAlgorithm.from_checkpoint(checkpoint, device="cpu")
-    image = np.asarray(sitk.GetArrayFromImage(sitk.ReadImage(str(disks.test[0].image))))
-    np.testing.assert_array_equal(restored.predict(image, "ct"), algorithm.predict(image, "ct"))
+    image = Volume.from_sitk(sitk.ReadImage(str(disks.test[0].image)), modality="ct")
+    np.testing.assert_array_equal(restored.predict(image), algorithm.predict(image))
 
 
-def test_a_3d_network_trains_on_whole_volumes_and_predicts_in_native_size(disks, tmp_path):
+def test_a_3d_network_trains_on_patches_and_predicts_in_native_size(disks, tmp_path):
     config = _config(
         tmp_path, network=NetworkConfig(spatial_dims=3, out_channels=2, channels=(4, 8)),
-        preprocessing=Preprocessing(image_size=(16, 16), depth=4), batch_size=2,
+        plan=disk_plan((4, 16, 16)), batch_size=2,
     )
-    algorithm = SegmentationAlgorithm(config, LABELS, device="cpu")
+    algorithm = SegmentationAlgorithm(config, device="cpu")
     result = algorithm.train(disks, epochs=1)
-    assert result.num_examples == 4 and np.isfinite(result.loss)
-    image = np.zeros((4, 32, 32), np.float32)
-    assert algorithm.predict(image).shape == (4, 32, 32)
+    assert result.num_examples == 16 and np.isfinite(result.loss)  # 4 cases x (4x32x32 / 4x16x16)
+    image = Volume(np.zeros((4, 40, 24), np.float32), spacing=(0.8, 0.8, 2.5))
+    assert algorithm.predict(image).shape == (4, 40, 24)
     assert len(algorithm.evaluate(disks.test).cases) == 1
 
 
 def test_bad_settings_and_checkpoints_are_typed_errors(tmp_path):
     with pytest.raises(ConfigError, match="labels"):
-        SegmentationAlgorithm(_config(tmp_path), {0: "background", 2: "disk"}, device="cpu")
+        SegmentationAlgorithm(_config(tmp_path, plan=disk_plan(labels={0: "background", 2: "disk"})),
+                              device="cpu")
     with pytest.raises(ConfigError, match="multiples of 2"):
-        _config(tmp_path, preprocessing=Preprocessing(image_size=(31, 31)))
+        _config(tmp_path, plan=disk_plan((31, 31)))
     with pytest.raises(ConfigError, match="augmentation"):
         _config(tmp_path, augmentation="sharpen")
-    checkpoint = SegmentationAlgorithm(_config(tmp_path), LABELS, device="cpu").to_checkpoint()
+    checkpoint = SegmentationAlgorithm(_config(tmp_path), device="cpu").to_checkpoint()
     with pytest.raises(ConfigError, match="network"):
         SegmentationAlgorithm.from_checkpoint(checkpoint, network=NetworkConfig())
     checkpoint.state_dict = {k: v[..., :1] for k, v in checkpoint.state_dict.items()}

@@ -10,8 +10,9 @@ import torch
 from segmentation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from segmentation.errors import CheckpointError
 from segmentation.events import EventWriter, read_events
-from segmentation.network import NetworkConfig
-from segmentation.preprocessing import Preprocessing, image_to_slices, label_to_slices, logits_to_label
+from segmentation.plan import Plan
+from segmentation.preprocessing import normalize_intensity
+from segmentation.settings import NetworkConfig
 from segmentation.volume import Volume, normalize_modality
 
 
@@ -82,24 +83,25 @@ def test_network_config_validates_and_builds_fedgin_unet():
             NetworkConfig(**bad)
 
 
-def test_preprocessing_resizes_slices_and_restores_the_volume_size():
-    settings = Preprocessing(image_size=(16, 16))
-    image = np.random.default_rng(0).normal(size=(3, 20, 24)).astype(np.float32)
-    slices = image_to_slices(image, settings)
-    assert slices.shape == (3, 1, 16, 16) and 0.0 <= slices.min() and slices.max() <= 1.0
-    labels = label_to_slices(np.ones((3, 20, 24), dtype=np.uint8), settings)
-    assert labels.dtype == torch.int64 and labels.unique().tolist() == [1]
-    logits = torch.zeros(3, 2, 16, 16)
-    logits[:, 1] = 1.0
-    mask = logits_to_label(logits, (3, 20, 24))
-    assert mask.shape == (3, 20, 24) and mask.dtype == np.uint8 and mask.min() == 1
+def test_intensity_window_is_the_bodys_percentiles_whatever_air_surrounds_it():
+    """A body of values 0..999 in air (-1000): the window spans the body, and more air changes nothing."""
+    plan = Plan(labels={0: "background", 1: "x"}, spatial_dims=2, target_spacing=(1, 1, 1), patch_size=(8, 8),
+                lower_percentile=0.0, upper_percentile=100.0)
+    body = np.arange(1000, dtype=np.float32).reshape(1, 10, 100)
+    small = np.pad(body, ((0, 0), (5, 5), (0, 0)), constant_values=-1000.0)
+    large = np.pad(body, ((0, 0), (60, 60), (0, 0)), constant_values=-1000.0)
+    for scan in (small, large):
+        normalized = normalize_intensity(scan, plan)
+        np.testing.assert_allclose(normalized[scan >= 0], body.ravel() / 999.0, atol=1e-6)
+        assert np.all(normalized[scan < 0] == 0.0)
 
 
 def _checkpoint() -> Checkpoint:
     network = NetworkConfig(out_channels=3, channels=(4, 8))
+    plan = Plan(labels={0: "background", 1: "liver", 2: "spleen"}, spatial_dims=2,
+                target_spacing=(0.7, 0.7, 2.5), patch_size=(16, 16))
     return Checkpoint(
-        network=network, preprocessing=Preprocessing(image_size=(16, 16)),
-        labels={0: "background", 1: "liver", 2: "spleen"}, state_dict=network.build().state_dict(),
+        network=network, plan=plan, state_dict=network.build().state_dict(),
         augmentation="gin", train_modality="ct", epoch=3, history=[{"epoch": 3, "loss": 0.5}],
     )
 
@@ -108,12 +110,20 @@ def test_checkpoint_round_trips_and_rebuilds_the_model(tmp_path):
     original = _checkpoint()
     save_checkpoint(original, tmp_path / "model.pt")
     loaded = load_checkpoint(tmp_path / "model.pt")
-    assert loaded.labels == original.labels and loaded.network == original.network
+    assert loaded.plan == original.plan and loaded.network == original.network
+    assert loaded.labels == {0: "background", 1: "liver", 2: "spleen"}
     assert loaded.epoch == 3 and loaded.augmentation == "gin" and loaded.history == original.history
     model = loaded.build_model()
     for key, value in original.state_dict.items():
         torch.testing.assert_close(model.state_dict()[key], value)
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left behind
+
+
+def test_a_checkpoint_from_before_plans_is_refused_with_what_to_do(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save({"format": "fedseg-checkpoint/1", "preprocessing": {"image_size": [96, 96]}}, path)
+    with pytest.raises(CheckpointError, match="old.pt.*without a plan.*train it again"):
+        load_checkpoint(path)
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", None])

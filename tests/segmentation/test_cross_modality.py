@@ -8,7 +8,7 @@ from segmentation.cross_modality import CrossModalitySettings, run_cross_modalit
 
 TINY = CrossModalitySettings(
     augmentations=("none", "gin"), test_modalities=("ct", "mr-t1"), train_cases=2, test_cases=1,
-    volume_size=32, image_size=32, channels=(8, 16), epochs=1, batch_size=8,
+    volume_size=32, channels=(8, 16), epochs=1, batch_size=8,
 )
 
 

@@ -3,14 +3,14 @@
 import pytest
 
 from segmentation.errors import ConfigError
-from segmentation.network import NetworkConfig
-from segmentation.preprocessing import Preprocessing
-from segmentation.training import TrainingConfig, learning_rate_schedule
+from segmentation.plan import Plan
+from segmentation.settings import NetworkConfig, TrainingConfig, learning_rate_schedule
+
+PLAN = Plan(labels={0: "background", 1: "x"}, spatial_dims=2, target_spacing=(1, 1, 1), patch_size=(16, 16))
 
 
 def _config(**changes) -> TrainingConfig:
-    return TrainingConfig(network=NetworkConfig(channels=(8, 16)), preprocessing=Preprocessing((16, 16)),
-                          learning_rate=0.01, **changes)
+    return TrainingConfig(plan=PLAN, network=NetworkConfig(channels=(8, 16)), learning_rate=0.01, **changes)
 
 
 def test_constant_schedule_keeps_the_rate():

@@ -1,0 +1,54 @@
+"""A dataset's fingerprint: each labelled case's geometry and each modality's foreground intensities.
+
+Numbers only (no path, name or identifier), so a site may send it to a federation's server. Torch-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from segmentation.datalist import CaseEntry
+from segmentation.errors import DatasetError
+from segmentation.geometry import canonical_spacing_and_size, check_spacing, orientation_code
+from segmentation.io import read_labeled_pair
+from segmentation.plan import CaseFingerprint, Fingerprint, IntensityFingerprint, Plan, make_plan
+from segmentation.settings import NetworkConfig
+from segmentation.volume import normalize_modality
+
+# Foreground voxels sampled per case for the intensity statistics (nnU-Net samples 10,000).
+SAMPLES_PER_CASE = 10_000
+
+
+def fingerprint_cases(cases: Sequence[CaseEntry], labels: dict[int, str], seed: int = 0) -> Fingerprint:
+    """The fingerprint of the labelled cases; each is read once and checked (spacing, label alignment)."""
+    labelled = [case for case in cases if case.label is not None]
+    if not labelled:
+        raise DatasetError("there are no labelled cases to take a fingerprint of")
+    rng = np.random.default_rng(seed)
+    geometries, samples = [], {}
+    for case in labelled:
+        image, label = read_labeled_pair(case.image, case.label)
+        check_spacing(image, str(case.image))
+        spacing, size = canonical_spacing_and_size(image)
+        geometries.append(CaseFingerprint(spacing, size, orientation_code(image.direction)))
+        foreground = np.asarray(image.array)[np.asarray(label.array) > 0]
+        if foreground.size > SAMPLES_PER_CASE:
+            foreground = rng.choice(foreground, SAMPLES_PER_CASE, replace=False)
+        samples.setdefault(normalize_modality(case.modality), []).append(foreground)
+    intensities = {modality: IntensityFingerprint.of(np.concatenate(values))
+                   for modality, values in samples.items()}
+    return Fingerprint(dict(labels), tuple(geometries), intensities)
+
+
+def plan_for_cases(
+    cases: Sequence[CaseEntry], labels: dict[int, str], network: NetworkConfig, batch_size: int,
+    spacing: tuple[float, float, float] | None = None, patch_size: tuple[int, ...] | None = None,
+) -> tuple[Plan, Fingerprint]:
+    """The automatic plan for training `network` on the cases (spacing or patch size set by hand when
+    given), with the fingerprint it was made from."""
+    fingerprint = fingerprint_cases(cases, labels)
+    plan = make_plan(fingerprint, network.spatial_dims, network.channels, batch_size,
+                     spacing=spacing, patch_size=patch_size)
+    return plan, fingerprint

@@ -1,0 +1,116 @@
+"""Training batches: patches of the plan's size cut from prepared cases, foreground-oversampled.
+
+As nnU-Net does, each patch comes from a case drawn at random; a share of them (foreground_oversampling)
+is centred on a labelled voxel, the rest on any voxel. A patch reaching past the study (or a study
+smaller than the patch) is zero-padded, which is what the normalized background is, so the network
+learns windows placed anywhere over a study, as sliding-window inference places them. A 2D
+plan cuts one-slice patches of the canonical axial slices. Item i of an epoch is batch i, drawn from its
+own seed, so an epoch is the same whatever the number of loader workers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from segmentation.case_cache import CachedCase
+from segmentation.errors import DatasetError
+
+# Labelled voxel positions kept per case to draw foreground centres from (nnU-Net keeps 10,000 per class).
+FOREGROUND_POSITIONS = 10_000
+
+
+class _Case:
+    """A cached case with a sample of its labelled voxel positions."""
+
+    def __init__(self, cached: CachedCase, rng: np.random.Generator) -> None:
+        self.image, self.label = np.asarray(cached.image), np.asarray(cached.label)
+        self.modality = cached.modality
+        foreground = np.flatnonzero(self.label)
+        if foreground.size > FOREGROUND_POSITIONS:
+            foreground = rng.choice(foreground, FOREGROUND_POSITIONS, replace=False)
+        self.foreground = foreground
+
+    @property
+    def voxels(self) -> int:
+        return int(self.image.size)
+
+
+class PatchDataset(Dataset):
+    """An epoch's batches as (images (B, 1, *patch) float32, labels (B, 1, *patch) uint8, modalities).
+
+    An epoch holds as many patches as it takes to tile every case once (every slice of every case for a
+    2D plan whose patch covers a whole slice).
+    """
+
+    def __init__(
+        self, cases: Sequence[CachedCase], patch_size: tuple[int, ...], batch_size: int,
+        foreground_oversampling: float, seed: int = 0,
+    ) -> None:
+        if not cases:
+            raise DatasetError("there are no labelled training cases to train on")
+        self.spatial_dims = len(patch_size)
+        self.patch = tuple(patch_size) if self.spatial_dims == 3 else (1, *patch_size)
+        rng = np.random.default_rng(seed)
+        self.cases = [_Case(case, rng) for case in cases]
+        self.batch_size = batch_size
+        self.foreground_oversampling = foreground_oversampling
+        self.samples_per_epoch = sum(_tiles(case.image.shape, self.patch) for case in self.cases)
+        self.epoch_seed = seed
+
+    def set_epoch_seed(self, seed: int) -> None:
+        """The seed every batch of the coming epoch derives its draws from."""
+        self.epoch_seed = seed
+
+    def __len__(self) -> int:
+        return math.ceil(self.samples_per_epoch / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        rng = np.random.default_rng([self.epoch_seed, index])
+        size = min(self.batch_size, self.samples_per_epoch - index * self.batch_size)
+        images, labels, modalities = [], [], []
+        for _ in range(size):
+            case = self.cases[int(rng.integers(len(self.cases)))]
+            image, label = self._crop(case, rng)
+            images.append(image)
+            labels.append(label)
+            modalities.append(case.modality)
+        return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(labels)), modalities
+
+    def _crop(self, case: _Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        forced = case.foreground.size > 0 and rng.random() < self.foreground_oversampling
+        flat = case.foreground[rng.integers(case.foreground.size)] if forced else rng.integers(case.voxels)
+        start = np.asarray(np.unravel_index(int(flat), case.image.shape)) - np.asarray(self.patch) // 2
+        image = _cut(case.image, start, self.patch, np.float32)
+        label = _cut(case.label, start, self.patch, np.uint8)
+        # One channel: (1, z, y, x) for 3D; a 2D patch's single slice becomes its channel, (1, y, x).
+        return (image[None], label[None]) if self.spatial_dims == 3 else (image, label)
+
+
+def _tiles(shape: tuple[int, ...], patch: tuple[int, ...]) -> int:
+    """Patches it takes to tile a study of `shape`."""
+    return math.prod(math.ceil(side / size) for side, size in zip(shape, patch, strict=True))
+
+
+def _cut(array: np.ndarray, start: np.ndarray, size: tuple[int, ...], dtype: type) -> np.ndarray:
+    """The region of `size` from `start`, zero where it reaches past the array (as nnU-Net's loader
+    pads): windows over the edge of a study are what sliding-window inference sees too."""
+    low = np.maximum(start, 0)
+    high = np.minimum(start + np.asarray(size), array.shape)
+    inside = np.asarray(array[tuple(slice(a, b) for a, b in zip(low, high, strict=True))], dtype=dtype)
+    before = low - start
+    after = np.asarray(size) - before - inside.shape
+    return np.pad(inside, list(zip(before, after, strict=True)))
+
+
+def make_loader(dataset: PatchDataset, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over whole batches (the dataset draws them itself, so no sampler or collation); its
+    own generator keeps torch's global random state untouched."""
+    return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers, pin_memory=pin_memory,
+                      generator=torch.Generator().manual_seed(dataset.epoch_seed))

@@ -1,0 +1,175 @@
+"""Training settings and names, readable without torch: the network's shape, the training
+hyperparameters, the learning-rate schedule, a training call's result and a run folder's file names.
+
+The GUI, the CLI's argument parsing and the federation's supervisors import this module; the engine that
+acts on these settings (segmentation.algorithm, segmentation.network) is what loads torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from segmentation.errors import ConfigError
+from segmentation.plan import Plan
+
+if TYPE_CHECKING:
+    import torch
+
+CHECKPOINT_NAME = "model.pt"
+EVENTS_NAME = "events.jsonl"
+HISTORY_NAME = "history.csv"
+PLAN_NAME = "plan.json"
+
+# Kept literal so settings need no torch; a test checks it equals segmentation.transforms.AUGMENTATIONS.
+AUGMENTATION_NAMES = ("none", "gin", "gin-ipa", "randconv", "fourier", "dsn")
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")
+# FedGIN's 2D U-Net (arXiv 2508.05137): four levels of 32/64/128/256 channels.
+FEDGIN_CHANNELS = (32, 64, 128, 256)
+# nnU-Net's share of training patches forced to hold foreground.
+FOREGROUND_OVERSAMPLING = 1 / 3
+
+# Hyperparameters that may change between sessions of one run (e.g. on --resume); the network, the plan
+# and the augmentation define the model and may not.
+_HYPERPARAMETERS = (
+    "learning_rate", "weight_decay", "batch_size", "seed", "proximal_mu", "num_workers",
+    "foreground_oversampling", "augmentation_probability", "learning_rate_schedule",
+)
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Constructor arguments of MONAI's U-Net; validated here so a bad config fails before training."""
+
+    spatial_dims: int = 2
+    in_channels: int = 1
+    out_channels: int = 2
+    channels: tuple[int, ...] = FEDGIN_CHANNELS
+    num_res_units: int = 1
+    norm: str = "instance"
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
+        if self.out_channels < 2:
+            raise ValueError("out_channels counts background too and must be at least 2")
+        if len(self.channels) < 2 or any(c <= 0 for c in self.channels):
+            raise ValueError(f"channels must be two or more positive widths, got {self.channels}")
+        if self.norm not in ("instance", "batch"):
+            raise ValueError(f"norm must be 'instance' or 'batch', got {self.norm!r}")
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return (2,) * (len(self.channels) - 1)
+
+    @property
+    def size_multiple(self) -> int:
+        """Input sizes must be multiples of this for the down/up-sampling to line up."""
+        return 2 ** (len(self.channels) - 1)
+
+    def build(self) -> torch.nn.Module:
+        """The network itself (loads torch and MONAI)."""
+        from segmentation.network import build_network
+
+        return build_network(self)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> NetworkConfig:
+        values = dict(data)
+        values["channels"] = tuple(int(c) for c in values["channels"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Everything that shapes local training.
+
+    The plan fixes how studies become patches (see segmentation.plan). proximal_mu > 0 adds FedProx's
+    mu/2 * ||w - w_start||^2, w_start being the weights at the start of each train() call (the global
+    model in a federated round). foreground_oversampling is the share of patches centred on a labelled
+    voxel (the rest are centred anywhere). cache_dir None means the user's cache folder.
+    augmentation_probability is the share of samples each batch augments: the rest keep the in-modality
+    Dice of unaugmented training while the augmented ones teach the unseen modalities
+    (docs/augmentations.md). learning_rate_schedule "cosine" decays the rate to zero over each train()
+    call, so a fixed step budget ends on a settled model; "constant" suits federated rounds.
+    """
+
+    plan: Plan
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    augmentation: str = "gin"
+    augmentation_probability: float = 0.3
+    learning_rate_schedule: str = "constant"
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 16
+    seed: int = 0
+    proximal_mu: float = 0.0
+    num_workers: int = 0
+    foreground_oversampling: float = FOREGROUND_OVERSAMPLING
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.augmentation not in AUGMENTATION_NAMES:
+            raise ConfigError(
+                f"augmentation {self.augmentation!r} is unknown; choose one of: "
+                + ", ".join(AUGMENTATION_NAMES)
+            )
+        if self.learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
+            raise ConfigError(
+                f"learning_rate_schedule {self.learning_rate_schedule!r} is unknown; choose one of: "
+                + ", ".join(LEARNING_RATE_SCHEDULES)
+            )
+        checks = {
+            "learning_rate": self.learning_rate > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "batch_size": self.batch_size >= 1,
+            "proximal_mu": self.proximal_mu >= 0,
+            "num_workers": self.num_workers >= 0,
+            "foreground_oversampling": 0.0 <= self.foreground_oversampling <= 1.0,
+            "augmentation_probability": 0.0 <= self.augmentation_probability <= 1.0,
+        }
+        for name, valid in checks.items():
+            if not valid:
+                raise ConfigError(f"{name} = {getattr(self, name)} is out of range")
+        self.plan.check_network(self.network.spatial_dims, self.network.size_multiple)
+        if len(self.plan.labels) != self.network.out_channels:
+            raise ConfigError(f"the plan names {len(self.plan.labels)} labels but the network predicts "
+                              f"{self.network.out_channels} classes")
+
+    @property
+    def labels(self) -> dict[int, str]:
+        return self.plan.labels
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The plain-valued settings stored in a checkpoint beside network and plan."""
+        values = asdict(self)
+        return {name: values[name] for name in _HYPERPARAMETERS}
+
+    def with_hyperparameters(self, values: dict[str, Any]) -> TrainingConfig:
+        """This config with known hyperparameters replaced (unknown keys are ignored)."""
+        return replace(self, **{name: values[name] for name in _HYPERPARAMETERS if name in values})
+
+
+def learning_rate_schedule(config: TrainingConfig, steps: int) -> list[float]:
+    """The learning rate of each of `steps` optimisation steps under the config's schedule."""
+    if config.learning_rate_schedule == "constant":
+        return [config.learning_rate] * steps
+    return [0.5 * config.learning_rate * (1.0 + math.cos(math.pi * step / steps)) for step in range(steps)]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of one train() call. num_examples (training samples per epoch) weights federated averaging."""
+
+    epochs: int
+    epoch: int
+    loss: float
+    num_examples: int
+    stopped: bool
+    metrics: dict[str, float] = field(default_factory=dict)
