@@ -1,8 +1,10 @@
 """Where a demo round's wall time goes: the sites' training and evaluation against Flower's overhead.
 
 Runs the federated part of `fedseg demo` (real SuperLink and SuperNodes on 127.0.0.1, TLS) and reads
-the run's own event files. A training round's wall time runs from the end of the previous round (or
-the run's start) to the server's checkpoint of this round. The sites' work in it is each site's
+the run's own event files. Before round 1 the server plans: it asks every site for its fingerprint and
+makes the plan (the run's "started" to its "plan" event), reported apart as the planning time. A training
+round's wall time runs from the end of the previous round (or the plan) to the server's checkpoint of
+this round. The sites' work in it is each site's
 train_round, from its "started" to its "finished" event (scoring the received model, the local epochs,
 scoring again); the sites work in parallel, so the round's compute is the slowest site's. Everything
 else is overhead: a ClientApp process per message (Python and the model code's imports), Flower's
@@ -36,14 +38,20 @@ from federation.server_run import EVENTS_NAME, METRICS_NAME, read_metrics
 from federation.site_history import SITE_NAME_KEY, TRAIN
 from segmentation.checkpoint import load_checkpoint
 from segmentation.events import read_events
-from segmentation.training import CHECKPOINT_NAME
+from segmentation.settings import CHECKPOINT_NAME
 
 TARGET_SHARE = 0.80
 
 
+def planning_seconds(server_events: list[dict[str, Any]]) -> float:
+    """Seconds from the run's start to its plan: the fingerprint query and the planning."""
+    started = next(event["time"] for event in server_events if event["kind"] == "started")
+    return next(event["time"] for event in server_events if event["kind"] == "plan") - started
+
+
 def round_walls(server_events: list[dict[str, Any]]) -> dict[int, float]:
-    """Seconds of each training round, from the server's started/checkpoint events."""
-    start = next(event["time"] for event in server_events if event["kind"] == "started")
+    """Seconds of each training round, from the server's plan/checkpoint events."""
+    start = next(event["time"] for event in server_events if event["kind"] == "plan")
     walls = {}
     for event in server_events:
         if event["kind"] == "checkpoint":
@@ -79,7 +87,8 @@ def measure(out: Path, settings: DemoSettings) -> dict[str, Any]:
     config = run_federation(out / "federation", settings, datasets,
                             on_event=lambda event: event["kind"] == "checkpoint"
                             and print(f"round {event['round']} done", file=sys.stderr, flush=True))
-    walls = round_walls(list(read_events(config.run_dir / EVENTS_NAME)))
+    server_events = list(read_events(config.run_dir / EVENTS_NAME))
+    walls = round_walls(server_events)
     compute = {site: site_compute(list(read_events(site_event_file(out / "federation", site))))
                for site in datasets}
     model = load_checkpoint(config.run_dir / CHECKPOINT_NAME)  # the replies' arrays have its shapes
@@ -96,7 +105,8 @@ def measure(out: Path, settings: DemoSettings) -> dict[str, Any]:
                        "site_compute_s": {site: compute[site].get(number) for site in datasets},
                        "bytes_sent": {site: sent[site].get(number) for site in datasets}})
     share = sum(r["compute_s"] for r in rounds) / sum(r["wall_s"] for r in rounds)
-    return {"rounds": rounds, "compute_share": share}
+    return {"plan": model.plan.describe(), "planning_s": planning_seconds(server_events), "rounds": rounds,
+            "compute_share": share}
 
 
 def _number(value: float | None, digits: int, scale: float = 1.0) -> str:
@@ -111,6 +121,7 @@ def main() -> int:
     settings = DemoSettings(**({"rounds": args.rounds} if args.rounds else {}))
     with tempfile.TemporaryDirectory(prefix="fedseg-bench-") as temporary:
         result = measure(args.out or Path(temporary), settings)
+    print(f"plan: {result['plan']}, from the sites' fingerprints in {result['planning_s']:.1f} s")
     print(f"{'round':>5}  {'wall s':>7}  {'compute s':>9}  {'share':>5}  per site: compute s / KiB sent")
     for row in result["rounds"]:
         sites = "  ".join(f"{site}: {_number(row['site_compute_s'][site], 1)} / "

@@ -45,8 +45,8 @@ from federation.he.records import FINGERPRINT_KEY, EncryptedAggregation, from_ar
 from federation.server_run import run_server
 from federation.task import SiteSettings
 from federation.validation import ValidationLimits
-from segmentation.network import NetworkConfig
-from segmentation.slice_cache import CACHE_DIR_ENVIRONMENT
+from segmentation.case_cache import CACHE_DIR_ENVIRONMENT
+from segmentation.settings import NetworkConfig
 from segmentation.synth import generate_dataset
 from segmentation.synth.anatomy import LABELS
 

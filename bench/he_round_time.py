@@ -4,18 +4,20 @@ Runs the federated part of `fedseg demo` with HE off and with HE on (`fedseg dem
 decrypt, check, pre-weight and encrypt, the server adds ciphertexts) in one run, on the same phantoms
 and settings; with --repeats the pair runs again in the opposite order (off/on, on/off, ...) so that a
 drifting machine load favours neither. Each run is a real SuperLink and one SuperNode per site on
-127.0.0.1 with TLS: the demo's network, image size and data; fewer rounds and local epochs than the demo,
-which makes the HE share of a round larger than in the demo itself.
+127.0.0.1 with TLS: the demo's network, data and plan (which the server makes from the sites'
+fingerprints); fewer rounds and local epochs than the demo, which makes the HE share of a round larger
+than in the demo itself.
 
-A round's wall time comes from the server's own events, from the run's start or the previous round's
-checkpoint to this round's checkpoint (bench/federation_round.py), so starting the processes is not
-counted. Of that, "sites" is the slowest site's own round work (scoring, local training and, with HE,
-encrypting: its started/finished events) and "rest" everything else: the global model's way to the
-sites (with HE, decrypting it), a ClientApp process per message, the replies' way back, and the server's
-checks, sum and checkpoint. CPU is the CPU time of every process a run started, start-up included: less
-sensitive to other work on a shared machine, where single rounds' wall times vary by tens of percent;
-on Linux it is also split by program when the run finishes (a flower-superexec counts the ClientApp or
-ServerApp processes it started and that have exited), which shows where Flower spends it.
+A round's wall time comes from the server's own events, from the run's plan or the previous round's
+checkpoint to this round's checkpoint (bench/federation_round.py), so starting the processes and the
+fingerprint query before round 1 are not counted. Of that, "sites" is the slowest site's own round work
+(scoring, local training and, with HE, encrypting: its started/finished events) and "rest" everything
+else: the global model's way to the sites (with HE, decrypting it), a ClientApp process per message, the
+replies' way back, and the server's checks, sum and checkpoint. CPU is the CPU time of every process a
+run started, start-up included: less sensitive to other work on a shared machine, where single rounds'
+wall times vary by tens of percent; on Linux it is also split by program when the run finishes (a
+flower-superexec counts the ClientApp or ServerApp processes it started and that have exited), which
+shows where Flower spends it.
 
 Target: HE round wall time <= 1.15x plaintext (issue 4). Last line: a JSON object.
 """
@@ -147,7 +149,7 @@ def main() -> int:
     print(f"all training rounds: {_split(plain)} plaintext, {_split(he)} with HE: {ratio:.2f}x "
           f"(target <= {TARGET_RATIO:.2f}x); CPU of the runs' processes {he['cpu_s'] / plain['cpu_s']:.2f}x")
     demo = {"sites": list(settings.sites), "rounds": settings.rounds, "local_epochs": settings.local_epochs,
-            "train_cases": settings.train_cases, "image_size": settings.image_size,
+            "train_cases": settings.train_cases, "volume_size": settings.volume_size,
             "channels": list(settings.channels), "repeats": args.repeats}
     print(json.dumps({"benchmark": "he_round_time", "settings": demo, "runs": runs, "total": total,
                       "ratio": ratio, "cpu_ratio": he["cpu_s"] / plain["cpu_s"],

@@ -2,9 +2,10 @@
 
 The demo's targets (federated >= 0.93 x centralized; no site more than 0.02 below its local-only model on
 its own modality) depend on how often the sites' models are averaged, not on Flower: this runs FedAvg in
-one process (no Flower processes, so no per-round overhead) over the demo's sites and model, for several
-plans of rounds x local epochs with the same total epochs, and the baselines for those epochs as
-`fedseg demo --baselines` trains them. Every site keeps its AdamW state between rounds as real sites do;
+one process (no Flower processes, so no per-round overhead) over the demo's sites, model and plan (made
+from the sites' merged fingerprints, as the federation's server makes it), for several plans of rounds x
+local epochs with the same total epochs, and the baselines for those epochs as `fedseg demo --baselines`
+trains them. Every site keeps its AdamW state between rounds as real sites do;
 replies are averaged by Flower's own helper, weighted by num-examples as ValidatingFedAvg does. Every
 model is scored on every site's held-out test set.
 
@@ -22,6 +23,7 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +34,13 @@ from federation.demo import DemoSettings
 from federation.demo.baselines import CENTRALIZED, local_only_name, train_baselines
 from federation.demo.data import demo_datasets
 from federation.demo.federated import write_server_config
+from federation.planning import plan_for
 from federation.server_run import model_of
-from federation.task import NUM_EXAMPLES, load_named_weights, named_weights
+from federation.task import NUM_EXAMPLES, load_named_weights, named_weights, site_fingerprint
 from segmentation.algorithm import SegmentationAlgorithm
 from segmentation.datalist import DatasetIndex
-from segmentation.training import TrainingConfig
+from segmentation.plan import Fingerprint
+from segmentation.settings import TrainingConfig
 
 TARGET_RATIO = 0.93
 TARGET_OWN_MODALITY_LOSS = 0.02
@@ -57,12 +61,11 @@ def scores_on_test_sets(
 
 
 def federated_average(
-    training: TrainingConfig, labels: dict[int, str], datasets: Mapping[str, DatasetIndex], rounds: int,
-    epochs: int,
+    training: TrainingConfig, datasets: Mapping[str, DatasetIndex], rounds: int, epochs: int,
 ) -> SegmentationAlgorithm:
     """The global model after `rounds` FedAvg rounds of `epochs` local epochs at every site."""
-    global_model = SegmentationAlgorithm(training, labels)
-    sites = {site: SegmentationAlgorithm(training, labels) for site in datasets}  # each keeps its AdamW state
+    global_model = SegmentationAlgorithm(training)
+    sites = {site: SegmentationAlgorithm(training) for site in datasets}  # each keeps its AdamW state
     for server_round in range(1, rounds + 1):
         replies = []
         for site, algorithm in sites.items():
@@ -80,15 +83,17 @@ def federated_average(
 
 def measure(out: Path, settings: DemoSettings, plans: Sequence[tuple[int, int]]) -> dict[str, Any]:
     datasets = demo_datasets(out / "data", settings)
-    labels_of_data = next(iter(datasets.values())).labels
-    training, labels = model_of(write_server_config(out / "config", settings, labels_of_data))
+    config = write_server_config(out / "config", settings, next(iter(datasets.values())).labels)
+    fingerprint = reduce(Fingerprint.merge, (site_fingerprint(dataset) for dataset in datasets.values()))
+    training = model_of(config, plan_for(fingerprint, config))
+    print(f"plan: {training.plan.describe()}", file=sys.stderr, flush=True)
     epochs = {rounds * local for rounds, local in plans}
     if len(epochs) != 1:
         raise SystemExit(f"every plan must train the same total epochs, got {sorted(epochs)}")
     total = epochs.pop()
     rows = []
     for rounds, local in plans:
-        model = federated_average(training, labels, datasets, rounds, local)
+        model = federated_average(training, datasets, rounds, local)
         rows.append({"model": f"FedAvg {rounds}x{local}", "rounds": rounds, "local_epochs": local,
                      "dice": scores_on_test_sets(model, datasets)})
     baselines = train_baselines(training, datasets, total, out / "events.jsonl")
@@ -101,7 +106,8 @@ def measure(out: Path, settings: DemoSettings, plans: Sequence[tuple[int, int]])
         row["mean"] = statistics.fmean(row["dice"].values())
         row["ratio"] = row["mean"] / reference
         row["own_modality_loss"] = {site: own[site] - dice for site, dice in row["dice"].items()}
-    return {"total_epochs": total, "sites": list(datasets), "local_only": own, "rows": rows}
+    return {"total_epochs": total, "plan": training.plan.describe(), "sites": list(datasets),
+            "local_only": own, "rows": rows}
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""The site's Flower ClientApp: hands each train or evaluate message to the site's own work.
+"""The site's Flower ClientApp: hands each train, evaluate or query message to the site's own work.
 
 Flower starts this app in a fresh process for every message. With a site worker (federation.site_worker,
 which `fedseg site` starts and names in the SuperNode's node config) the app only forwards the message's
@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from multiprocessing import AuthenticationError
 
-from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
+from flwr.app import ArrayRecord, Context, Error, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
 
 from federation.packed import PackingError, is_packed, pack, unpack
@@ -36,6 +36,12 @@ def train(message: Message, context: Context) -> Message:
 def evaluate(message: Message, context: Context) -> Message:
     """Score the global model on the site's validation cases."""
     return _reply(message, context, _answer(EVALUATE, message, context))
+
+
+@app.query()
+def query(message: Message, context: Context) -> Message:
+    """Answer the server's question outside a round: the fingerprint of the site's training data."""
+    return _reply(message, context, _answer(MessageType.QUERY, message, context))
 
 
 def _answer(kind: str, message: Message, context: Context) -> SiteAnswer:

@@ -98,6 +98,23 @@ class _Table:
             raise self.error(key, f"must be a list of at least {minimum} positive integers, got {value!r}")
         return tuple(value)
 
+    def optional_numbers(
+        self, key: str, count: int, integers: bool = False
+    ) -> tuple[int | float, ...] | None:
+        """An optional list of exactly `count` positive finite numbers (integers when `integers`)."""
+        value = self._take(key, None)
+        if value is None:
+            return None
+        kinds = int if integers else (int, float)
+        ok = isinstance(value, list) and len(value) == count and all(
+            isinstance(item, kinds) and not isinstance(item, bool) and math.isfinite(item) and item > 0
+            for item in value
+        )
+        if not ok:
+            wanted = "positive integers" if integers else "positive numbers"
+            raise self.error(key, f"must be a list of {count} {wanted}, got {value!r}")
+        return tuple(value) if integers else tuple(float(item) for item in value)
+
     def path(self, key: str, default: Any = _REQUIRED, must_exist: bool = True) -> Path | None:
         """A path relative to the TOML file's folder; None when optional and absent."""
         value = self._take(key, default)
@@ -180,14 +197,22 @@ class ModelSettings:
     """The network every site trains; the server decides it and sends it to the sites each round.
 
     labels are the label names by value (0 is the background); every site's dataset must have exactly
-    these. channels are the U-Net's widths per level; image_size is the side of the 2D network input.
+    these. channels are the 2D U-Net's widths per level. How studies become network input (the plan) is
+    made before round 1 from the sites' fingerprints; target_spacing (mm, x y z) and patch_size (pixels,
+    y x) are an expert's overrides of the automatic values, None to leave them to the plan's rules.
     """
 
     labels: tuple[str, ...]
     channels: tuple[int, ...] = (32, 64, 128, 256)
-    image_size: int = 96
     batch_size: int = 16
     learning_rate: float = 1e-3
+    target_spacing: tuple[float, float, float] | None = None
+    patch_size: tuple[int, ...] | None = None
+
+    @property
+    def label_map(self) -> dict[int, str]:
+        """The labels by value, as datasets and plans name them."""
+        return dict(enumerate(self.labels))
 
 
 @dataclass(frozen=True)
@@ -248,6 +273,7 @@ class SiteConfig:
 
 
 MAX_PORT = 65535
+NETWORK_DIMS = 2  # the federation trains FedGIN's 2D U-Net on slices
 _SERVER_TABLES = ("server", "federation", "model", "validation", "tls", "auth", "he")
 _SITE_TABLES = ("site", "server", "tls", "auth", "he")
 _TLS_FILES = ("ca_certificate", "certificate", "private_key")
@@ -294,16 +320,22 @@ def _federation(document: _Document) -> FederationSettings:
 
 def _model(document: _Document) -> ModelSettings:
     table = document.table("model")
+    if "image_size" in table.values:
+        raise table.error("image_size", "is no longer a setting: the plan (target spacing, patch size) now "
+                                        "comes from the sites' fingerprints before round 1; remove it (an "
+                                        "expert may set target_spacing = [x, y, z] and patch_size = [y, x])")
     channels = table.integers("channels", [32, 64, 128, 256], minimum=2)
-    image_size = table.integer("image_size", 96, maximum=4096)
+    patch_size = table.optional_numbers("patch_size", NETWORK_DIMS, integers=True)
     multiple = 2 ** (len(channels) - 1)
-    if image_size % multiple:
-        raise table.error("image_size", f"must be a multiple of {multiple} for {len(channels)} levels of "
-                                        f"channels, got {image_size}")
+    if patch_size is not None and any(side % multiple for side in patch_size):
+        raise table.error("patch_size", f"must be multiples of {multiple} for {len(channels)} levels of "
+                                        f"channels, got {list(patch_size)}")
     settings = ModelSettings(
-        labels=table.strings("labels", minimum=2), channels=channels, image_size=image_size,
+        labels=table.strings("labels", minimum=2), channels=channels,
         batch_size=table.integer("batch_size", 16),
         learning_rate=table.number("learning_rate", 1e-3, above=True),
+        target_spacing=table.optional_numbers("target_spacing", 3),
+        patch_size=patch_size,
     )
     table.finish()
     return settings

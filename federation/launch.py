@@ -41,7 +41,7 @@ from federation.site_worker import KEY_ENVIRONMENT, NODE_WORKER_ADDRESS, NODE_WO
 from federation.task import SiteSettings
 from segmentation.errors import ConfigError
 from segmentation.events import EventTail  # noqa: F401  (re-exported: the CLI and demo follow runs with it)
-from segmentation.training import CHECKPOINT_NAME
+from segmentation.settings import CHECKPOINT_NAME
 
 logger = logging.getLogger(__name__)
 

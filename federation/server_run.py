@@ -1,11 +1,14 @@
-"""The server's side of a federated run: rounds, checkpoints, resume, metrics files and events.
+"""The server's side of a federated run: the plan, rounds, checkpoints, resume, metrics files and events.
 
-Flower's Strategy.start runs rounds 1..N with one fixed train config. A FedSeg run must resume from
-its last checkpointed round and send each round the latest per-site history, so this module drives
-the same strategy hooks (configure_train / aggregate_train / configure_evaluate / aggregate_evaluate)
-in its own loop. After every round it writes metrics.jsonl/metrics.csv, then model.pt (atomically, with
-the round number), then events; a resumed run continues after the round in model.pt and keeps only
-the history up to it. After the last round the sites score the final global model once.
+Flower's Strategy.start runs rounds 1..N with one fixed train config. A FedSeg run must make its plan
+from the sites' fingerprints before round 1, resume from its last checkpointed round and send each round
+the latest per-site history, so this module drives the same strategy hooks (configure_train /
+aggregate_train / configure_evaluate / aggregate_evaluate) in its own loop. A new run first asks the
+sites for their fingerprints and writes the plan to plan.json (federation.planning); a resumed run keeps
+the plan of its checkpoint and never plans again. The plan travels with the model config every round.
+After every round it writes metrics.jsonl/metrics.csv, then model.pt (atomically, with the round number
+and the plan), then events; a resumed run continues after the round in model.pt and keeps only the
+history up to it. After the last round the sites score the final global model once.
 
 With homomorphic encryption ([he] enabled) the server holds only the public context: the global model
 after a round is an encrypted sum that it sends on as it is, and checkpoints encrypted as model.he.
@@ -24,7 +27,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
-from federation.config import ServerConfig
+from federation.config import NETWORK_DIMS, ServerConfig
 from federation.he.checkpoint import (
     ENCRYPTED_CHECKPOINT_NAME,
     EncryptedCheckpoint,
@@ -33,6 +36,7 @@ from federation.he.checkpoint import (
 )
 from federation.he.context import load_public_context
 from federation.he.records import FINGERPRINT_KEY, EncryptedAggregation
+from federation.planning import collect_fingerprints, federated_plan
 from federation.site_history import EVALUATE, TRAIN, SiteRound, write_metrics
 from federation.strategy import ValidatingFedAvg, build_strategy
 from federation.task import (
@@ -46,34 +50,40 @@ from segmentation.algorithm import SegmentationAlgorithm
 from segmentation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from segmentation.errors import CheckpointError, ConfigError, FedSegError
 from segmentation.events import EventWriter
-from segmentation.network import NetworkConfig
-from segmentation.preprocessing import Preprocessing
-from segmentation.training import CHECKPOINT_NAME, TrainingConfig
+from segmentation.plan import Plan, write_plan
+from segmentation.settings import CHECKPOINT_NAME, PLAN_NAME, NetworkConfig, TrainingConfig
 
 EVENTS_NAME = "events.jsonl"
 METRICS_NAME = "metrics.jsonl"
 SERVER_JOB = "server"
+# The plan overrides server.toml may set; a resumed run's plan must agree with those that are set.
+_PLAN_OVERRIDES = ("target_spacing", "patch_size")
 
 
-def model_of(config: ServerConfig) -> tuple[TrainingConfig, dict[int, str]]:
-    """The federation's model as the sites will build it, from server.toml's [model] and [federation]."""
+def network_of(config: ServerConfig) -> NetworkConfig:
+    """The network every site trains, from server.toml's [model]."""
+    return NetworkConfig(spatial_dims=NETWORK_DIMS, out_channels=len(config.model.labels),
+                         channels=config.model.channels)
+
+
+def model_of(config: ServerConfig, plan: Plan) -> TrainingConfig:
+    """The federation's model as the sites will build it: server.toml's [model] and [federation] with the
+    run's plan."""
     model, federation = config.model, config.federation
-    network = NetworkConfig(out_channels=len(model.labels), channels=model.channels)
-    training = TrainingConfig(
-        network=network, preprocessing=Preprocessing(image_size=(model.image_size, model.image_size)),
+    return TrainingConfig(
+        plan=plan, network=network_of(config),
         augmentation=federation.augmentation, augmentation_probability=federation.augmentation_probability,
         learning_rate=model.learning_rate,
         batch_size=model.batch_size, proximal_mu=federation.proximal_mu,
     )
-    return training, dict(enumerate(model.labels))
 
 
-def encrypted_aggregation(config: ServerConfig, training: TrainingConfig) -> EncryptedAggregation | None:
+def encrypted_aggregation(config: ServerConfig, network: NetworkConfig) -> EncryptedAggregation | None:
     """The server's part of HE when server.toml turns it on: the public context (a secret one is refused)
     and the model's number of values."""
     if not config.he.enabled:
         return None
-    size = sum(tensor.numel() for tensor in training.network.build().state_dict().values())
+    size = sum(tensor.numel() for tensor in network.build().state_dict().values())
     return EncryptedAggregation(load_public_context(config.he.context), size)
 
 
@@ -98,12 +108,14 @@ def read_metrics(path: Path) -> list[SiteRound]:
         raise CheckpointError(f"{path}: not a metrics file this version wrote ({reason})") from None
 
 
-def initial_state(
-    run_dir: Path, training: TrainingConfig, labels: dict[int, str], resume: bool,
-    he: EncryptedAggregation | None = None,
-) -> RunState:
-    """A new run's seeded initial weights, or with resume the run folder's last checkpointed round
-    (model.pt, or with HE the encrypted model.he, which must be under the same key)."""
+StoredModel = Checkpoint | EncryptedCheckpoint
+
+
+def stored_checkpoint(
+    run_dir: Path, resume: bool, he: EncryptedAggregation | None = None
+) -> StoredModel | None:
+    """With resume, the run folder's last checkpointed round (model.pt, or with HE the encrypted model.he,
+    which must be under the same key); None for a new run, whose folder must hold no checkpoint."""
     path, other = run_dir / CHECKPOINT_NAME, run_dir / ENCRYPTED_CHECKPOINT_NAME
     if he is not None:
         path, other = other, path
@@ -111,9 +123,7 @@ def initial_state(
         raise ConfigError(f"{run_dir} holds a run {'without' if he else 'with'} homomorphic encryption "
                           f"({other.name}); keep [he] enabled as it was or choose another [server] run_dir")
     if not path.exists():
-        algorithm = SegmentationAlgorithm(training, labels, device="cpu")
-        names = list(algorithm.model.state_dict())
-        return RunState(dict(zip(names, algorithm.get_weights(), strict=True)))
+        return None
     if not resume:
         raise ConfigError(f"{run_dir} already holds a run ({path.name}); resume it with --resume or choose "
                           "another [server] run_dir")
@@ -121,25 +131,48 @@ def initial_state(
     if he is not None and checkpoint.fingerprint != he.fingerprint:
         raise ConfigError(f"{path} is encrypted under HE key {checkpoint.fingerprint}, but [he] "
                           f"public_context has key {he.fingerprint}; give the server the run's public.ctx")
-    stored = (checkpoint.network, checkpoint.preprocessing, checkpoint.labels, checkpoint.augmentation)
-    if stored != (training.network, training.preprocessing, labels, training.augmentation):
-        raise ConfigError(f"{path} was trained with other [model] settings or augmentation than server.toml "
+    return checkpoint
+
+
+def check_resumable(checkpoint: StoredModel, config: ServerConfig) -> None:
+    """A resumed run keeps its model and its plan: server.toml's network, labels, augmentation and plan
+    overrides must be what the checkpoint was made with."""
+    where = config.run_dir
+    stored = (checkpoint.network, checkpoint.labels, checkpoint.augmentation)
+    if stored != (network_of(config), config.model.label_map, config.federation.augmentation):
+        raise ConfigError(f"{where} was trained with other [model] settings or augmentation than server.toml "
                           "now has; restore them or choose another [server] run_dir")
+    for name in _PLAN_OVERRIDES:
+        wanted, kept = getattr(config.model, name), tuple(getattr(checkpoint.plan, name))
+        if wanted is not None and tuple(wanted) != kept:
+            raise ConfigError(f"{where} follows a plan with {name} {list(kept)}, but server.toml's [model] "
+                              f"{name} is {list(wanted)}; a resumed run keeps its plan: restore it or choose "
+                              "another [server] run_dir")
+
+
+def resumed_state(checkpoint: StoredModel, run_dir: Path) -> RunState:
+    """The checkpoint's weights (plaintext or encrypted) and the site records up to its round."""
     records = [record for record in read_metrics(run_dir / METRICS_NAME) if record.round <= checkpoint.round]
-    if he is None:
-        arrays = {name: tensor.numpy() for name, tensor in checkpoint.state_dict.items()}
-    else:
+    if isinstance(checkpoint, EncryptedCheckpoint):
         arrays = checkpoint.arrays
+    else:
+        arrays = {name: tensor.numpy() for name, tensor in checkpoint.state_dict.items()}
     return RunState(arrays, checkpoint.round, records)
 
 
+def initial_weights(training: TrainingConfig) -> dict[str, np.ndarray]:
+    """A new run's seeded initial weights, by state_dict name."""
+    algorithm = SegmentationAlgorithm(training, device="cpu")
+    return dict(zip(algorithm.model.state_dict(), algorithm.get_weights(), strict=True))
+
+
 def save_global_model(
-    path: Path, training: TrainingConfig, labels: dict[int, str], arrays: dict[str, np.ndarray],
-    server_round: int, local_epochs: int,
+    path: Path, training: TrainingConfig, arrays: dict[str, np.ndarray], server_round: int, local_epochs: int,
 ) -> None:
-    """model.pt in the checkpoint format `fedseg predict`/`evaluate` read, with the round it closes."""
+    """model.pt in the checkpoint format `fedseg predict`/`evaluate` read, with the plan and the round it
+    closes."""
     save_checkpoint(Checkpoint(
-        network=training.network, preprocessing=training.preprocessing, labels=labels,
+        network=training.network, plan=training.plan,
         state_dict={name: torch.from_numpy(np.array(array)) for name, array in arrays.items()},
         augmentation=training.augmentation, epoch=server_round * local_epochs,
         training=training.hyperparameters(), round=server_round,
@@ -149,25 +182,33 @@ def save_global_model(
 class FederatedRun:
     """One server run: the strategy, the run folder and the event stream, driven round by round."""
 
+    training: TrainingConfig  # set when the run starts: its plan comes from the sites or the checkpoint
+
     def __init__(self, config: ServerConfig, grid: Grid, events: EventWriter) -> None:
         self.config = config
         self.grid = grid
         self.events = events
         self.run_dir = config.run_dir
-        self.training, self.labels = model_of(config)
-        self.he = encrypted_aggregation(config, self.training)
+        self.he = encrypted_aggregation(config, network_of(config))
         self.strategy: ValidatingFedAvg = build_strategy(config.federation, config.validation, self.he)
 
     def run(self, resume: bool) -> RunState:
-        """Train the remaining rounds, then have the sites score the final model (unless done before)."""
+        """Plan (a new run) or take the checkpoint's plan (a resumed one), train the remaining rounds, then
+        have the sites score the final model (unless done before)."""
         federation = self.config.federation
-        state = initial_state(self.run_dir, self.training, self.labels, resume, self.he)
+        checkpoint = stored_checkpoint(self.run_dir, resume, self.he)
+        if checkpoint is not None:
+            check_resumable(checkpoint, self.config)
+        state = resumed_state(checkpoint, self.run_dir) if checkpoint is not None else RunState({})
         if state.completed_round > federation.rounds:
             raise ConfigError(f"{self.run_dir} is at round {state.completed_round}, beyond [federation] "
                               f"rounds = {federation.rounds}; raise rounds to continue it")
         self.strategy.history.records.extend(state.records)
         self.events.emit("started", rounds=federation.rounds, round=state.completed_round)
         self.strategy.summary()
+        self.training = model_of(self.config, self._plan(checkpoint))
+        if checkpoint is None:
+            state.arrays = initial_weights(self.training)
         for server_round in range(state.completed_round + 1, federation.rounds + 1):
             state.arrays, metrics = self._train_round(server_round, state.arrays)
             state.completed_round = server_round
@@ -185,22 +226,36 @@ class FederatedRun:
         self.events.emit("finished", metrics=final)
         return state
 
+    def _plan(self, checkpoint: StoredModel | None) -> Plan:
+        """The run's plan, announced in a plan event: a resumed run's is its checkpoint's (never made
+        again); a new run's is made from the sites' fingerprints and written to plan.json with the merged
+        fingerprint, and its event names every site's verdict."""
+        if checkpoint is not None:
+            self.events.emit("plan", source="checkpoint", description=checkpoint.plan.describe(),
+                             plan=checkpoint.plan.to_dict())
+            return checkpoint.plan
+        answers = collect_fingerprints(self.grid, self.config, self._send, self.strategy.history)
+        plan, fingerprint = federated_plan(answers, self.config)
+        write_plan(plan, self.run_dir / PLAN_NAME, fingerprint=fingerprint)
+        self.events.emit("plan", source="fingerprints", description=plan.describe(), plan=plan.to_dict(),
+                         sites=[answer.to_dict() for answer in answers])
+        return plan
+
     def _checkpoint(self, server_round: int, arrays: dict[str, np.ndarray]) -> None:
         """model.pt, or with HE model.he: the global model as the server holds it, encrypted."""
         if self.he is None:
-            save_global_model(self.run_dir / CHECKPOINT_NAME, self.training, self.labels, arrays,
-                              server_round, self.config.federation.local_epochs)
+            save_global_model(self.run_dir / CHECKPOINT_NAME, self.training, arrays, server_round,
+                              self.config.federation.local_epochs)
             return
         save_encrypted_checkpoint(EncryptedCheckpoint(
-            network=self.training.network, preprocessing=self.training.preprocessing, labels=self.labels,
-            augmentation=self.training.augmentation, round=server_round, fingerprint=self.he.fingerprint,
-            arrays=arrays,
+            network=self.training.network, plan=self.training.plan, augmentation=self.training.augmentation,
+            round=server_round, fingerprint=self.he.fingerprint, arrays=arrays,
         ), self.run_dir / ENCRYPTED_CHECKPOINT_NAME)
 
     def _round_config(self) -> ConfigRecord:
         """What every site gets with the weights (Flower's strategy adds the round number)."""
         config: dict[str, Any] = {
-            MODEL_KEY: model_to_json(self.training, self.labels),
+            MODEL_KEY: model_to_json(self.training),
             LOCAL_EPOCHS_KEY: self.config.federation.local_epochs,
         }
         if self.he is not None:

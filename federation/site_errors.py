@@ -19,6 +19,7 @@ class SiteErrorCode(IntEnum):
     NO_VALIDATION = 104  # asked to evaluate, but the site has no labelled validation cases
     HE_KEY = 105  # the site's HE key differs from the federation's, or only one side encrypts
     UNSAFE_UPDATE = 106  # the site's update failed its own check before encryption
+    UNKNOWN_QUERY = 107  # the server asked something this site does not answer
 
     @property
     def reply(self) -> tuple[int, str]:

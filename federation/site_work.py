@@ -1,4 +1,5 @@
-"""What a site does with a round's message: train or evaluate the federation's model on its own data.
+"""What a site does with the server's messages: train or evaluate the federation's model on its own data,
+or answer a query (before round 1: its training data's fingerprint, from which the server plans).
 
 Flower-free apart from its record types, so that it runs either in the ClientApp's process or in the
 site worker (federation.site_worker), which keeps PyTorch and MONAI loaded between rounds. Only arrays
@@ -13,24 +14,28 @@ encrypted.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
 
 from federation.he.context import HeContext
 from federation.he.records import FINGERPRINT_KEY, MAX_MAGNITUDE_KEY, is_encrypted, to_array_record
 from federation.he.site import decrypt_global, encrypt_update, site_context
 from federation.server_run import save_global_model
-from federation.site_history import SITE_NAME_KEY, TRAIN
+from federation.site_history import EVALUATE, SITE_NAME_KEY, TRAIN
 from federation.site_worker import SiteAnswer
 from federation.task import (
     CONFIG_KEY,
+    DATA_FINGERPRINT_KEY,
+    FINGERPRINT_QUERY,
     LOCAL_EPOCHS_KEY,
     MODEL_KEY,
     NUM_EXAMPLES,
+    QUERY_KEY,
     SHARED_HISTORY_KEY,
     RoundEvents,
     SiteErrorCode,
@@ -43,6 +48,7 @@ from federation.task import (
     load_named_weights,
     model_from_json,
     named_weights,
+    site_fingerprint,
     train_round,
     validation_cases,
 )
@@ -64,8 +70,9 @@ Handler = Callable[[RecordDict, RecordDict, SiteSettings, RoundEvents], RecordDi
 
 
 def answer(kind: str, content: RecordDict, node_config: Mapping[str, Any], state: RecordDict) -> SiteAnswer:
-    """Run the train or evaluate handler on a message's content with the site's node config and state."""
-    handler: Handler = _train if kind == TRAIN else _evaluate
+    """Run the train, evaluate or query handler on a message's content with the site's node config and
+    state."""
+    handler = _HANDLERS[kind]
     try:
         settings = SiteSettings.from_node_config(dict(node_config))
         events = RoundEvents(settings.event_file, _server_round(content))
@@ -121,9 +128,23 @@ def _evaluate(
     metrics = evaluate_round(algorithm, validation_cases(dataset))
     events.emit("evaluation", model="global", phase="evaluate", metrics=metrics)
     if he is not None:  # only the sites can read the final global model: keep it
-        save_global_model(settings.event_file.parent / SITE_MODEL_NAME, algorithm.config, algorithm.labels,
+        save_global_model(settings.event_file.parent / SITE_MODEL_NAME, algorithm.config,
                           named_weights(algorithm), events.round, int(config.get(LOCAL_EPOCHS_KEY, 1)))
     return RecordDict({"metrics": MetricRecord(_numbers(metrics))})
+
+
+def _query(content: RecordDict, state: RecordDict, settings: SiteSettings, events: RoundEvents) -> RecordDict:
+    """The site's training data fingerprint (numbers only), the one thing a server may ask outside a round."""
+    asked = _config(content).get(QUERY_KEY)
+    if asked != FINGERPRINT_QUERY:
+        raise SiteRoundError(SiteErrorCode.UNKNOWN_QUERY, f"the server asked for {asked!r}, which this site "
+                                                          "does not answer")
+    fingerprint = site_fingerprint(load_dataset(settings.data_dir))
+    text = json.dumps(fingerprint.to_dict(), allow_nan=False)
+    return RecordDict({DATA_FINGERPRINT_KEY: ConfigRecord({DATA_FINGERPRINT_KEY: text})})
+
+
+_HANDLERS: dict[str, Handler] = {TRAIN: _train, EVALUATE: _evaluate, MessageType.QUERY: _query}
 
 
 def _received_model(
@@ -135,11 +156,11 @@ def _received_model(
         raise SiteRoundError(SiteErrorCode.MODEL, "the message carries no model description or no weights")
     fingerprint = config.get(FINGERPRINT_KEY)
     he = site_context(settings.he_secret_context, fingerprint if isinstance(fingerprint, str) else None)
-    training, labels = model_from_json(str(config[MODEL_KEY]))
+    training = model_from_json(str(config[MODEL_KEY]))
     training = replace(training, proximal_mu=float(config.get("proximal-mu", 0.0)))
     dataset = load_dataset(settings.data_dir)
-    check_labels(dataset, labels)
-    algorithm = SegmentationAlgorithm(training, labels)
+    check_labels(dataset, training.labels)
+    algorithm = SegmentationAlgorithm(training)
     record = next(iter(content.array_records.values()))
     arrays = {name: array.numpy() for name, array in record.items()}
     if is_encrypted(arrays):

@@ -38,7 +38,7 @@ class SiteAnswer(NamedTuple):
 
 def ask_worker(address: str, key: str, kind: str, content: RecordDict, node_config: dict[str, Any],
                state: RecordDict) -> SiteAnswer:
-    """Have the worker at host:port answer a train or evaluate message; OSError, EOFError or
+    """Have the worker at host:port answer a train, evaluate or query message; OSError, EOFError or
     multiprocessing's AuthenticationError when it cannot."""
     host, _, port = address.rpartition(":")
     with Client((host, int(port)), authkey=bytes.fromhex(key)) as connection:

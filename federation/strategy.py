@@ -122,7 +122,7 @@ class ValidatingFedAvg(FedAvg):
         else:
             reference = {key: array.numpy() for key, array in self._global_arrays.items()}
             judged = iter(validate_replies(answered, reference, self.limits, self.weighted_by_key))
-        verdicts = [_error_verdict(reply) if reply.has_error() else next(judged) for reply in replies]
+        verdicts = [error_verdict(reply) if reply.has_error() else next(judged) for reply in replies]
         valid = self._record(server_round, TRAIN, replies, verdicts)
         if len(valid) < self.min_valid_replies:
             logger.warning(
@@ -141,7 +141,7 @@ class ValidatingFedAvg(FedAvg):
         """Average the metrics of the valid evaluation replies; None when there are none."""
         replies = list(replies)
         verdicts = [
-            _error_verdict(reply) if reply.has_error()
+            error_verdict(reply) if reply.has_error()
             else validate_metrics_reply(reply.content, self.limits, self.weighted_by_key)
             for reply in replies
         ]
@@ -191,13 +191,18 @@ class ValidatingFedProx(ValidatingFedAvg, FedProx):
     """FedProx (proximal_mu reaches the sites as "proximal-mu" in the train config) with validation."""
 
 
-def _error_verdict(reply: Message) -> Verdict:
-    """A site that answered with an error; only its code is kept (its text may hold local paths), except
-    for an HE key mismatch, whose text names just the two key fingerprints."""
-    if reply.error.code == SiteErrorCode.HE_KEY:
+def error_verdict(reply: Message) -> Verdict:
+    """A site that answered with an error; only its code is kept (its text may hold local paths) and named
+    from our own list, except for an HE key mismatch, whose text names just the two key fingerprints."""
+    code = reply.error.code
+    if code == SiteErrorCode.HE_KEY:
         reason = "".join(c for c in (reply.error.reason or "")[:200] if c.isprintable())
-        return Verdict(HE_KEY_MISMATCH, f"error code {reply.error.code}: {reason}")
-    return Verdict(SITE_ERROR, f"error code {reply.error.code}")
+        return Verdict(HE_KEY_MISMATCH, f"error code {code}: {reason}")
+    try:
+        name = SiteErrorCode(code).reply[1]
+    except ValueError:  # not one of ours: a Flower code, or a site of another version
+        return Verdict(SITE_ERROR, f"error code {code}")
+    return Verdict(SITE_ERROR, f"error code {code} ({name})")
 
 
 def build_strategy(

@@ -2,9 +2,11 @@
 
 The Flower apps stay thin (as Flower's own examples keep task.py apart from client_app.py and
 server_app.py): they move arrays and numbers in and out; everything a site does with them is here.
-The federation's model travels as JSON (network, preprocessing, labels, hyperparameters: what a
+The federation's model travels as JSON (network, plan with the labels, hyperparameters: what a
 checkpoint stores), the weights as a name -> array map in state_dict order, and what a site reports as
 flat numeric metrics: "num-examples", "train-loss", "before/dice/<label>", "after/dice/<label>"...
+Before round 1 a site answers the server's fingerprint query with its training data's fingerprint
+(numbers only), from which the server makes the federation's plan (federation.planning).
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import numpy as np
 from federation.site_errors import SiteErrorCode
 from segmentation.errors import CheckpointError, ConfigError, FedSegError
 from segmentation.events import EventWriter
-from segmentation.network import NetworkConfig
-from segmentation.preprocessing import Preprocessing
-from segmentation.training import TrainingConfig
+from segmentation.fingerprint import fingerprint_cases
+from segmentation.plan import Fingerprint, Plan
+from segmentation.settings import NetworkConfig, TrainingConfig
 
 if TYPE_CHECKING:
     from segmentation.algorithm import SegmentationAlgorithm
@@ -39,6 +41,13 @@ CONFIG_KEY = "config"  # the strategy's name for the ConfigRecord of its message
 MODEL_KEY = "model"  # model_to_json(): what to build
 LOCAL_EPOCHS_KEY = "local-epochs"
 SHARED_HISTORY_KEY = "site-history"  # shared_history_json(): every site's numbers so far
+
+# A query message's ConfigRecord (CONFIG_KEY) names what the server asks under QUERY_KEY. The one query
+# is FINGERPRINT_QUERY; its reply holds the JSON fingerprint under DATA_FINGERPRINT_KEY, in a ConfigRecord
+# of that name.
+QUERY_KEY = "query"
+FINGERPRINT_QUERY = "fingerprint"
+DATA_FINGERPRINT_KEY = "fingerprint"
 
 # Keys of the SuperNode's --node-config that describe the site.
 NODE_SITE_NAME = "site-name"
@@ -118,31 +127,39 @@ class RoundEvents(EventWriter):
 
 # -- the federation's model on the wire ------------------------------------------------------------
 
-def model_to_json(config: TrainingConfig, labels: Mapping[int, str]) -> str:
-    """Everything a site needs to build the federation's model (no paths: cache_dir stays local)."""
+def model_to_json(config: TrainingConfig) -> str:
+    """Everything a site needs to build the federation's model and follow its plan (no paths: cache_dir
+    stays local)."""
     return json.dumps({
         "network": config.network.to_dict(),
-        "preprocessing": config.preprocessing.to_dict(),
+        "plan": config.plan.to_dict(),
         "augmentation": config.augmentation,
         "training": config.hyperparameters(),
-        "labels": {str(value): name for value, name in labels.items()},
     })
 
 
-def model_from_json(text: str) -> tuple[TrainingConfig, dict[int, str]]:
-    """The TrainingConfig and labels of model_to_json's text; ConfigError when it is not one."""
+def model_from_json(text: str) -> TrainingConfig:
+    """The TrainingConfig of model_to_json's text (its labels are its plan's); ConfigError when it is not
+    one, or when its plan does not fit its network."""
     try:
         data = json.loads(text)
-        config = TrainingConfig(
+        return TrainingConfig(
+            plan=Plan.from_dict(data["plan"]),
             network=NetworkConfig.from_dict(data["network"]),
-            preprocessing=Preprocessing.from_dict(data["preprocessing"]),
             augmentation=data["augmentation"],
         ).with_hyperparameters(data["training"])
-        labels = {int(value): str(name) for value, name in data["labels"].items()}
+    except ConfigError as error:
+        raise ConfigError(f"the federation's model description is unusable: {error}") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
         reason = type(error).__name__
         raise ConfigError(f"the federation's model description is unusable ({reason})") from None
-    return config, labels
+
+
+def site_fingerprint(dataset: DatasetIndex) -> Fingerprint:
+    """The fingerprint of the site's labelled training cases (what it trains on; its test split stays
+    out): numbers only, no path, name or identifier, so it may leave the site. A DatasetError without
+    labelled training cases."""
+    return fingerprint_cases(dataset.training, dataset.labels)
 
 
 # -- weights by name -------------------------------------------------------------------------------

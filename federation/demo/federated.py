@@ -44,7 +44,7 @@ from federation.validation import ACCEPTED
 from segmentation.atomic import write_text_atomic
 from segmentation.datalist import DatasetIndex
 from segmentation.errors import CheckpointError
-from segmentation.training import CHECKPOINT_NAME
+from segmentation.settings import CHECKPOINT_NAME
 
 SERVER_TOML = "server.toml"
 HE_KEYS = "he"  # the demo's CKKS contexts, under its federation folder
@@ -82,7 +82,6 @@ augmentation_probability = {settings.augmentation_probability}
 [model]
 labels = {names}
 channels = {channels}
-image_size = {settings.image_size}
 batch_size = {settings.batch_size}
 learning_rate = {settings.learning_rate}
 

@@ -16,6 +16,7 @@ from federation.demo.baselines import CENTRALIZED, local_only_name
 from federation.demo.settings import DemoSettings
 from federation.site_history import EVALUATE, TRAIN, SiteRound
 from segmentation.metrics import EvaluationResult
+from segmentation.plan import Plan
 from segmentation.reporting import grouped_bar_chart, line_chart, markdown_table, write_json
 
 FEDERATED = "federated"
@@ -56,11 +57,13 @@ def result_row(model: str, site: str, evaluation: EvaluationResult) -> dict[str,
 
 @dataclass
 class DemoReport:
-    """A demo's settings, its sites (name -> modality), per-round rows, final results and timings; with
-    encrypted aggregation (settings.he) the fingerprint of the key the run used."""
+    """A demo's settings, its sites (name -> modality), the plan every model followed (the federation's),
+    per-round rows, final results and timings; with encrypted aggregation (settings.he) the fingerprint of
+    the key the run used."""
 
     settings: DemoSettings
     sites: dict[str, str]
+    plan: Plan
     rounds: list[dict[str, Any]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -110,6 +113,7 @@ class DemoReport:
             "demo": "federated cross-modality segmentation",
             "settings": asdict(self.settings),
             "sites": self.sites,
+            "plan": {"description": self.plan.describe(), **self.plan.to_dict()},
             "seconds": self.seconds,
             "he": {"enabled": self.settings.he, "fingerprint": self.he_fingerprint},
             "rounds": self.rounds,
@@ -173,10 +177,11 @@ def report_markdown(report: DemoReport) -> str:
         + f". Each holds {settings.train_cases} training and {settings.test_cases} held-out test phantoms "
         f"({settings.volume_size} px). FedAvg with GIN over a real Flower SuperLink and SuperNodes (TLS, "
         f"127.0.0.1): {settings.rounds} rounds of {settings.local_epochs} local epochs, U-Net "
-        f"{'/'.join(map(str, settings.channels))} on {settings.image_size} px slices. "
+        f"{'/'.join(map(str, settings.channels))}, plan: {report.plan.describe()}. "
         + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in report.seconds.items()) + ".",
         "",
         *_encryption(report),
+        *_plan(report.plan),
         "## The global model's mean Dice on each site's test set",
         "",
         round_table,
@@ -201,7 +206,7 @@ def _comparison(report: DemoReport) -> list[str]:
         "## Federated against local-only and centralized training",
         "",
         f"Every baseline trains {report.settings.total_epochs} epochs (rounds x local epochs) with the same "
-        "network, augmentation and seed.",
+        "plan, network, augmentation and seed.",
         "",
         table,
         "",
@@ -228,6 +233,23 @@ def _comparison(report: DemoReport) -> list[str]:
             "",
         ]
     return lines
+
+
+def _plan(plan: Plan) -> list[str]:
+    """The plan every model followed: made by the federation's server from the sites' fingerprints."""
+    x, y, z = plan.target_spacing
+    table = markdown_table(["setting", "value"], [
+        ["orientation", "RAS (canonical)"],
+        ["target spacing (mm, x y z)", f"{x:g} x {y:g} x {z:g}"
+                                       + (" (slices as stored)" if plan.spatial_dims == 2 else "")],
+        ["patch size (pixels)", " x ".join(map(str, plan.patch_size))],
+        ["normalization", plan.normalization],
+        ["labels", ", ".join(plan.labels[value] for value in sorted(plan.labels))],
+        ["set by hand", ", ".join(plan.overridden) or "nothing (nnU-Net's rules)"],
+    ])
+    return ["## The plan", "",
+            "Made by the federation's server before round 1 from the sites' merged fingerprints (numbers "
+            "only); the baselines follow it too.", "", table, ""]
 
 
 def _encryption(report: DemoReport) -> list[str]:

@@ -16,6 +16,8 @@ from segmentation.algorithm import SegmentationAlgorithm
 from segmentation.checkpoint import load_checkpoint
 from segmentation.errors import ConfigError
 from segmentation.events import Listener
+from segmentation.plan import read_plan
+from segmentation.settings import PLAN_NAME
 
 
 def run_demo(
@@ -30,7 +32,8 @@ def run_demo(
     """Make (or reuse) the sites' data under out/data, run the federation under out/federation (with
     settings.he encrypted, with keys made once into out/federation/he), train the baselines when asked
     (events in out/baselines/events.jsonl), score every model on every site's test set and write the
-    report into `out`.
+    report into `out`. The baselines follow the plan the federation's server made from the sites'
+    fingerprints (run_dir/plan.json), which the report shows.
 
     on_event gets the server's events (per-site rows, checkpoints); listeners the baselines' events.
     join_site (a modality of settings.sites) is left to an outside SuperNode (see run_federation).
@@ -51,13 +54,15 @@ def run_demo(
              f"(TLS{', homomorphically encrypted aggregation' if settings.he else ''})")
     config = run_federation(out / "federation", settings, datasets, on_event, join_site, on_stage)
     seconds["federated"] = time.monotonic() - started
+    plan = read_plan(config.run_dir / PLAN_NAME)
     federated = load_checkpoint(final_model_file(out / "federation", config, datasets))
     models = {FEDERATED: SegmentationAlgorithm.from_checkpoint(federated)}
 
     if baselines:
         started = time.monotonic()
-        on_stage(f"baselines: local-only per site and centralized, {settings.total_epochs} epochs each")
-        training, _ = model_of(config)
+        on_stage(f"baselines: local-only per site and centralized, {settings.total_epochs} epochs each, "
+                 f"with the federation's plan ({plan.describe()})")
+        training = model_of(config, plan)
         models.update(train_baselines(training, datasets, settings.total_epochs,
                                       out / "baselines" / "events.jsonl", listeners))
         seconds["baselines"] = time.monotonic() - started
@@ -66,7 +71,7 @@ def run_demo(
     on_stage("scoring every model on every site's test set")
     report = DemoReport(settings, {site: dataset.modality for site, dataset in datasets.items()},
                         rounds=round_rows(read_metrics(config.run_dir / METRICS_NAME)),
-                        he_fingerprint=config.he.fingerprint)
+                        he_fingerprint=config.he.fingerprint, plan=plan)
     for model, algorithm in models.items():
         report.results += [result_row(model, site, algorithm.evaluate(dataset.test))
                            for site, dataset in datasets.items()]

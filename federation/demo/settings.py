@@ -16,7 +16,8 @@ class DemoSettings:
 
     Every site holds `train_cases` + `test_cases` phantoms of its own modality and anatomy seed; its
     test cases are the held-out set every model is scored on. Baselines train rounds * local_epochs
-    epochs, so every model gets the same number of passes over the data it sees.
+    epochs with the federation's plan (made from the sites' merged fingerprints), so every model sees the
+    same input and gets the same number of passes over the data it sees.
     """
 
     sites: tuple[str, ...] = ("ct", "mr-t1", "mr-t2")
@@ -25,7 +26,6 @@ class DemoSettings:
     train_cases: int = 24
     test_cases: int = 4
     volume_size: int = 64
-    image_size: int = 64
     channels: tuple[int, ...] = (16, 32, 64, 128)
     batch_size: int = 16
     learning_rate: float = 2e-3

@@ -2,7 +2,7 @@
 
 model.he is an .npz archive (read without pickle, so a file from elsewhere cannot run code) of the
 global model's arrays (the encrypted sum of the last round, or the public initial weights before any
-round succeeded) and a JSON header: format, round, the key's fingerprint and the model settings a
+round succeeded) and a JSON header: format, round, the key's fingerprint and the model settings and plan a
 resumed run must keep. It is written atomically. Only the sites' secret context can decrypt it.
 """
 
@@ -16,34 +16,39 @@ from pathlib import Path
 import numpy as np
 
 from segmentation.atomic import atomic_open
-from segmentation.errors import CheckpointError
-from segmentation.network import NetworkConfig
-from segmentation.preprocessing import Preprocessing
+from segmentation.errors import CheckpointError, ConfigError
+from segmentation.plan import Plan
+from segmentation.settings import NetworkConfig
 
 ENCRYPTED_CHECKPOINT_NAME = "model.he"
-FORMAT = "fedseg-encrypted-model/2"  # /1 held one array per ciphertext (records.py's earlier layout)
+FORMAT = "fedseg-encrypted-model/3"
+# /1 held one array per ciphertext (records.py's earlier layout); /2 squeezed every slice to one image size
+# and carries no plan. Neither can be resumed.
+_EARLIER_FORMATS = ("fedseg-encrypted-model/1", "fedseg-encrypted-model/2")
 _HEADER = "header"
 _ARRAY_PREFIX = "arrays/"
 
 
 @dataclass
 class EncryptedCheckpoint:
-    """An encrypted global model after `round` rounds, with the settings and key it belongs to."""
+    """An encrypted global model after `round` rounds, with the settings, plan and key it belongs to."""
 
     network: NetworkConfig
-    preprocessing: Preprocessing
-    labels: dict[int, str]
+    plan: Plan
     augmentation: str
     round: int
     fingerprint: str
     arrays: dict[str, np.ndarray]
 
+    @property
+    def labels(self) -> dict[int, str]:
+        return self.plan.labels
+
 
 def save_encrypted_checkpoint(checkpoint: EncryptedCheckpoint, path: str | Path) -> None:
     header = json.dumps({
         "format": FORMAT, "round": checkpoint.round, "fingerprint": checkpoint.fingerprint,
-        "network": checkpoint.network.to_dict(), "preprocessing": checkpoint.preprocessing.to_dict(),
-        "labels": {str(value): name for value, name in checkpoint.labels.items()},
+        "network": checkpoint.network.to_dict(), "plan": checkpoint.plan.to_dict(),
         "augmentation": checkpoint.augmentation, "names": list(checkpoint.arrays),
     })
     members = {f"{_ARRAY_PREFIX}{index}": np.asarray(array)
@@ -61,18 +66,19 @@ def load_encrypted_checkpoint(path: str | Path) -> EncryptedCheckpoint:
         with np.load(path, allow_pickle=False) as archive:
             header = json.loads(str(archive[_HEADER]))
             found = header.get("format") if isinstance(header, dict) else None
+            if found in _EARLIER_FORMATS:
+                raise CheckpointError(f"{path} was made by an earlier version (format {found}) and cannot be "
+                                      "resumed; start the run again in another [server] run_dir")
             if found != FORMAT:
                 raise CheckpointError(f"{path}: not an encrypted FedSeg model of this version (format "
                                       f"{found!r}, expected {FORMAT!r})")
             arrays = {name: archive[f"{_ARRAY_PREFIX}{index}"] for index, name in enumerate(header["names"])}
             return EncryptedCheckpoint(
-                network=NetworkConfig.from_dict(header["network"]),
-                preprocessing=Preprocessing.from_dict(header["preprocessing"]),
-                labels={int(value): str(name) for value, name in header["labels"].items()},
+                network=NetworkConfig.from_dict(header["network"]), plan=Plan.from_dict(header["plan"]),
                 augmentation=str(header["augmentation"]), round=int(header["round"]),
                 fingerprint=str(header["fingerprint"]), arrays=arrays,
             )
     except CheckpointError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, KeyError, TypeError, ConfigError, zipfile.BadZipFile) as error:
         raise CheckpointError(f"{path}: not a readable encrypted model ({type(error).__name__})") from None

@@ -4,7 +4,8 @@ This file is not part of the installed package. A fault test copies it into the 
 submits, so only that test's run can load it; a production SuperNode runs federation.client_app, which
 no configuration can make misbehave. The variable is set per site through the SuperNode's environment:
 
-- "hang": the train handler never returns (the test kills the site mid-round);
+- "hang": the train handler never returns (the test kills the site mid-round); the fingerprint query
+  before round 1 is answered as usual;
 - "poison": the site trains honestly, then spoils its reply: a NaN weight in round 1, a wrong-shaped
   array in round 2, num-examples = 1e9 in round 3 (and so on, in turn).
 """
@@ -44,6 +45,11 @@ def train(message: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
     return client_app.evaluate(message, context)
+
+
+@app.query()
+def query(message: Message, context: Context) -> Message:
+    return client_app.query(message, context)
 
 
 def spoil(reply: Message, poison: str) -> None:

@@ -147,7 +147,8 @@ def test_a_site_killed_mid_round_is_waited_for_at_most_the_round_timeout_and_rej
     site_b = federation.start_site("Site B", fault=HANG)  # its ClientApp never answers round 1
     wait_for(lambda: site_a.connected() and site_b.connected(), 60, "both sites to connect")
     federation.submit_faulty_app()
-    wait_for(lambda: "Start `flwr-clientapp`" in site_b.supernode.log_text(), RUN_TIMEOUT,
+    # A ClientApp process per message: the first answers the fingerprint query, the second gets round 1.
+    wait_for(lambda: site_b.supernode.log_text().count("Start `flwr-clientapp`") >= 2, RUN_TIMEOUT,
              "site B's ClientApp to receive round 1")
     kill_group(site_b.supernode.pid)
     site_b.supernode.popen.wait()

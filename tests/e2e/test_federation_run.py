@@ -1,9 +1,10 @@
 """A real federation on 127.0.0.1: `fedseg server` (SuperLink with generated TLS certificates, ServerApp)
 and two `fedseg site` processes (SuperNodes, ClientApps) train two rounds on tiny demo data.
 
-What must hold: the server exits 0 after the run; metrics.jsonl has both sites for every round and the
-final evaluation; model.pt holds round 2; each site leaves cleanly on SIGTERM; and no process the test
-started (directly or through Flower) is left behind.
+What must hold: the server exits 0 after the run; before round 1 both sites' fingerprints reach the
+server, which writes the plan to plan.json; metrics.jsonl has both sites for every round and the final
+evaluation; model.pt holds round 2 and the plan; each site leaves cleanly on SIGTERM; and no process the
+test started (directly or through Flower) is left behind.
 """
 
 import json
@@ -15,6 +16,8 @@ from tiny_federation import flower_family, live_commands, server_toml, site_data
 
 from federation.processes import free_port
 from segmentation.checkpoint import load_checkpoint
+from segmentation.events import read_events
+from segmentation.plan import read_plan
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +50,10 @@ def test_two_sites_train_two_rounds_through_real_flower_processes(tmp_path, laun
     assert accepted == expected
     assert all("before/dice" in r["metrics"] and "after/dice" in r["metrics"]
                for r in records if r["phase"] == "train")
-    assert load_checkpoint(tmp_path / "run" / "model.pt").round == 2
+    checkpoint = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert checkpoint.round == 2 and checkpoint.plan == read_plan(tmp_path / "run" / "plan.json")
+    plan = next(event for event in read_events(tmp_path / "run" / "events.jsonl") if event["kind"] == "plan")
+    assert {(s["site"], s["status"]) for s in plan["sites"]} == {(s, "accepted") for s in folders}
 
     site_log = (tmp_path / "Hospital A" / "events.jsonl").read_text()
     site_events = [json.loads(line) for line in site_log.splitlines()]

@@ -3,7 +3,8 @@ two `fedseg site` processes train one round on tiny demo data.
 
 What must hold: every process shows the same HE key fingerprint; both sites' encrypted updates are
 accepted; the server keeps only the encrypted model.he (no model.pt) and the secret key never reaches
-its run folder, while the sites decrypt the same global model into their global-model.pt.
+its run folder, while the sites decrypt the same global model into their global-model.pt; both follow the
+plan the server made from the sites' fingerprints.
 """
 
 import json
@@ -24,6 +25,7 @@ from federation.he.packing import Layout
 from federation.he.records import from_arrays
 from federation.processes import free_port
 from segmentation.checkpoint import load_checkpoint
+from segmentation.plan import read_plan
 
 pytestmark = pytest.mark.slow
 
@@ -80,5 +82,6 @@ def test_two_sites_train_an_encrypted_round_through_real_flower_processes(tmp_pa
     decrypted = layout.unflatten(decrypt_average(load_secret_context(tmp_path / "he" / "secret.ctx"),
                                                  from_arrays(stored.arrays), layout.size))
     assert stored.round == site_model.round == 1
+    assert stored.plan == site_model.plan == read_plan(run_dir / "plan.json")  # the sites' merged plan
     assert max(float(np.max(np.abs(decrypted[n] - site_model.state_dict[n].numpy()))) for n in names) <= 1e-6
     assert load_server_config(tmp_path / "server.toml").he.fingerprint == fingerprint

@@ -24,7 +24,8 @@ def site_datasets(root: Path, names: Iterable[str], cases: int, test_fraction: f
 
 
 def server_toml(port: int, rounds: int, round_timeout: float, extra: str = "") -> str:
-    """Two sites, a two-level U-Net on 16x16 slices; `extra` appends tables ([he], [auth] ...)."""
+    """Two sites, a two-level U-Net (the plan comes from the sites: 16x16 slices); `extra` appends tables
+    ([he], [auth] ...)."""
     return f"""
 [server]
 host = "127.0.0.1"
@@ -39,7 +40,6 @@ round_timeout = {round_timeout}
 [model]
 labels = {json.dumps(list(LABELS))}
 channels = [8, 16]
-image_size = 16
 batch_size = 8
 {extra}"""
 

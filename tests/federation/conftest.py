@@ -2,6 +2,8 @@
 
 import pytest
 
+from segmentation.case_cache import CACHE_DIR_ENVIRONMENT
+
 
 @pytest.fixture
 def server_identity(monkeypatch):
@@ -21,6 +23,6 @@ def site_dir(tmp_path_factory):
 
 
 @pytest.fixture
-def slice_cache(tmp_path, monkeypatch):
-    """Each test its own slice cache, so no test reads another's cached slices."""
-    monkeypatch.setenv("FEDSEG_CACHE_DIR", str(tmp_path / "cache"))
+def case_cache(tmp_path, monkeypatch):
+    """Each test its own case cache, so no test reads another's cached volumes."""
+    monkeypatch.setenv(CACHE_DIR_ENVIRONMENT, str(tmp_path / "cache"))

@@ -47,6 +47,11 @@ def reply(
     return Message(content, metadata=_metadata(node_id, message_type))
 
 
+def content_reply(content: RecordDict, node_id: int = 1, message_type: str = MessageType.QUERY) -> Message:
+    """A reply with exactly this content (e.g. an answer to the fingerprint query)."""
+    return Message(content, metadata=_metadata(node_id, message_type))
+
+
 def error_reply(node_id: int, message_type: str = MessageType.TRAIN) -> Message:
     return Message(Error(code=3, reason="Traceback ... /home/site/data/secret.nii"),
                    metadata=_metadata(node_id, message_type))

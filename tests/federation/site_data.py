@@ -10,8 +10,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from segmentation.datalist import write_dataset_json
+from segmentation.plan import Plan
 
 LABELS = {0: "background", 1: "disk"}
+# What the plan rules make of these sites: their own 1 x 1 x 2 mm grid, whole 16 x 16 slices as patches.
+PLAN = Plan(labels=LABELS, spatial_dims=2, target_spacing=(1.0, 1.0, 2.0), patch_size=(16, 16))
 
 
 def _disk_case(rng: np.random.Generator, depth: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -26,8 +29,10 @@ def _disk_case(rng: np.random.Generator, depth: int, size: int) -> tuple[np.ndar
 
 
 def write_disk_site(root: Path, training: int = 2, test: int = 1, seed: int = 0, size: int = 16,
-                    depth: int = 3, labels: dict[int, str] = LABELS) -> Path:
-    """An MSD-style dataset folder of NIfTI disk phantoms with a labelled test split."""
+                    depth: int = 3, labels: dict[int, str] = LABELS,
+                    spacing: tuple[float, float, float] = (1.0, 1.0, 2.0)) -> Path:
+    """An MSD-style dataset folder of NIfTI disk phantoms (`spacing` in mm, x y z) with a labelled test
+    split."""
     rng = np.random.default_rng(seed)
     pairs: dict[str, list[tuple[str, str]]] = {"training": [], "test": []}
     for split, count in (("training", training), ("test", test)):
@@ -36,7 +41,7 @@ def write_disk_site(root: Path, training: int = 2, test: int = 1, seed: int = 0,
             name = f"disk_{split}_{index:02d}.nii.gz"
             for folder, array in (("images", image), ("labels", label)):
                 volume = sitk.GetImageFromArray(array)
-                volume.SetSpacing((1.0, 1.0, 2.0))
+                volume.SetSpacing(spacing)
                 (root / folder).mkdir(parents=True, exist_ok=True)
                 sitk.WriteImage(volume, str(root / folder / name))
             pairs[split].append((f"images/{name}", f"labels/{name}"))
@@ -45,8 +50,11 @@ def write_disk_site(root: Path, training: int = 2, test: int = 1, seed: int = 0,
     return root
 
 
-def server_toml(run_dir: str | Path, rounds: int = 2, min_sites: int = 2, extra: str = "") -> str:
-    """A server.toml for the tiny model: 2 levels of (8, 16) channels on 16x16 slices, no augmentation."""
+def server_toml(
+    run_dir: str | Path, rounds: int = 2, min_sites: int = 2, extra: str = "", model: str = ""
+) -> str:
+    """A server.toml for the tiny model: 2 levels of (8, 16) channels, no augmentation; the plan comes from
+    the sites (16 x 16 slices for write_disk_site's). `extra` goes into [server], `model` into [model]."""
     return f"""
 [server]
 host = "127.0.0.1"
@@ -61,6 +69,5 @@ augmentation = "none"
 [model]
 labels = ["background", "disk"]
 channels = [8, 16]
-image_size = 16
 batch_size = 4
-"""
+{model}"""

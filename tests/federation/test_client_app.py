@@ -1,16 +1,22 @@
 """The ClientApp on a real (tiny) site dataset, called in-process as a SuperNode's ClientApp would be.
 
 What must hold: a train reply carries the new weights (same names, shapes, dtypes) and numbers only,
-plus the site's display name; a failing site answers with an error code and nothing else; the site's
-event file gets the round's events and the server's shared history, each record once.
+plus the site's display name; the fingerprint query is answered with numbers only (no path, no case
+name); a failing site answers with an error code and nothing else; the site's event file gets the
+round's events and the server's shared history, each record once; the ClientApp loads no PyTorch.
 """
 
 import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
-from site_data import LABELS
+from flwr.common.serde import recorddict_to_proto
+from site_data import LABELS, PLAN, write_disk_site
 
 from federation import client_app
 from federation.packed import is_packed, pack, unpack
@@ -27,21 +33,19 @@ from federation.task import (
 from segmentation.algorithm import SegmentationAlgorithm
 from segmentation.errors import ConfigError
 from segmentation.events import EventWriter, read_events
-from segmentation.network import NetworkConfig
-from segmentation.preprocessing import Preprocessing
-from segmentation.training import TrainingConfig
+from segmentation.plan import Fingerprint
+from segmentation.settings import NetworkConfig, TrainingConfig
 
-pytestmark = pytest.mark.usefixtures("slice_cache")  # conftest: each test its own slice cache
+pytestmark = pytest.mark.usefixtures("case_cache")  # conftest: each test its own case cache
 
 TRAINING = TrainingConfig(
-    network=NetworkConfig(out_channels=2, channels=(8, 16)), preprocessing=Preprocessing(image_size=(16, 16)),
-    augmentation="none", batch_size=4,
+    plan=PLAN, network=NetworkConfig(out_channels=2, channels=(8, 16)), augmentation="none", batch_size=4,
 )
 
 
 @pytest.fixture(scope="module")
 def global_weights() -> dict[str, np.ndarray]:
-    return named_weights(SegmentationAlgorithm(TRAINING, LABELS, device="cpu"))
+    return named_weights(SegmentationAlgorithm(TRAINING, device="cpu"))
 
 
 def context(data_dir, event_file, name="CT Hospital") -> Context:
@@ -50,13 +54,21 @@ def context(data_dir, event_file, name="CT Hospital") -> Context:
 
 
 def instruction(message_type: str, weights, server_round: int = 1, labels=LABELS, **config) -> Message:
-    """What the strategy sends: the global arrays and the round's ConfigRecord."""
+    """What the strategy sends: the global arrays and the round's ConfigRecord (the model with a plan of
+    `labels`)."""
+    training = replace(TRAINING, plan=replace(PLAN, labels=labels))
     content = RecordDict({
         "arrays": ArrayRecord({name: Array(array) for name, array in weights.items()}),
-        "config": ConfigRecord({"server-round": server_round, "model": model_to_json(TRAINING, labels),
+        "config": ConfigRecord({"server-round": server_round, "model": model_to_json(training),
                                 "local-epochs": 1, **config}),
     })
     return Message(content, dst_node_id=7, message_type=message_type)
+
+
+def fingerprint_query(asked: str = "fingerprint") -> Message:
+    """What the server sends before round 1 (federation.planning)."""
+    return Message(RecordDict({"config": ConfigRecord({"query": asked})}), dst_node_id=7,
+                   message_type=MessageType.QUERY)
 
 
 def strings_in(message: Message) -> list[str]:
@@ -81,6 +93,40 @@ def test_a_train_reply_has_the_new_weights_numbers_and_the_site_name_only(
     assert 0.0 <= metrics["after/dice/disk"] <= 1.0
     assert strings_in(reply) == ["CT Hospital"]
     assert reply.content.config_records["site"][SITE_NAME_KEY] == "CT Hospital"
+
+
+def test_a_fingerprint_reply_holds_numbers_only(server_identity, tmp_path):
+    site_dir = write_disk_site(tmp_path / "St-Mary-Oncology-patients", training=2, test=1)
+    reply = client_app.app(fingerprint_query(), context(site_dir, tmp_path / "events.jsonl"))
+    assert not reply.has_error()
+    wire = recorddict_to_proto(reply.content).SerializeToString()
+    for private in ("St-Mary-Oncology-patients", str(tmp_path), "disk_training_00", "disk_training_01",
+                    "disk_test_00", "images/", "labels/", ".nii", "disks"):
+        assert private.encode() not in wire, private
+    text = reply.content.config_records["fingerprint"]["fingerprint"]
+    assert sorted(strings_in(reply)) == sorted([text, "CT Hospital"])
+    fingerprint = Fingerprint.from_dict(json.loads(text))
+    assert fingerprint.labels == LABELS and len(fingerprint.cases) == 2  # the training cases only
+    assert {(case.spacing, case.size) for case in fingerprint.cases} == {((1.0, 1.0, 2.0), (16, 16, 3))}
+
+
+def test_a_site_without_training_data_or_asked_something_else_answers_with_a_code(server_identity, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    reply = client_app.app(fingerprint_query(), context(empty, tmp_path / "events.jsonl"))
+    assert (reply.error.code, reply.error.reason) == (SiteErrorCode.DATA, "data")
+    site_dir = write_disk_site(tmp_path / "site")
+    reply = client_app.app(fingerprint_query("patient-list"), context(site_dir, tmp_path / "events.jsonl"))
+    assert (reply.error.code, reply.error.reason) == (SiteErrorCode.UNKNOWN_QUERY, "unknown_query")
+
+
+def test_the_clientapp_loads_neither_pytorch_nor_monai():
+    check = ("import sys, federation.client_app; "
+             "loaded = [m for m in ('torch', 'monai') if m in sys.modules]; "
+             "assert not loaded, f'the ClientApp imported {loaded}'")
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                            env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"})
+    assert result.returncode == 0, result.stderr
 
 
 def test_the_site_event_file_follows_the_round(server_identity, site_dir, global_weights, tmp_path):
@@ -195,9 +241,13 @@ def test_shared_records_that_are_not_plain_numbers_are_skipped(tmp_path):
     assert [e["site"] for e in read_events(tmp_path / "events.jsonl")] == ["A"]
 
 
-def test_the_model_description_round_trips_and_garbage_is_a_config_error():
-    config, labels = model_from_json(model_to_json(TRAINING, LABELS))
-    assert (config.network, config.preprocessing, config.batch_size, labels) == (
-        TRAINING.network, TRAINING.preprocessing, 4, LABELS)
+def test_the_model_description_carries_the_plan_and_garbage_is_a_config_error():
+    config = model_from_json(model_to_json(TRAINING))
+    assert (config.network, config.plan, config.batch_size) == (TRAINING.network, PLAN, 4)
+    assert config.labels == LABELS
     with pytest.raises(ConfigError, match="model description is unusable"):
         model_from_json('{"network": 1}')
+    broken = json.loads(model_to_json(TRAINING))
+    broken["plan"]["patch_size"] = [15, 16]  # not a multiple of the (8, 16) U-Net's 2
+    with pytest.raises(ConfigError, match="model description is unusable: patch size"):
+        model_from_json(json.dumps(broken))

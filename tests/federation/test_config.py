@@ -21,6 +21,8 @@ rounds = 3
 min_sites = 2
 """
 
+LIVER = 'labels = ["background", "liver"]\n'
+
 MINIMAL_SITE = """
 [site]
 name = "MR Clinic"
@@ -51,7 +53,8 @@ def test_server_template_loads_with_documented_defaults(tmp_path):
     config = load_server_config(shutil.copy(TEMPLATES / "server.toml", tmp_path))
     assert (config.host, config.fleet_port) == ("0.0.0.0", 9092)
     assert config.model.labels == ("background", "liver", "kidney", "spleen", "pancreas")
-    assert (config.model.channels, config.model.image_size) == ((32, 64, 128, 256), 96)
+    assert config.model.channels == (32, 64, 128, 256)
+    assert (config.model.target_spacing, config.model.patch_size) == (None, None)  # the plan decides
     assert config.run_dir == (tmp_path / "runs" / "server").resolve()
     federation = config.federation
     assert (federation.rounds, federation.min_sites, federation.strategy, federation.augmentation) == (
@@ -163,7 +166,14 @@ def test_server_mistakes_name_the_key_and_reason(tmp_path, change, expected):
         ('labels = ["background"]', "[model] labels must be a list of at least 2 different names"),
         ('labels = ["background", "liver", "liver"]', "[model] labels must be a list of at least 2"),
         ('labels = ["background", "liver"]\nchannels = [8]', "[model] channels must be a list of at least 2"),
-        ('labels = ["background", "liver"]\nimage_size = 20', "[model] image_size must be a multiple of 8"),
+        (LIVER + "patch_size = [96, 20]",
+         "[model] patch_size must be multiples of 8 for 4 levels of channels, got [96, 20]"),
+        (LIVER + "patch_size = [96]", "[model] patch_size must be a list of 2 positive integers, got [96]"),
+        (LIVER + "patch_size = [96.0, 96]", "[model] patch_size must be a list of 2 positive integers"),
+        (LIVER + "target_spacing = [0.8, 0.8]",
+         "[model] target_spacing must be a list of 3 positive numbers, got [0.8, 0.8]"),
+        (LIVER + "target_spacing = [0.8, 0, 2]", "[model] target_spacing must be a list of 3 positive"),
+        (LIVER + "target_spacing = [0.8, nan, 2]", "[model] target_spacing must be a list of 3 positive"),
         ('labels = ["background", "liver"]\nlearning_rate = 0', "[model] learning_rate must be a number"),
     ],
 )
@@ -172,6 +182,24 @@ def test_model_mistakes_name_the_key_and_reason(tmp_path, model, expected):
     with pytest.raises(ConfigError) as error:
         load_server_config(write(tmp_path, "server.toml", text))
     assert expected in str(error.value)
+
+
+def test_image_size_is_gone_and_says_where_the_plan_comes_from(tmp_path):
+    path = write(tmp_path, "server.toml", MINIMAL_SERVER.replace("[model]", "[model]\nimage_size = 96"))
+    with pytest.raises(ConfigError) as error:
+        load_server_config(path)
+    assert str(error.value) == (
+        f"{path}: [model] image_size is no longer a setting: the plan (target spacing, patch size) now "
+        "comes from the sites' fingerprints before round 1; remove it (an expert may set target_spacing = "
+        "[x, y, z] and patch_size = [y, x])")
+
+
+def test_an_expert_may_override_the_plans_spacing_and_patch_size(tmp_path):
+    overrides = "[model]\ntarget_spacing = [0.8, 0.8, 2]\npatch_size = [128, 96]\n"
+    path = write(tmp_path, "server.toml", MINIMAL_SERVER.replace("[model]\n", overrides))
+    config = load_server_config(path)
+    assert (config.model.target_spacing, config.model.patch_size) == ((0.8, 0.8, 2.0), (128, 96))
+    assert config.model.label_map == {0: "background", 1: "liver"}
 
 
 def test_a_missing_required_key_and_a_missing_file(tmp_path):

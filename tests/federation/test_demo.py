@@ -1,6 +1,7 @@
 """The demo's pieces without Flower processes: settings, the TOML files it writes (with HE: its keys, made
-once, in [he] tables), data reuse, the per-round rows, the verdict, the report files, and where an encrypted
-run's final model comes from. The real federated run is what tests/e2e and `fedseg demo` run."""
+once, in [he] tables), data reuse, the per-round rows, the verdict, the report files (with the plan in
+force), that the baselines follow the federation's plan (the sites' merged fingerprints), and where an
+encrypted run's final model comes from. The real federated run is what tests/e2e and `fedseg demo` run."""
 
 import json
 from dataclasses import replace
@@ -40,14 +41,18 @@ from federation.demo.run import run_demo
 from federation.demo.settings import DemoSettings
 from federation.he.context import SECRET_CONTEXT_NAME
 from federation.processes import FlowerProcessError
-from federation.server_run import model_of, save_global_model
+from federation.server_run import initial_weights, model_of, save_global_model
 from federation.site_history import SiteRound
-from segmentation.algorithm import SegmentationAlgorithm
 from segmentation.errors import CheckpointError, ConfigError
+from segmentation.fingerprint import fingerprint_cases
+from segmentation.plan import Plan, make_plan, write_plan
+from segmentation.settings import PLAN_NAME
 
 SITES = {"CT Hospital": "ct", "MR-T1 Clinic": "mr-t1"}
 TINY = DemoSettings(sites=("ct", "mr-t1"), rounds=2, local_epochs=1, train_cases=2, test_cases=1,
-                    volume_size=16, image_size=16, channels=(8, 16))
+                    volume_size=16, channels=(8, 16))
+REPORT_PLAN = Plan(labels={0: "background", 1: "liver", 2: "kidney"}, spatial_dims=2,
+                   target_spacing=(0.75, 0.75, 2.5), patch_size=(64, 48), overridden=("patch_size",))
 
 
 @pytest.mark.parametrize(("changes", "message"), [
@@ -123,7 +128,7 @@ def test_round_rows_put_each_score_after_the_rounds_it_follows():
 
 def report_with(dice: dict[str, dict[str, float]]) -> DemoReport:
     """A report whose models score `dice[model][site]` (every label alike)."""
-    report = DemoReport(TINY, dict(SITES), seconds={"federated": 12.0})
+    report = DemoReport(TINY, dict(SITES), REPORT_PLAN, seconds={"federated": 12.0})
     report.rounds = [{"round": n, "site": site, "global_dice": 0.2 * n, "local_dice": 0.3 if n else None,
                       "train_loss": None, "status": "accepted"} for n in (0, 1, 2) for site in SITES]
     report.results = [{"model": model, "test_site": site, "dice": value,
@@ -163,12 +168,17 @@ def test_the_report_files(tmp_path):
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["verdict"]["met"] is False and data["mean_dice"][FEDERATED] == pytest.approx(0.795)
     assert len(data["rounds"]) == 6 and data["settings"]["sites"] == ["ct", "mr-t1"]
+    assert data["plan"] == {"description": REPORT_PLAN.describe(), **REPORT_PLAN.to_dict()}
+    assert Plan.from_dict(data["plan"]) == REPORT_PLAN
     for chart in (ROUND_CHART, LABEL_CHART, MODEL_CHART):
         assert (tmp_path / chart).read_bytes().startswith(b"\x89PNG")
     markdown = (tmp_path / "report.md").read_text()
     assert markdown == report_markdown(report)
     assert "worst MR-T1 Clinic -0.030" in markdown and "Targets NOT met." in markdown
     assert f"| {local_only_name('CT Hospital')} | 0.810 | 0.200 | 0.505 |" in markdown
+    assert f"plan: {REPORT_PLAN.describe()}" in markdown and "## The plan" in markdown
+    assert "| target spacing (mm, x y z) | 0.75 x 0.75 x 2.5 (slices as stored) |" in markdown
+    assert "| patch size (pixels) | 64 x 48 |" in markdown and "| set by hand | patch_size |" in markdown
 
 
 TINY_HE = replace(TINY, he=True)
@@ -221,19 +231,47 @@ def test_the_final_model_is_the_servers_without_he_and_a_sites_decrypted_copy_wi
     assert final_model_file(tmp_path, encrypted, SITES) == kept
 
 
-def test_an_encrypted_demo_scores_the_sites_model_and_its_report_names_the_key(tmp_path, monkeypatch):
-    def federation_without_processes(folder, settings, datasets, on_event, *joining):
-        """What an encrypted run leaves behind: the server's config and each site's decrypted model."""
-        config = write_server_config(folder, settings, LABELS, demo_he_keys(folder))
-        training, labels = model_of(config)
-        algorithm = SegmentationAlgorithm(training, labels, device="cpu")
-        weights = dict(zip(algorithm.model.state_dict(), algorithm.get_weights(), strict=True))
-        for site in datasets:
-            path = site_model_file(folder, site)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_global_model(path, training, labels, weights, settings.rounds, settings.local_epochs)
-        return config
+def merged_plan(datasets) -> Plan:
+    """The plan of every site's training cases pooled, made here without the federation's code."""
+    cases = [case for dataset in datasets.values() for case in dataset.training]
+    labels = next(iter(datasets.values())).labels
+    return make_plan(fingerprint_cases(cases, labels), 2, TINY.channels, TINY.batch_size)
 
+
+def federation_without_processes(folder, settings, datasets, on_event, *joining):
+    """What a run leaves behind: the server's config, its plan.json (the plan of the sites' merged
+    fingerprints) and the final model: the server's model.pt, or with HE each site's decrypted copy."""
+    keys = demo_he_keys(folder) if settings.he else None
+    config = write_server_config(folder, settings, datasets["CT Hospital"].labels, keys)
+    training = model_of(config, merged_plan(datasets))
+    write_plan(training.plan, config.run_dir / PLAN_NAME)
+    models = [site_model_file(folder, site) for site in datasets] if keys else [config.run_dir / "model.pt"]
+    for path in models:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_global_model(path, training, initial_weights(training), settings.rounds, settings.local_epochs)
+    return config
+
+
+def test_the_baselines_and_the_report_follow_the_federations_plan(tmp_path, monkeypatch):
+    trained = []
+
+    def baselines(training, datasets, epochs, events_path, listeners):
+        trained.append((training, epochs))
+        return {}
+
+    monkeypatch.setattr("federation.demo.run.run_federation", federation_without_processes)
+    monkeypatch.setattr("federation.demo.run.train_baselines", baselines)
+    report = run_demo(tmp_path, TINY, baselines=True)
+    datasets = {name: site_dataset(tmp_path / "data" / modality, site_data_spec(TINY, modality))
+                for name, modality in SITES.items()}
+    expected = merged_plan(datasets)
+    assert [(training.plan, epochs) for training, epochs in trained] == [(expected, TINY.total_epochs)]
+    assert report.plan == expected
+    written = json.loads((tmp_path / "report.json").read_text())["plan"]
+    assert Plan.from_dict(written) == expected
+
+
+def test_an_encrypted_demo_scores_the_sites_model_and_its_report_names_the_key(tmp_path, monkeypatch):
     monkeypatch.setattr("federation.demo.run.run_federation", federation_without_processes)
     report = run_demo(tmp_path, TINY_HE)
     fingerprint = demo_he_keys(tmp_path / "federation").fingerprint

@@ -7,6 +7,7 @@ within 1e-6 for 2D and 3D networks; malformed or foreign-key replies are dropped
 encrypted checkpoint round-trips.
 """
 
+import json
 import math
 import re
 import shutil
@@ -19,7 +20,7 @@ from fed_replies import FakeGrid
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from flwr.supercore.task_identity import TaskIdentity
-from site_data import server_toml, write_disk_site
+from site_data import PLAN, server_toml, write_disk_site
 from test_server_app import LocalGrid
 
 from app.cli import main
@@ -63,11 +64,13 @@ from federation.strategy import build_strategy
 from federation.task import SiteSettings, named_weights
 from federation.validation import ACCEPTED, MALFORMED, ValidationLimits
 from segmentation.algorithm import SegmentationAlgorithm
+from segmentation.case_cache import CACHE_DIR_ENVIRONMENT
 from segmentation.checkpoint import load_checkpoint
 from segmentation.errors import CheckpointError, ConfigError
 from segmentation.events import read_events
-from segmentation.network import NetworkConfig
-from segmentation.preprocessing import Preprocessing
+from segmentation.settings import NetworkConfig
+
+pytestmark = pytest.mark.usefixtures("case_cache")  # conftest: each test its own case cache
 
 LIMITS = ValidationLimits()
 
@@ -309,19 +312,31 @@ def test_replies_under_another_key_or_malformed_are_dropped_with_a_reason(keys):
     assert "weighted by 5" in server.validate_reply(lying, LIMITS, "num-examples").detail
 
 
-def test_the_encrypted_checkpoint_round_trips(keys, tmp_path):
+def test_the_encrypted_checkpoint_round_trips_with_its_plan(keys, tmp_path):
     _, secret, _ = keys
     arrays = to_arrays(encrypt_weighted(secret, np.linspace(0, 1, 100), 3))
-    checkpoint = EncryptedCheckpoint(NetworkConfig(channels=(8, 16)), Preprocessing(image_size=(16, 16)),
-                                     {0: "background", 1: "disk"}, "none", 4, secret.fingerprint, arrays)
+    checkpoint = EncryptedCheckpoint(NetworkConfig(channels=(8, 16)), PLAN, "none", 4, secret.fingerprint,
+                                     arrays)
     save_encrypted_checkpoint(checkpoint, tmp_path / "model.he")
     loaded = load_encrypted_checkpoint(tmp_path / "model.he")
-    assert (loaded.round, loaded.fingerprint, loaded.labels) == (4, secret.fingerprint, checkpoint.labels)
+    assert (loaded.round, loaded.fingerprint, loaded.plan, loaded.labels) == (
+        4, secret.fingerprint, PLAN, PLAN.labels)
     assert list(loaded.arrays) == list(arrays)
     assert all(np.array_equal(loaded.arrays[name], arrays[name]) for name in arrays)
     (tmp_path / "bad.he").write_bytes(b"PK\x03\x04 damaged")
     with pytest.raises(CheckpointError, match="not a readable encrypted model"):
         load_encrypted_checkpoint(tmp_path / "bad.he")
+
+
+def test_an_encrypted_checkpoint_without_a_plan_is_refused_in_one_line(tmp_path):
+    header = json.dumps({"format": "fedseg-encrypted-model/2", "round": 3, "names": []})
+    with open(tmp_path / "model.he", "wb") as stream:
+        np.savez(stream, header=np.array(header))
+    with pytest.raises(CheckpointError) as error:
+        load_encrypted_checkpoint(tmp_path / "model.he")
+    assert str(error.value) == (f"{tmp_path / 'model.he'} was made by an earlier version (format "
+                                "fedseg-encrypted-model/2) and cannot be resumed; start the run again in "
+                                "another [server] run_dir")
 
 
 # -- a federation with HE on: the server's run loop and in-process ClientApps ------------------------
@@ -345,11 +360,6 @@ def site_dirs(tmp_path_factory):
     return [write_disk_site(root / name, seed=seed) for seed, name in enumerate(("a", "b"))]
 
 
-@pytest.fixture(autouse=True)
-def slice_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FEDSEG_CACHE_DIR", str(tmp_path / "cache"))
-
-
 @pytest.fixture(scope="module")
 def he_run(keys, site_dirs, tmp_path_factory):
     """A finished two-round FedProx run with HE on, two sites sharing the secret context."""
@@ -358,7 +368,7 @@ def he_run(keys, site_dirs, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         for attribute, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
             patch.setattr(TaskIdentity, attribute, value)
-        patch.setenv("FEDSEG_CACHE_DIR", str(folder / "cache"))
+        patch.setenv(CACHE_DIR_ENVIRONMENT, str(folder / "cache"))
         path = he_server_toml(folder, files.public_context, rounds=2)
         fedprox = 'augmentation = "none"\nstrategy = "fedprox"\nproximal_mu = 0.01'
         path.write_text(path.read_text().replace('augmentation = "none"', fedprox))
@@ -386,8 +396,8 @@ def test_an_encrypted_run_trains_and_only_the_sites_can_read_the_model(he_run, k
 
 
 def decrypt_global_with(context, arrays, folder: Path) -> dict[str, np.ndarray]:
-    training, labels = model_of(load_server_config(folder / "server.toml"))
-    model = named_weights(SegmentationAlgorithm(training, labels, device="cpu"))
+    training = model_of(load_server_config(folder / "server.toml"), PLAN)
+    model = named_weights(SegmentationAlgorithm(training, device="cpu"))
     layout = Layout.of(model)
     return layout.unflatten(decrypt_average(context, from_arrays(arrays), layout.size))
 

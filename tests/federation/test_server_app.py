@@ -1,8 +1,11 @@
 """The server's run loop with real ClientApps called in-process through a grid stand-in.
 
-What must hold: every round writes metrics.jsonl/metrics.csv with every site, then model.pt with the
-round; a failing site is recorded and the run goes on; --resume continues after the checkpointed
-round and keeps the history up to it; the app project passes Flower's own validation.
+What must hold: before round 1 the server plans from every site's fingerprint (the plan equals the one
+made from the union of the sites' cases, computed here from their data), writes plan.json and sends the
+plan every round; every round writes metrics.jsonl/metrics.csv with every site, then model.pt with the
+round and the plan; a failing site is recorded and the run goes on; --resume continues after the
+checkpointed round with the checkpoint's plan (it never plans again) and keeps the history up to it;
+the app project passes Flower's own validation.
 """
 
 import json
@@ -14,24 +17,33 @@ import pytest
 from flwr.app import Context, Message, RecordDict
 from flwr.cli.config_utils import load_and_validate
 from flwr.supercore.task_identity import TaskIdentity
-from site_data import LABELS, server_toml, write_disk_site
+from site_data import LABELS, PLAN, server_toml, write_disk_site
 
 from federation import client_app, server_app
 from federation.config import load_server_config
 from federation.launch import write_app_project
 from federation.server_run import EVENTS_NAME, METRICS_NAME, model_of, read_metrics, run_server
-from federation.task import SiteSettings
+from federation.task import SiteSettings, model_from_json
+from segmentation.case_cache import CACHE_DIR_ENVIRONMENT
 from segmentation.checkpoint import load_checkpoint
+from segmentation.datalist import load_dataset
 from segmentation.errors import ConfigError
 from segmentation.events import read_events
+from segmentation.fingerprint import fingerprint_cases
+from segmentation.plan import make_plan, read_plan
+
+pytestmark = pytest.mark.usefixtures("case_cache")  # conftest: each test its own case cache
 
 
 class LocalGrid:
-    """Delivers each message to an in-process ClientApp with that node's Context, as a SuperNode would."""
+    """Delivers each message to an in-process ClientApp with that node's Context, as a SuperNode would;
+    records what it delivered (round, node, message type; 0 for the query before round 1) and the model
+    description every train and evaluate message carried."""
 
     def __init__(self, sites: dict[int, Context]) -> None:
         self.sites = sites
         self.delivered: list[tuple[int, int, str]] = []
+        self.models: list[str] = []
 
     def get_node_ids(self) -> list[int]:
         return list(self.sites)
@@ -40,10 +52,15 @@ class LocalGrid:
         replies = []
         for message in messages:
             config = message.content.config_records["config"]
-            self.delivered.append((config["server-round"], message.metadata.dst_node_id,
+            self.delivered.append((config.get("server-round", 0), message.metadata.dst_node_id,
                                    message.metadata.message_type))
-            replies.append(client_app.app(message, self.sites[message.metadata.dst_node_id]))
+            if "model" in config:
+                self.models.append(config["model"])
+            replies.append(self.answer(message))
         return replies
+
+    def answer(self, message: Message) -> Message:
+        return client_app.app(message, self.sites[message.metadata.dst_node_id])
 
 
 def site_context(node_id: int, name: str, data_dir: Path, folder: Path) -> Context:
@@ -54,13 +71,17 @@ def site_context(node_id: int, name: str, data_dir: Path, folder: Path) -> Conte
 
 @pytest.fixture(scope="module")
 def site_dirs(tmp_path_factory):
+    """Two sites of different geometry: 16 x 16 slices at 1 x 1 x 2 mm, 24 x 24 at 0.5 x 0.5 x 3 mm; so
+    neither site's own plan is the federation's."""
     root = tmp_path_factory.mktemp("sites")
-    return [write_disk_site(root / name, seed=seed) for seed, name in enumerate(("a", "b"))]
+    return [write_disk_site(root / "a", seed=0),
+            write_disk_site(root / "b", seed=1, size=24, depth=4, spacing=(0.5, 0.5, 3.0))]
 
 
-@pytest.fixture(autouse=True)
-def slice_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FEDSEG_CACHE_DIR", str(tmp_path / "cache"))
+def union_plan(*folders: Path):
+    """The plan of every site's training cases pooled, made here without the federation's code."""
+    cases = [case for folder in folders for case in load_dataset(folder).training]
+    return make_plan(fingerprint_cases(cases, LABELS), 2, (8, 16), 4)
 
 
 def write_config(folder: Path, rounds: int) -> Path:
@@ -81,9 +102,11 @@ def finished_run(site_dirs, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         for attribute, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
             patch.setattr(TaskIdentity, attribute, value)
-        patch.setenv("FEDSEG_CACHE_DIR", str(folder / "cache"))
+        patch.setenv(CACHE_DIR_ENVIRONMENT, str(folder / "cache"))
         config = load_server_config(write_config(folder, rounds=2))
-        run_server(two_sites(site_dirs, folder), config, resume=False)
+        grid = two_sites(site_dirs, folder)
+        run_server(grid, config, resume=False)
+    (folder / "delivered.json").write_text(json.dumps({"delivered": grid.delivered, "models": grid.models}))
     return folder
 
 
@@ -107,6 +130,22 @@ def test_every_round_records_both_sites_and_checkpoints_the_global_model(two_sit
     assert sum(kind == "site-metrics" for kind, _ in kinds) == 6
 
 
+def test_the_plan_is_made_from_every_sites_fingerprint_and_sent_every_round(finished_run, site_dirs):
+    expected = union_plan(*site_dirs)
+    assert expected != union_plan(site_dirs[0]) and expected != union_plan(site_dirs[1])
+    run_dir = finished_run / "run"
+    assert read_plan(run_dir / "plan.json") == expected
+    assert load_checkpoint(run_dir / "model.pt").plan == expected
+    grid = json.loads((finished_run / "delivered.json").read_text())
+    assert grid["delivered"][:2] == [[0, 11, "query"], [0, 12, "query"]]
+    assert [model_from_json(model).plan for model in grid["models"]] == [expected] * 6
+    plans = [event for event in read_events(run_dir / EVENTS_NAME) if event["kind"] == "plan"]
+    assert len(plans) == 1 and plans[0]["source"] == "fingerprints"
+    assert (plans[0]["plan"], plans[0]["description"]) == (expected.to_dict(), expected.describe())
+    assert [(s["site"], s["status"], s["cases"]) for s in plans[0]["sites"]] == [
+        ("Site A", "accepted", 2), ("Site B", "accepted", 2)]
+
+
 def test_sites_receive_every_sites_numbers_of_earlier_rounds(finished_run):
     events = read_events(finished_run / "Site A.jsonl")
     shared = [(event["round"], event["site"]) for event in events if event["kind"] == "site-metrics"]
@@ -126,10 +165,36 @@ def test_resume_continues_after_the_checkpointed_round(two_site_run, server_iden
     assert rounds == [(1, "train"), (2, "evaluate"), (2, "train"), (3, "evaluate"), (3, "train")]
 
 
+def test_resume_keeps_the_checkpoints_plan_and_never_plans_again(two_site_run, site_dirs, tmp_path):
+    grid, path, run_dir = two_site_run
+    planned = (run_dir / "plan.json").read_bytes()
+    # Site B's data changed since: a new plan would differ, a resumed run must not make one.
+    changed = write_disk_site(tmp_path / "b-now", seed=1, size=32, depth=2, spacing=(0.4, 0.4, 5.0))
+    grid.sites[12] = site_context(12, "Site B", changed, tmp_path)
+    assert union_plan(site_dirs[0], changed) != union_plan(*site_dirs)
+    path.write_text(path.read_text().replace("rounds = 2", "rounds = 3"))
+    run_server(grid, load_server_config(path), resume=True)
+    assert "query" not in {kind for _, _, kind in grid.delivered}
+    assert [model_from_json(model).plan for model in grid.models] == [union_plan(*site_dirs)] * 4
+    assert (run_dir / "plan.json").read_bytes() == planned
+    assert load_checkpoint(run_dir / "model.pt").plan == union_plan(*site_dirs)
+    plans = [event for event in read_events(run_dir / EVENTS_NAME) if event["kind"] == "plan"]
+    assert [event["source"] for event in plans] == ["fingerprints", "checkpoint"]
+
+
 def test_resume_refuses_a_run_folder_of_another_model(two_site_run):
     grid, path, _ = two_site_run
     path.write_text(path.read_text().replace("channels = [8, 16]", "channels = [8, 32]"))
     with pytest.raises(ConfigError, match="other \\[model\\] settings"):
+        run_server(grid, load_server_config(path), resume=True)
+
+
+def test_resume_refuses_a_plan_override_the_run_did_not_follow(two_site_run):
+    grid, path, _ = two_site_run
+    path.write_text(path.read_text() + "patch_size = [32, 32]\n")
+    expected = (r"follows a plan with patch_size \[20, 20\], but server.toml's \[model\] patch_size is "
+                r"\[32, 32\]; a resumed run keeps its plan")
+    with pytest.raises(ConfigError, match=expected):
         run_server(grid, load_server_config(path), resume=True)
 
 
@@ -145,16 +210,15 @@ def test_a_failing_site_is_recorded_and_the_others_carry_the_round(server_identi
     assert "empty-site" not in (tmp_path / "run" / METRICS_NAME).read_text()
 
 
-def test_model_of_builds_what_server_toml_describes(tmp_path):
-    training, labels = model_of(load_server_config(write_config(tmp_path, rounds=1)))
-    assert labels == LABELS
+def test_model_of_builds_what_server_toml_describes_with_the_runs_plan(tmp_path):
+    training = model_of(load_server_config(write_config(tmp_path, rounds=1)), PLAN)
+    assert (training.labels, training.plan) == (LABELS, PLAN)
     assert (training.network.channels, training.network.out_channels) == ((8, 16), 2)
-    assert training.preprocessing.image_size == (16, 16)
     assert (training.augmentation, training.batch_size) == ("none", 4)
     path = write_config(tmp_path, rounds=1)
     path.write_text(path.read_text().replace('augmentation = "none"', 'augmentation = "gin"\n'
                                              "augmentation_probability = 1.0"))
-    training, _ = model_of(load_server_config(path))
+    training = model_of(load_server_config(path), PLAN)
     assert (training.augmentation, training.augmentation_probability) == ("gin", 1.0)
 
 

@@ -1,5 +1,6 @@
-"""The site worker: a ClientApp hands it a message over an authenticated local connection and gets the
-same answer the ClientApp would have computed itself; a wrong key and a missing worker fail cleanly.
+"""The site worker: a ClientApp hands it a message (train, evaluate, the fingerprint query) over an
+authenticated local connection and gets the same answer the ClientApp would have computed itself; a wrong
+key and a missing worker fail cleanly.
 """
 
 import secrets
@@ -9,8 +10,7 @@ from multiprocessing import AuthenticationError
 import numpy as np
 import pytest
 from flwr.app import MessageType
-from site_data import LABELS
-from test_client_app import TRAINING, context, instruction
+from test_client_app import TRAINING, context, fingerprint_query, instruction
 
 from federation import client_app
 from federation.processes import free_port
@@ -18,7 +18,7 @@ from federation.site_worker import ask_worker, serve
 from federation.task import named_weights
 from segmentation.algorithm import SegmentationAlgorithm
 
-pytestmark = pytest.mark.usefixtures("slice_cache")  # conftest: each test its own slice cache
+pytestmark = pytest.mark.usefixtures("case_cache")  # conftest: each test its own case cache
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def weights_of(reply) -> dict[str, np.ndarray]:
 
 
 def test_the_worker_answers_as_the_clientapp_itself_would(server_identity, site_dir, worker, tmp_path):
-    global_weights = named_weights(SegmentationAlgorithm(TRAINING, LABELS, device="cpu"))
+    global_weights = named_weights(SegmentationAlgorithm(TRAINING, device="cpu"))
     alone = context(site_dir, tmp_path / "alone.jsonl")
     helped = with_worker(context(site_dir, tmp_path / "helped.jsonl"), *worker)
     for server_round in (1, 2):
@@ -55,6 +55,17 @@ def test_the_worker_answers_as_the_clientapp_itself_would(server_identity, site_
     steps = [float(s.state.array_records["fedseg-optimizer"]["0/step"].numpy()) for s in (alone, helped)]
     assert steps[0] == steps[1] > 0
     assert (tmp_path / "helped.jsonl").read_text().count('"kind": "finished"') == 2
+
+
+def test_the_worker_answers_the_fingerprint_query_as_the_clientapp_would(
+    server_identity, site_dir, worker, tmp_path
+):
+    expected = client_app.app(fingerprint_query(), context(site_dir, tmp_path / "alone.jsonl"))
+    helped = with_worker(context(site_dir, tmp_path / "helped.jsonl"), *worker)
+    reply = client_app.app(fingerprint_query(), helped)
+    assert not reply.has_error()
+    assert reply.content.config_records["fingerprint"] == expected.content.config_records["fingerprint"]
+    assert reply.content.config_records["site"] == expected.content.config_records["site"]
 
 
 def test_a_caller_without_the_key_is_refused_and_the_worker_goes_on(
