@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="mask file: .nii.gz, .nii, .nrrd, .mha or .seg.nrrd (keeps label names)")
     parser.add_argument("--dicom-seg", type=Path, metavar="SEG", help="DICOM-SEG file (DICOM input only)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present, else cpu")
-    parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="slices per forward pass")
+    parser.add_argument("--batch-size", type=int, default=16, metavar="N",
+                        help="slices, and sliding windows, per forward pass (default 16)")
     parser.set_defaults(handler=run)
 
 

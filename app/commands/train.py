@@ -1,6 +1,7 @@
 """`fedseg train`: train a model on one dataset folder, with a progress bar, checkpoints and resume.
 
-The run folder receives model.pt after every epoch, events.jsonl and history.csv. Ctrl-C finishes
+The run folder receives plan.json (the plan given with --plan, else one made from the training data),
+model.pt after every epoch, events.jsonl and history.csv. Ctrl-C finishes
 the current step, saves the checkpoint and exits 130; a second Ctrl-C interrupts at once (the
 checkpoint is still saved).
 """
@@ -13,13 +14,12 @@ import sys
 import threading
 from pathlib import Path
 
-# Kept literal so `fedseg --help` needs no torch; tests check it equals segmentation.transforms.AUGMENTATIONS.
-AUGMENTATION_CHOICES = ("none", "gin", "gin-ipa", "randconv", "fourier", "dsn")
+from segmentation.settings import AUGMENTATION_NAMES as AUGMENTATION_CHOICES
+
 EXIT_INTERRUPTED = 130
 
 # Defaults of options that may differ on --resume; None in the parser means "not given".
-DEFAULTS = {"aug": "gin", "lr": 1e-3, "batch_size": 16, "image_size": 96, "channels": "32,64,128,256",
-            "dim": 2, "seed": 0}
+DEFAULTS = {"aug": "gin", "lr": 1e-3, "batch_size": 16, "channels": "32,64,128,256", "dim": 2, "seed": 0}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,9 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", required=True, type=int, help="total number of epochs of the run")
     parser.add_argument("--out", required=True, type=Path, help="run folder (created if missing)")
     parser.add_argument("--lr", type=float, help=f"learning rate (default {DEFAULTS['lr']})")
-    parser.add_argument("--batch-size", type=int, help=f"slices per step (default {DEFAULTS['batch_size']})")
-    parser.add_argument("--image-size", type=int,
-                        help=f"network input side in pixels (default {DEFAULTS['image_size']})")
+    parser.add_argument("--batch-size", type=int, help=f"patches per step (default {DEFAULTS['batch_size']})")
+    parser.add_argument("--plan", type=Path,
+                        help="plan.json to follow (default: made from the training data, see `fedseg plan`)")
+    parser.add_argument("--spacing", help="expert override of the plan's target spacing, X,Y,Z in mm")
+    parser.add_argument("--patch-size", help="expert override of the plan's patch size, e.g. 128,128 (2D)")
     parser.add_argument("--channels", help=f"U-Net widths per level (default {DEFAULTS['channels']})")
     parser.add_argument("--dim", type=int, choices=(2, 3), help="2D slices or 3D volumes (default 2)")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -50,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from app.progress import EventProgressBar
     from segmentation.events import EventWriter
-    from segmentation.training import CHECKPOINT_NAME, EVENTS_NAME, run_training
+    from segmentation.settings import CHECKPOINT_NAME, EVENTS_NAME
+    from segmentation.training import run_training
 
     if args.epochs < 1:
         from segmentation.errors import ConfigError
@@ -94,9 +97,7 @@ def _load_data(args: argparse.Namespace):
 def _start(args: argparse.Namespace, dataset):
     from segmentation.algorithm import SegmentationAlgorithm
     from segmentation.errors import ConfigError
-    from segmentation.network import NetworkConfig
-    from segmentation.preprocessing import Preprocessing
-    from segmentation.training import CHECKPOINT_NAME, TrainingConfig
+    from segmentation.settings import CHECKPOINT_NAME, NetworkConfig, TrainingConfig
 
     if (args.out / CHECKPOINT_NAME).exists():
         raise ConfigError(
@@ -110,11 +111,46 @@ def _start(args: argparse.Namespace, dataset):
     except ValueError as error:
         raise ConfigError(f"network settings: {error}") from None
     config = TrainingConfig(
-        network=network, preprocessing=Preprocessing(image_size=(value["image_size"],) * 2),
+        plan=_plan(args, dataset, network, value["batch_size"]), network=network,
         augmentation=value["aug"], learning_rate=value["lr"], batch_size=value["batch_size"],
         seed=value["seed"], cache_dir=args.cache,
     )
-    return SegmentationAlgorithm(config, dataset.labels)
+    return SegmentationAlgorithm(config)
+
+
+def _plan(args: argparse.Namespace, dataset, network, batch_size: int):
+    """--plan's plan (which must name the dataset's labels), else the automatic plan of the training cases
+    with --spacing / --patch-size applied."""
+    from segmentation.errors import ConfigError, DatasetError
+    from segmentation.fingerprint import plan_for_cases
+    from segmentation.plan import read_plan
+
+    spacing = parse_numbers(args.spacing, "--spacing", float, (3,))
+    patch_size = parse_numbers(args.patch_size, "--patch-size", int, (network.spatial_dims,))
+    if args.plan is None:
+        plan, _ = plan_for_cases(dataset.training, dataset.labels, network, batch_size, spacing, patch_size)
+        return plan
+    if spacing is not None or patch_size is not None:
+        raise ConfigError("--spacing and --patch-size change an automatic plan; edit the --plan file instead")
+    plan = read_plan(args.plan)
+    if plan.labels != dataset.labels:
+        raise DatasetError(f"{args.plan} plans labels {plan.labels} but {args.data} has {dataset.labels}")
+    return plan
+
+
+def parse_numbers(text: str | None, option: str, kind: type, counts: tuple[int, ...]) -> tuple | None:
+    """'0.7,0.7,2.5' -> (0.7, 0.7, 2.5): positive numbers, as many as `counts` allows; None stays None."""
+    from segmentation.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        values = tuple(kind(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{option} needs comma-separated {kind.__name__} values, got {text!r}") from None
+    if len(values) not in counts or any(not value > 0 for value in values):
+        raise ConfigError(f"{option} needs {' or '.join(map(str, counts))} positive values, got {text!r}")
+    return values
 
 
 def _resume(args: argparse.Namespace, dataset):
@@ -122,15 +158,18 @@ def _resume(args: argparse.Namespace, dataset):
     from segmentation.algorithm import SegmentationAlgorithm
     from segmentation.checkpoint import load_checkpoint
     from segmentation.errors import CheckpointError, ConfigError, DatasetError
-    from segmentation.training import CHECKPOINT_NAME
+    from segmentation.settings import CHECKPOINT_NAME
 
     path = args.out / CHECKPOINT_NAME
     if not path.is_file():
         raise CheckpointError(f"--resume: {path} does not exist; start the run without --resume")
     checkpoint = load_checkpoint(path)
+    if args.plan is not None or args.spacing is not None or args.patch_size is not None:
+        raise ConfigError(f"{path} keeps the plan it was trained with; drop --plan, --spacing and "
+                          "--patch-size or start a new run")
     stored = {"aug": checkpoint.augmentation, "dim": checkpoint.network.spatial_dims,
-              "image_size": checkpoint.preprocessing.image_size[0], "channels": checkpoint.network.channels}
-    given = {"aug": args.aug, "dim": args.dim, "image_size": args.image_size,
+              "channels": checkpoint.network.channels}
+    given = {"aug": args.aug, "dim": args.dim,
              "channels": _channels(args.channels) if args.channels is not None else None}
     for name, value in given.items():
         if value is not None and value != stored[name]:

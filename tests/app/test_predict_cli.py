@@ -15,8 +15,8 @@ from segmentation.export import read_dicom_seg
 from segmentation.inference import label_volumes_ml, predict_volume
 from segmentation.io import read_volume
 from segmentation.io.dicom import read_dicom_series
-from segmentation.network import NetworkConfig
-from segmentation.preprocessing import Preprocessing
+from segmentation.plan import Plan
+from segmentation.settings import NetworkConfig
 
 CT_SMALL = get_testdata_file("CT_small.dcm", download=False)  # pydicom's real one-slice CT
 
@@ -25,9 +25,9 @@ CT_SMALL = get_testdata_file("CT_small.dcm", download=False)  # pydicom's real o
 def model_path(tmp_path_factory):
     torch.manual_seed(1)
     network = NetworkConfig(out_channels=3, channels=(4, 8))
-    checkpoint = Checkpoint(network=network, preprocessing=Preprocessing(image_size=(16, 16)),
-                            labels={0: "background", 1: "liver", 2: "spleen"},
-                            state_dict=network.build().state_dict())
+    plan = Plan(labels={0: "background", 1: "liver", 2: "spleen"}, spatial_dims=2,
+                target_spacing=(0.8, 1.1, 3.0), patch_size=(16, 16))
+    checkpoint = Checkpoint(network=network, plan=plan, state_dict=network.build().state_dict())
     path = tmp_path_factory.mktemp("model") / "model.pt"
     save_checkpoint(checkpoint, path)
     return path

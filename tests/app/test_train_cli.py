@@ -13,10 +13,11 @@ from app.cli import main
 from app.commands.train import AUGMENTATION_CHOICES
 from segmentation.checkpoint import load_checkpoint
 from segmentation.events import read_events
+from segmentation.plan import Plan, read_plan, write_plan
 from segmentation.synth import generate_dataset
-from segmentation.transforms import AUGMENTATIONS
+from segmentation.transforms import build_batch_augmentation
 
-TINY = ["--image-size", "32", "--channels", "8,16", "--batch-size", "8"]
+TINY = ["--channels", "8,16", "--batch-size", "8"]
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +53,10 @@ def test_train_writes_checkpoint_events_and_history(trained, demo, capsys):
     run = trained / "run"
     checkpoint = load_checkpoint(run / "model.pt")
     assert checkpoint.epoch == 1 and checkpoint.augmentation == "gin" and checkpoint.labels == demo.labels
-    assert checkpoint.network.channels == (8, 16) and checkpoint.preprocessing.image_size == (32, 32)
+    assert checkpoint.network.channels == (8, 16)
+    # The automatic plan: 32-pixel phantoms over 400 mm are 12.5 mm pixels; a patch covers a slice.
+    assert checkpoint.plan.target_spacing[:2] == (12.5, 12.5) and checkpoint.plan.patch_size == (32, 32)
+    assert read_plan(run / "plan.json") == checkpoint.plan
     assert checkpoint.optimizer_state is not None and checkpoint.training["batch_size"] == 8
     kinds = [event["kind"] for event in read_events(run / "events.jsonl")]
     assert kinds[0] == "started" and kinds[-1] == "finished"
@@ -108,7 +112,10 @@ def test_ctrl_c_saves_a_checkpoint_emits_stopped_and_exits_130(demo, tmp_path, m
     [
         (["--resume"], "does not exist"),
         (["--channels", "8,x"], "--channels"),
-        (["--image-size", "31"], "multiples of 2"),
+        (["--patch-size", "31,31"], "multiples of 2"),
+        (["--patch-size", "32"], "--patch-size needs 2 positive values"),
+        (["--spacing", "1,0,1"], "--spacing needs 3 positive values"),
+        (["--plan", "missing-plan.json"], "cannot read the plan"),
         (["--batch-size", "0"], "batch_size"),
     ],
 )
@@ -128,6 +135,25 @@ def test_bad_data_or_conflicting_runs_exit_2(trained, demo, tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     assert _train(demo, run, "--epochs", "2", "--resume", "--aug", "fourier") == 2
     assert "trained with --aug gin" in capsys.readouterr().err
+
+
+def test_a_given_plan_or_override_is_followed_and_kept_on_resume(demo, tmp_path, capsys):
+    plan = Plan(labels=demo.labels, spatial_dims=2, target_spacing=(25.0, 25.0, 25.0), patch_size=(16, 16))
+    write_plan(plan, tmp_path / "plan.json")
+    given = tmp_path / "given"
+    assert _train(demo, given, "--epochs", "1", "--plan", str(tmp_path / "plan.json"), *TINY) == 0
+    assert load_checkpoint(tmp_path / "given" / "model.pt").plan == plan
+    assert _train(demo, tmp_path / "override", "--epochs", "1", "--patch-size", "16,16", *TINY) == 0
+    overridden = read_plan(tmp_path / "override" / "plan.json")
+    assert overridden.patch_size == (16, 16) and overridden.overridden == ("patch_size",)
+    capsys.readouterr()
+    assert _train(demo, tmp_path / "given", "--epochs", "2", "--resume", "--patch-size", "8,8") == 2
+    assert "keeps the plan it was trained with" in capsys.readouterr().err
+    other = Plan(labels={0: "background", 1: "liver"}, spatial_dims=2, target_spacing=(1, 1, 1),
+                 patch_size=(8, 8))
+    write_plan(other, tmp_path / "other.json")
+    assert _train(demo, tmp_path / "other", "--epochs", "1", "--plan", str(tmp_path / "other.json")) == 2
+    assert "plans labels" in capsys.readouterr().err
 
 
 def test_evaluate_prints_tables_or_json(trained, demo, capsys):
@@ -156,5 +182,11 @@ def test_evaluate_errors_exit_2(trained, demo, tmp_path, capsys):
         assert capsys.readouterr().err.startswith("fedseg: error:")
 
 
-def test_cli_augmentation_choices_match_the_registry():
-    assert AUGMENTATION_CHOICES == AUGMENTATIONS
+@pytest.mark.parametrize("name", AUGMENTATION_CHOICES)
+def test_every_augmentation_choice_has_an_implementation(name):
+    batch = torch.rand(2, 1, 16, 16)
+    augment = build_batch_augmentation(name, seed=0)
+    if name in ("none", "dsn"):  # no batch op: dsn acts through the plan's normalization
+        assert augment is None
+    else:
+        assert augment(batch).shape == batch.shape
