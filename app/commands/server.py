@@ -196,6 +196,20 @@ class RoundTable:
             print(f"run started: {event.get('rounds')} rounds{resumed}", file=self.stream, flush=True)
         elif kind == "checkpoint":
             print(f"round {event['round']} checkpointed", file=self.stream, flush=True)
+        elif kind == "plan":
+            print(plan_summary(event), file=self.stream, flush=True)
+
+
+def plan_summary(event: dict[str, Any]) -> str:
+    """'plan: 2D, ... (from 2 of 3 sites' fingerprints; left out: MR Clinic (malformed))' of a plan event."""
+    if event.get("source") == "checkpoint":
+        return f"plan: {event.get('description')} (kept from the checkpoint)"
+    sites = event.get("sites") or []
+    left_out = [f"{site['site']} ({site['status']})" for site in sites if site.get("status") != "accepted"]
+    origin = f"from {len(sites) - len(left_out)} of {len(sites)} sites' fingerprints"
+    if left_out:
+        origin += f"; left out: {', '.join(left_out)}"
+    return f"plan: {event.get('description')} ({origin})"
 
 
 # -- fedseg server status --------------------------------------------------------------------------
@@ -220,6 +234,8 @@ def run_status(args: argparse.Namespace) -> int:
         return 0
     progress = f", round {state['round']} of {state['rounds']}" if state["rounds"] else ""
     print(f"{run_dir}: {state['state']}{progress}")
+    if state.get("plan"):
+        print(plan_summary(state["plan"]))
     if records:
         print(table_header())
         for record in records:
@@ -228,7 +244,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_state(events_path: Path) -> dict[str, Any]:
-    """The latest session's state from the server's events: running, finished or failed, and its round."""
+    """The latest session's state from the server's events: running, finished or failed, its round and
+    the plan in force."""
     from segmentation.events import read_events
 
     state: dict[str, Any] = {"state": "not started", "round": 0, "rounds": None}
@@ -244,4 +261,6 @@ def run_state(events_path: Path) -> dict[str, Any]:
             state["state"] = "finished"
         elif kind == "error":
             state.update(state="failed", error=event.get("message"))
+        elif kind == "plan":
+            state["plan"] = {key: event.get(key) for key in ("source", "description", "plan", "sites")}
     return state

@@ -70,6 +70,10 @@ def run_folder(tmp_path):
     write_metrics(records, run)
     with EventWriter(run / "events.jsonl", "server") as events:
         events.emit("started", rounds=2, round=0)
+        events.emit("plan", source="fingerprints", description="2D, 6.25 x 6.25 mm in-plane, patch 64 x 64",
+                    plan={"patch_size": [64, 64]},
+                    sites=[{"site": "CT Hospital", "node_id": 11, "status": "accepted", "cases": 24},
+                           {"site": "MR Clinic", "node_id": 12, "status": "other-labels", "cases": None}])
         events.emit("checkpoint", round=1)
         events.emit("checkpoint", round=2)
         events.emit("finished", metrics={"dice": 0.612})
@@ -80,8 +84,10 @@ def test_status_prints_the_per_site_per_round_table(run_folder, capsys):
     assert main(["server", "status", "--run", str(run_folder)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{run_folder}: finished, round 2 of 2"
-    rows = [line.split() for line in lines[3:]]
-    assert len(rows) == 4 and "CT Hospital" in lines[3]
+    assert lines[1] == ("plan: 2D, 6.25 x 6.25 mm in-plane, patch 64 x 64 (from 1 of 2 sites' fingerprints; "
+                        "left out: MR Clinic (other-labels))")
+    rows = [line.split() for line in lines[4:]]
+    assert len(rows) == 4 and "CT Hospital" in lines[4]
     assert rows[0][:2] == ["1", "train"] and rows[0][-4:] == ["96", "0.8123", "0.100", "0.400"]
     assert rows[1][-1] == "site-error"
     assert rows[3][:2] == ["2", "evaluate"] and rows[3][-1] == "0.612"
@@ -92,6 +98,7 @@ def test_status_json_has_every_record_and_the_run_state(run_folder, tmp_path, ca
     assert main(["server", "status", "--config", str(tmp_path / "server.toml"), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert (status["state"], status["round"], status["rounds"]) == ("finished", 2, 2)
+    assert status["plan"]["plan"] == {"patch_size": [64, 64]} and status["plan"]["source"] == "fingerprints"
     sites = [record["site"] for record in status["records"]]
     assert sites == ["CT Hospital", "MR Clinic", "CT Hospital", "CT Hospital"]
     assert status["records"][1]["status"] == "site-error"
