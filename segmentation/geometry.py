@@ -41,6 +41,11 @@ class Grid:
         z, y, x = volume.shape
         return cls((x, y, z), tuple(volume.spacing), tuple(volume.origin), tuple(volume.direction))
 
+    @classmethod
+    def of_image(cls, image: sitk.Image) -> Grid:
+        return cls(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()),
+                   tuple(image.GetDirection()))
+
     def reference(self) -> sitk.Image:
         """An empty image on this grid, for SimpleITK's Resample."""
         image = sitk.Image([int(n) for n in self.size], sitk.sitkUInt8)
@@ -109,22 +114,20 @@ def canonical_grid(volume: Volume, spacing: tuple[float, float, float], keep_sli
 
 
 def to_canonical(volume: Volume, grid: Grid, label: bool = False) -> Volume:
-    """The volume on the canonical grid: exact reorientation when that suffices, else resampled
-    (linear for images, nearest neighbour for label maps; outside the study: its minimum, or 0)."""
+    """The volume on the canonical grid: exact reorientation when that suffices, else resampled (cubic
+    B-spline for images, as nnU-Net's third order; nearest neighbour for label maps; outside the
+    study: its minimum, or 0)."""
     image = volume.to_sitk()
     if orientation_code(volume.direction) != OBLIQUE:
         image = sitk.DICOMOrient(image, CANONICAL_CODE)
-        oriented = Volume.from_sitk(image)
-        if Grid.of(oriented).matches(grid):
-            return volume.with_array(oriented.array, spacing=oriented.spacing, origin=oriented.origin,
-                                     direction=oriented.direction)
-    interpolator = sitk.sitkNearestNeighbor if label else sitk.sitkBSpline
-    outside = 0.0 if label else float(np.min(volume.array)) if volume.array.size else 0.0
-    if not label:
-        image = sitk.Cast(image, sitk.sitkFloat32)
-    resampled = sitk.Resample(image, grid.reference(), sitk.Transform(), interpolator, outside,
+    if not Grid.of_image(image).matches(grid):
+        interpolator = sitk.sitkNearestNeighbor if label else sitk.sitkBSpline
+        outside = 0.0 if label else float(np.min(volume.array)) if volume.array.size else 0.0
+        if not label:
+            image = sitk.Cast(image, sitk.sitkFloat32)
+        image = sitk.Resample(image, grid.reference(), sitk.Transform(), interpolator, outside,
                               image.GetPixelID())
-    result = Volume.from_sitk(resampled)
+    result = Volume.from_sitk(image)
     return volume.with_array(result.array, spacing=result.spacing, origin=result.origin,
                              direction=result.direction)
 
@@ -132,31 +135,39 @@ def to_canonical(volume: Volume, grid: Grid, label: bool = False) -> Volume:
 def scores_to_grid(scores: np.ndarray, source: Grid, target: Grid) -> np.ndarray:
     """The argmax label map on `target` of per-class scores (C, z, y, x) given on `source`.
 
-    Each class's scores are interpolated (linearly) onto the target grid and the labels taken after,
-    never the labels interpolated. One class at a time keeps memory at two target-sized arrays.
+    Each class's scores are brought onto the target grid (exactly, by reorientation, when the grids
+    share their points; else linearly interpolated) and the labels taken after, never the labels
+    interpolated. One class at a time keeps memory at two target-sized arrays.
     """
     z, y, x = target.size[::-1]
     best = np.full((z, y, x), -np.inf, dtype=np.float32)
     labels = np.zeros((z, y, x), dtype=np.uint8)
-    same = source.matches(target)
     for value, channel in enumerate(scores):
-        if same:
-            moved = np.asarray(channel, dtype=np.float32)
-        else:
-            image = sitk.GetImageFromArray(np.ascontiguousarray(channel, dtype=np.float32))
-            image.SetSpacing(source.spacing)
-            image.SetOrigin(source.origin)
-            image.SetDirection(source.direction)
-            resampler = sitk.ResampleImageFilter()
-            resampler.SetReferenceImage(target.reference())
-            resampler.SetInterpolator(sitk.sitkLinear)
-            resampler.SetOutputPixelType(sitk.sitkFloat32)
-            resampler.SetUseNearestNeighborExtrapolator(True)  # voxels a rounded grid misses by a hair
-            moved = sitk.GetArrayFromImage(resampler.Execute(image))
+        moved = _onto(np.asarray(channel, dtype=np.float32), source, target)
         better = moved > best
         labels[better] = value
         np.maximum(best, moved, out=best)
     return labels
+
+
+def _onto(channel: np.ndarray, source: Grid, target: Grid) -> np.ndarray:
+    if source.matches(target):
+        return channel
+    image = sitk.GetImageFromArray(channel)
+    image.SetSpacing(source.spacing)
+    image.SetOrigin(source.origin)
+    image.SetDirection(source.direction)
+    code = orientation_code(target.direction)
+    if code != OBLIQUE:
+        oriented = sitk.DICOMOrient(image, code)
+        if Grid.of_image(oriented).matches(target):
+            return sitk.GetArrayFromImage(oriented)
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetReferenceImage(target.reference())
+    resampler.SetInterpolator(sitk.sitkLinear)
+    resampler.SetOutputPixelType(sitk.sitkFloat32)
+    resampler.SetUseNearestNeighborExtrapolator(True)  # voxels a rounded grid misses by a hair
+    return sitk.GetArrayFromImage(resampler.Execute(image))
 
 
 def _is_signed_permutation(matrix: np.ndarray) -> bool:
