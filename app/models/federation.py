@@ -1,5 +1,6 @@
 """This site's part in a federation, rebuilt from its `fedseg site` process: connection state, the
-round in progress and one row per round (local loss, Dice of the global model before and after)."""
+round in progress, one row per round (local loss, Dice of the global model before and after), and the
+plan in force (from a "plan" event) or why planning failed here (an error before round 1)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,46 @@ class SiteState(Enum):
     @property
     def active(self) -> bool:
         return self in (SiteState.CONNECTING, SiteState.WAITING, SiteState.TRAINING)
+
+
+PLANNING_ROUND = 0  # the fingerprint query before round 1 carries round 0
+ACCEPTED = "accepted"
+
+
+@dataclass(frozen=True)
+class PlanInForce:
+    """The plan a federated run follows, as its "plan" event announces it: the plan's one-line
+    description, where it came from ("fingerprints" or "checkpoint"), and the sites whose fingerprint
+    was not used, each with its status."""
+
+    description: str
+    source: str = ""
+    sites: int = 0  # sites asked for a fingerprint (0: the plan was kept from a checkpoint)
+    left_out: tuple[tuple[str, str], ...] = ()
+
+    def line(self) -> str:
+        """One sentence for a page: what the plan is and where it came from."""
+        if self.source == "checkpoint":
+            origin = " (kept from the run's checkpoint)"
+        elif self.sites:
+            origin = f" (from {self.sites - len(self.left_out)} of {self.sites} site(s)' fingerprints)"
+        else:
+            origin = ""
+        left = "; left out: " + ", ".join(f"{site} ({status})" for site, status in self.left_out) \
+            if self.left_out else ""
+        return f"{self.description}{origin}{left}"
+
+
+def plan_in_force(event: dict[str, Any]) -> PlanInForce | None:
+    """The PlanInForce of a well-formed "plan" event; anything else is None."""
+    description = event.get("description")
+    if event.get("kind") != "plan" or not isinstance(description, str) or not description:
+        return None
+    sites = event.get("sites") if isinstance(event.get("sites"), list) else []
+    answers = [site for site in sites if isinstance(site, dict)]
+    left_out = tuple((str(site.get("site", "?")), str(site.get("status", "?"))) for site in answers
+                     if site.get("status") != ACCEPTED)
+    return PlanInForce(description, str(event.get("source", "")), len(answers), left_out)
 
 
 @dataclass
@@ -45,6 +86,8 @@ class SiteRun:
         self.round = 0
         self.step = self.steps = self.epoch = self.epochs = 0
         self.rows: dict[int, RoundRow] = {}
+        self.plan: PlanInForce | None = None
+        self.planning_problem = ""  # why this site could not answer the server's planning query
 
     def set_state(self, state: SiteState, message: str = "") -> None:
         self.state, self.message = state, message
@@ -56,6 +99,16 @@ class SiteRun:
         if events:
             self.changed.emit()
 
+    def plan_line(self, shared: PlanInForce | None = None) -> str:
+        """What the page says about the plan: why planning failed here, else the plan in force (this
+        site's own plan event, else `shared`: the server's, when its events are followed too)."""
+        if self.planning_problem:
+            return self.planning_problem[0].upper() + self.planning_problem[1:]
+        plan = self.plan or shared
+        if plan is None:
+            return "Plan: made by the server from every site's fingerprint before round 1"
+        return f"Plan: {plan.line()}"
+
     @property
     def fraction(self) -> float:
         """Progress of the round in progress: 0..1."""
@@ -64,7 +117,15 @@ class SiteRun:
 
     def _apply(self, event: dict[str, Any]) -> None:
         kind, number = event.get("kind"), event.get("round")
+        if kind == "plan":
+            self.plan = plan_in_force(event) or self.plan
+            return
         if not isinstance(number, int):
+            return
+        if number <= PLANNING_ROUND:
+            if kind == "error":  # the fingerprint query, not a round: no row
+                self.planning_problem = f"planning failed here: {event.get('message', 'unknown error')}"
+                self.message = self.planning_problem
             return
         row = self.rows.setdefault(number, RoundRow(number)) if kind != "site-metrics" else None
         metrics = event.get("metrics") if isinstance(event.get("metrics"), dict) else {}

@@ -1,7 +1,9 @@
-"""Per-site, per-round numbers of a federation, from the site-metrics events the server shares.
+"""Per-site, per-round numbers of a federation, from the site-metrics events the server shares, and the
+plan the run follows (its "plan" event).
 
 Each record is one site's reply in one round and phase ("train" or "evaluate"), as the server
-recorded it: status ("accepted" or why it was dropped), number of examples and metrics.
+recorded it: status ("accepted" or why it was dropped), number of examples and metrics. What happened
+before round 1 (the planning query) is no round: it becomes the plan line or a planning problem.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.models.federation import PLANNING_ROUND, PlanInForce, plan_in_force
 from app.models.signals import Signal
 
 # The Dice a site's round is charted by, in order of preference: the global model evaluated on the
@@ -34,21 +37,35 @@ class FederationMetrics:
     def __init__(self) -> None:
         self.changed = Signal()
         self.records: dict[tuple[int, str, str], SiteRecord] = {}
+        self.plan: PlanInForce | None = None
+        self.planning_problem = ""
 
     def clear(self) -> None:
         self.records.clear()
+        self.plan, self.planning_problem = None, ""
         self.changed.emit()
 
     def apply_all(self, events: list[dict[str, Any]]) -> None:
-        """Take the site-metrics events among `events` (a repeated record replaces the earlier one)."""
+        """Take the site-metrics and plan events among `events` (a repeated record replaces the earlier
+        one); a planning failure (an error before round 1) becomes the planning problem, not a record."""
         added = False
         for event in events:
-            record = _record(event)
+            plan, problem, record = plan_in_force(event), _planning_problem(event), _record(event)
+            if plan is not None:
+                self.plan = plan
+            if problem:
+                self.planning_problem = problem
             if record is not None:
                 self.records[(record.round, record.site, record.phase)] = record
-                added = True
+            added = added or plan is not None or bool(problem) or record is not None
         if added:
             self.changed.emit()
+
+    def plan_line(self) -> str:
+        """The plan in force, or why there is none; empty before either is known."""
+        if self.planning_problem:
+            return self.planning_problem
+        return f"Plan: {self.plan.line()}" if self.plan is not None else ""
 
     def sites(self) -> list[str]:
         return sorted({record.site for record in self.records.values()})
@@ -93,12 +110,28 @@ def _format(value: float | None) -> str:
     return "" if value is None else f"{value:.4g}"
 
 
+def _planning_problem(event: dict[str, Any]) -> str:
+    """Why planning failed, from an error event of the planning step (round 0, or the server's
+    PlanningError, which has no round); empty for anything else."""
+    if event.get("kind") != "error":
+        return ""
+    round_ = event.get("round")
+    if event.get("code") != "PlanningError" and not (isinstance(round_, int) and round_ <= PLANNING_ROUND):
+        return ""
+    site = event.get("site")
+    where = f" at {site}" if isinstance(site, str) and site else ""
+    return f"Planning failed{where}: {event.get('message', 'unknown error')}"
+
+
 def _record(event: dict[str, Any]) -> SiteRecord | None:
-    """A SiteRecord from a well-formed site-metrics event; anything else is ignored."""
+    """A SiteRecord from a well-formed site-metrics event of a round (1 or later); anything else is
+    ignored."""
     if event.get("kind") != "site-metrics":
         return None
     round_, site, phase = event.get("round"), event.get("site"), event.get("phase")
     if not isinstance(round_, int) or not isinstance(site, str) or not isinstance(phase, str):
+        return None
+    if round_ <= PLANNING_ROUND:
         return None
     metrics = event.get("metrics") if isinstance(event.get("metrics"), dict) else {}
     numbers = {str(k): float(v) for k, v in metrics.items() if _is_number(v)}

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 SIZE = (1440, 900)
-TRAINING = {"epochs": 20, "channels": "16,32,64,128", "image_size": "64", "batch_size": 8, "lr": 0.002}
+TRAINING = {"epochs": 20, "channels": "16,32,64,128", "batch_size": 8, "lr": 0.002}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +92,6 @@ def render_screenshots(out: Path, workspace: Path) -> list[Path]:
     training.out.set_path(workspace / "runs" / "site-ct")
     training.epochs.setValue(TRAINING["epochs"])
     training.channels.setText(TRAINING["channels"])
-    training.image_size.setCurrentIndex(training.image_size.findData(TRAINING["image_size"]))
     training.batch_size.setValue(TRAINING["batch_size"])
     training.learning_rate.setValue(TRAINING["lr"])
     training.begin(resume=False)

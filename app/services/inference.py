@@ -30,11 +30,12 @@ class ModelSummary:
     augmentation: str
     train_modality: str
     spatial_dims: int
+    plan: str  # the plan's one line: studies are resampled to it before the model sees them
 
     def describe(self) -> str:
         origin = f"federated round {self.round}" if self.round else f"epoch {self.epoch}"
         return (f"{self.spatial_dims}D U-Net, {origin}, trained on {self.train_modality} with "
-                f"{self.augmentation} augmentation; {len(self.labels) - 1} labels")
+                f"{self.augmentation} augmentation; {len(self.labels) - 1} labels; plan {self.plan}")
 
 
 @dataclass(frozen=True)
@@ -81,4 +82,5 @@ def export_dicom_seg(mask: Volume, study: Study, path: Path) -> Path:
 
 def _summary(path: Path, checkpoint) -> ModelSummary:
     return ModelSummary(path, dict(checkpoint.labels), checkpoint.epoch, checkpoint.round,
-                        checkpoint.augmentation, checkpoint.train_modality, checkpoint.network.spatial_dims)
+                        checkpoint.augmentation, checkpoint.train_modality, checkpoint.network.spatial_dims,
+                        checkpoint.plan.describe())

@@ -19,13 +19,13 @@ RECENT_LIMIT = 10
 
 @dataclass
 class TrainingDefaults:
-    """What the training page starts with."""
+    """What the training page starts with. The plan is not among them: each run makes its own from its
+    data (an older file's image_size is ignored on loading)."""
 
     augmentation: str = "gin"
     epochs: int = 20
     learning_rate: float = 1e-3
     batch_size: int = 16
-    image_size: int = 96
 
 
 @dataclass

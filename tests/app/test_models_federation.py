@@ -1,11 +1,12 @@
-"""Federation state from events: this site's rounds, every site's metrics, the dataset draft."""
+"""Federation state from events: this site's rounds, every site's metrics, the plan in force and planning
+problems, the dataset draft."""
 
 from pathlib import Path
 
 import pytest
 
 from app.models.dataset import TRAINING, VALIDATION, CaseCheck, DatasetDraft
-from app.models.federation import SiteRun, SiteState
+from app.models.federation import SiteRun, SiteState, plan_in_force
 from app.models.metrics import FederationMetrics
 
 
@@ -32,6 +33,60 @@ def test_site_run_follows_rounds():
     assert run.state is SiteState.WAITING and run.state.active
     run.apply_all([{"kind": "error", "round": 2, "code": 3, "message": "out of memory"}])
     assert "out of memory" in run.message
+
+
+PLAN_LINE = "2D, 0.8 x 0.8 mm in-plane, slices as stored, patch 96 x 96"
+
+
+def plan_event(sites):
+    return {"kind": "plan", "time": 0, "job": "server", "source": "fingerprints", "description": PLAN_LINE,
+            "plan": {"format": "fedseg-plan/1"}, "sites": sites}
+
+
+def test_the_site_shows_the_plan_event_in_force():
+    run = SiteRun()
+    assert run.plan_line().startswith("Plan: made by the server")  # nothing known yet
+    shared = plan_in_force(plan_event([{"site": "CT", "node_id": 1, "status": "accepted", "cases": 4}]))
+    assert run.plan_line(shared) == f"Plan: {PLAN_LINE} (from 1 of 1 site(s)' fingerprints)"
+    run.apply_all([plan_event([
+        {"site": "CT", "node_id": 1, "status": "accepted", "cases": 4},
+        {"site": "MR", "node_id": 2, "status": "malformed", "cases": None},
+    ])])
+    expected = f"Plan: {PLAN_LINE} (from 1 of 2 site(s)' fingerprints); left out: MR (malformed)"
+    assert run.plan_line() == expected
+    assert run.rows == {}  # a plan is no round
+    kept = plan_in_force({"kind": "plan", "source": "checkpoint", "description": PLAN_LINE})
+    assert kept is not None and kept.line() == f"{PLAN_LINE} (kept from the run's checkpoint)"
+    assert plan_in_force({"kind": "plan", "description": 3}) is None
+
+
+def test_a_failed_planning_query_is_a_planning_problem_not_a_round():
+    run = SiteRun()
+    run.apply_all([{"kind": "error", "round": 0, "code": 7, "message": "the dataset folder is gone"}])
+    assert run.rows == {}
+    assert run.planning_problem == "planning failed here: the dataset folder is gone"
+    assert run.plan_line() == "Planning failed here: the dataset folder is gone"
+    run.apply_all([{"kind": "started", "round": 1, "epochs": 1}])
+    assert list(run.rows) == [1]
+
+
+def test_federation_metrics_show_the_plan_and_keep_planning_out_of_the_rounds():
+    metrics = FederationMetrics()
+    changes = []
+    metrics.changed.connect(lambda: changes.append(1))
+    assert metrics.plan_line() == ""
+    metrics.apply_all([plan_event([{"site": "CT", "node_id": 1, "status": "accepted", "cases": 4}])])
+    assert changes and metrics.plan_line() == f"Plan: {PLAN_LINE} (from 1 of 1 site(s)' fingerprints)"
+    metrics.apply_all([site_metrics(0, "MR", "train", {}, status="malformed"),  # not a round
+                       site_metrics(1, "CT", "train", {"before/dice": 0.1})])
+    assert metrics.rounds() == [1] and len(metrics.table()[1]) == 1
+    metrics.apply_all([{"kind": "error", "job": "server", "code": "PlanningError",
+                        "message": "only 0 of 2 site(s) sent a usable fingerprint"}])
+    assert metrics.plan_line() == "Planning failed: only 0 of 2 site(s) sent a usable fingerprint"
+    metrics.apply_all([{"kind": "error", "job": "server", "code": "RuntimeError", "message": "later"}])
+    assert metrics.plan_line().startswith("Planning failed: only 0")  # not a planning error
+    metrics.clear()
+    assert metrics.plan_line() == "" and metrics.plan is None
 
 
 def test_federation_metrics_prefer_the_evaluated_dice_and_export_csv():

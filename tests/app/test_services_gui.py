@@ -13,17 +13,22 @@ from app.services.federation_site import SiteForm, SiteJob, check_reachable, wri
 from app.services.inference import describe_model, export_dicom_seg, export_mask, segment
 from app.services.settings import RECENT_LIMIT, Settings, SettingsStore
 from app.services.studies import labels_beside, list_series_choices, load_label_map, load_study
-from app.services.training_job import CHECKPOINT_NAME, EVENTS_NAME, TrainingRequest, previous_events
-from segmentation import training
+from app.services.training_job import (
+    AUTOMATIC_PLAN,
+    CHECKPOINT_NAME,
+    EVENTS_NAME,
+    PlanOverride,
+    RunPlan,
+    TrainingRequest,
+    previous_events,
+)
 from segmentation.errors import ConfigError, DatasetError, StudyReadError
 from segmentation.events import EventTail
 from segmentation.io import read_volume, write_volume
+from segmentation.plan import Plan, write_plan
+from segmentation.settings import PLAN_NAME
 from segmentation.synth import generate_dataset
 from segmentation.volume import Volume
-
-
-def test_training_names_match_the_engine():
-    assert (CHECKPOINT_NAME, EVENTS_NAME) == (training.CHECKPOINT_NAME, training.EVENTS_NAME)
 
 
 def test_settings_round_trip_recent_files_and_damaged_files(tmp_path):
@@ -47,6 +52,15 @@ def test_settings_round_trip_recent_files_and_damaged_files(tmp_path):
     assert SettingsStore(store.path).load() == Settings()
 
 
+def test_settings_of_an_earlier_version_with_an_image_size_still_load(tmp_path):
+    path = tmp_path / "settings.toml"
+    path.write_text("[training]\nepochs = 7\nimage_size = 128\n", encoding="utf-8")
+    store = SettingsStore(path)
+    settings = store.load()
+    assert settings.training.epochs == 7 and not store.problem
+    assert not hasattr(settings.training, "image_size")
+
+
 def test_event_tail_waits_for_whole_lines_and_restarts_on_a_new_file(tmp_path):
     path = tmp_path / "events.jsonl"
     tail = EventTail(path)
@@ -65,15 +79,15 @@ def test_training_request_arguments_and_checks(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     request = TrainingRequest(data, tmp_path / "run", epochs=3, augmentation="fourier", learning_rate=2e-4,
-                              batch_size=4, image_size=64, channels=(8, 16))
+                              batch_size=4, channels=(8, 16))
     with pytest.raises(DatasetError, match="dataset.json"):
         request.check()
     (data / "dataset.json").write_text("{}", encoding="utf-8")
     request.check()
     assert request.arguments() == [
         "train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "3", "--lr", "0.0002",
-        "--batch-size", "4", "--aug", "fourier", "--image-size", "64", "--channels", "8,16",
-    ]
+        "--batch-size", "4", "--aug", "fourier", "--channels", "8,16",
+    ]  # no plan options: the child plans from the data
     resumed = TrainingRequest(data, tmp_path / "run", epochs=5, resume=True)
     assert resumed.arguments()[-1] == "--resume" and "--aug" not in resumed.arguments()
     with pytest.raises(ConfigError, match="no model to resume"):
@@ -84,6 +98,68 @@ def test_training_request_arguments_and_checks(tmp_path):
         request.check()
     (tmp_path / "run" / EVENTS_NAME).write_text('{"kind": "started"}\n', encoding="utf-8")
     assert previous_events(tmp_path / "run") == [{"kind": "started"}]
+
+
+def test_a_plan_override_passes_exactly_its_spacing_and_patch_size(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dataset.json").write_text("{}", encoding="utf-8")
+    override = PlanOverride((0.8, 0.75, 2.5), (64, 48))
+    request = TrainingRequest(data, tmp_path / "run", epochs=3, channels=(8, 16, 32), plan_override=override)
+    request.check()
+    arguments = request.arguments()
+    assert arguments[arguments.index("--channels"):] == [
+        "--channels", "8,16,32", "--spacing", "0.8,0.75,2.5", "--patch-size", "64,48",
+    ]
+    assert arguments.count("--spacing") == 1 and arguments.count("--patch-size") == 1
+
+
+@pytest.mark.parametrize(("override", "channels", "message"), [
+    (PlanOverride((0.8, 0.0, 2.5), (64, 64)), (8, 16), "target spacing Y must be a positive"),
+    (PlanOverride((0.8, 0.8, -1.0), (64, 64)), (8, 16), "target spacing Z must be a positive"),
+    (PlanOverride((0.8, 0.8, 2.5), (0, 64)), (8, 16), "patch sides must be positive"),
+    (PlanOverride((0.8, 0.8, 2.5), (100, 64)), (8, 16, 32, 64), r"multiples of 8 .* try 96 × 64"),
+    (PlanOverride((0.8, 0.8, 2.5), (64, 64)), (8,), "U-Net widths"),
+])
+def test_invalid_plan_overrides_are_refused_with_a_sentence(tmp_path, override, channels, message):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dataset.json").write_text("{}", encoding="utf-8")
+    request = TrainingRequest(data, tmp_path / "run", epochs=3, channels=channels, plan_override=override)
+    with pytest.raises(ConfigError, match=message):
+        request.check()
+
+
+def test_a_resumed_run_keeps_its_plan(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dataset.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / CHECKPOINT_NAME).write_bytes(b"")
+    override = PlanOverride((1.0, 1.0, 1.0), (64, 64))
+    request = TrainingRequest(data, tmp_path / "run", epochs=3, resume=True, plan_override=override)
+    assert "--spacing" not in request.arguments() and "--patch-size" not in request.arguments()
+    with pytest.raises(ConfigError, match="keeps the plan"):
+        request.check()
+
+
+def test_the_plan_line_is_automatic_until_the_run_has_a_plan(tmp_path):
+    run = tmp_path / "run"
+    plans = RunPlan()
+    assert plans.describe(None) == AUTOMATIC_PLAN and plans.describe(run, started=True) == AUTOMATIC_PLAN
+    plan = Plan(labels={0: "background", 1: "liver"}, spatial_dims=2, target_spacing=(0.8, 0.8, 2.5),
+                patch_size=(96, 64))
+    write_plan(plan, run / PLAN_NAME)
+    assert plans.describe(run) == AUTOMATIC_PLAN  # left from a start that never trained
+    assert plans.describe(run, started=True) == plan.describe() == "2D, 0.8 x 0.8 mm in-plane, slices as " \
+        "stored, patch 96 x 64"
+    (run / CHECKPOINT_NAME).write_bytes(b"")
+    assert plans.describe(run) == plan.describe()  # a trained run's plan
+    write_plan(Plan(plan.labels, 2, (1.0, 1.0, 2.5), (64, 64), overridden=("patch_size",)), run / PLAN_NAME)
+    assert plans.describe(run) == "2D, 1 x 1 mm in-plane, slices as stored, patch 64 x 64 (set by hand: " \
+        "patch size)"
+    (run / PLAN_NAME).write_text("{not json", encoding="utf-8")
+    assert plans.describe(run).startswith("unreadable: ")
 
 
 def test_a_failing_child_reports_its_one_line_error(tmp_path):
@@ -130,6 +206,7 @@ def test_segment_measures_and_exports_in_the_study_geometry(tmp_path, tiny_check
     checkpoint = tiny_checkpoint
     summary = describe_model(checkpoint)
     assert summary.epoch == 4 and "epoch 4" in summary.describe() and "2 labels" in summary.describe()
+    assert summary.describe().endswith("plan 2D, 2 x 2 mm in-plane, slices as stored, patch 32 x 32")
     array = np.random.default_rng(0).normal(size=(3, 20, 24)).astype(np.float32)
     image = Volume(array, spacing=(2.0, 2.0, 5.0), origin=(1.0, 2.0, 3.0), modality="ct")
     study = load_study(write_volume(image, tmp_path / "ct.nii.gz"))

@@ -73,6 +73,7 @@ class FederationPage(Page):
         row.addLayout(right, 1)
         self.content.addLayout(row, 1)
         self.run.changed.connect(self.refresh)
+        workbench.federation_metrics.changed.connect(self.refresh)  # the server's plan, when followed
         self.refresh()
 
     def _site_card(self) -> Card:
@@ -150,6 +151,9 @@ class FederationPage(Page):
         self.bar = QProgressBar()
         self.bar.setRange(0, 1000)
         card.body.addWidget(self.bar)
+        self.plan_line = hint("")
+        self.plan_line.setToolTip("Target spacing and patch size every site trains and predicts with")
+        card.body.addWidget(self.plan_line)
         self.table = QTableWidget(0, 5)
         self.table.setHorizontalHeaderLabels(["Round", "Local loss", "Dice before", "Dice after",
                                               "Global Dice here"])
@@ -330,6 +334,7 @@ class FederationPage(Page):
         self.badge.set(run.state.value.capitalize(), TONES[run.state])
         self.message.setText(run.message)
         self.bar.setValue(round(run.fraction * 1000))
+        self.plan_line.setText(run.plan_line(self.workbench.federation_metrics.plan))
         rows = sorted(run.rows.values(), key=lambda row: row.round)
         self.table.setRowCount(len(rows))
         for index, row in enumerate(rows):

@@ -1,5 +1,6 @@
-"""Metrics dashboard: every site's Dice per federated round (from the history the server shares),
-this site's local validation curve, a table of all records, PNG and CSV export."""
+"""Metrics dashboard: the plan the federation follows, every site's Dice per federated round (from the
+history the server shares), this site's local validation curve, a table of all records, PNG and CSV
+export."""
 
 from __future__ import annotations
 
@@ -51,6 +52,9 @@ class MetricsPage(Page):
         top.addWidget(self.export_png)
         top.addWidget(self.export_csv)
         self.content.addLayout(top)
+        self.plan_line = hint("")
+        self.plan_line.setToolTip("The plan every site trains and predicts with (target spacing, patch size)")
+        self.content.addWidget(self.plan_line)
         charts = Card("Dice")
         self.caption = hint("")
         charts.header.addWidget(self.caption, 1)
@@ -143,6 +147,9 @@ class MetricsPage(Page):
         sites, rounds = self.metrics.sites(), self.metrics.rounds()
         self.caption.setText(f"{len(sites)} site(s), {len(rounds)} round(s)" if sites else
                              "Follow a federation's events file, or join on the Federation page.")
+        plan = self.metrics.plan_line()
+        self.plan_line.setText(plan)
+        self.plan_line.setVisible(bool(plan))
         self.export_csv.setEnabled(bool(rows))
 
     def _draw(self) -> None:

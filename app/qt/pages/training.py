@@ -1,16 +1,19 @@
-"""Local training: settings, start/stop/resume of `fedseg train` in a child process, live progress
-and curves from its events (through app.services.training_job and app.models.training)."""
+"""Local training: settings, the plan in force (automatic, or an expert's spacing and patch size),
+start/stop/resume of `fedseg train` in a child process, live progress and curves from its events
+(through app.services.training_job and app.models.training)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from matplotlib.ticker import MaxNLocator
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPlainTextEdit,
     QProgressBar,
@@ -26,6 +29,9 @@ from app.qt.widgets.common import Badge, Card, MetricTile, Page, PathField, butt
 from app.qt.widgets.plots import Canvas, rgb_to_mpl, style_axes, style_legend
 from app.services.child_process import EXIT_INTERRUPTED
 from app.services.training_job import (
+    SPACING_AXES,
+    PlanOverride,
+    RunPlan,
     TrainingJob,
     TrainingRequest,
     can_resume,
@@ -43,7 +49,11 @@ AUGMENTATION_CAPTIONS = {
     "dsn": "Domain-specific normalization",
     "none": "None (in-modality only)",
 }
-IMAGE_SIZES = (64, 96, 128, 160, 192, 256)
+# What the override fields hold until an expert changes them (a common CT in-plane grid).
+OVERRIDE_SPACING = (1.0, 1.0, 2.5)
+OVERRIDE_PATCH = (128, 128)
+MAX_SPACING_MM = 50.0
+MAX_PATCH_SIDE = 2048
 STATE_TONES = {JobState.IDLE: "", JobState.STARTING: "running", JobState.RUNNING: "running",
                JobState.STOPPING: "warn", JobState.FINISHED: "good", JobState.STOPPED: "warn",
                JobState.FAILED: "bad"}
@@ -94,6 +104,7 @@ class TrainingPage(Page):
         self.workbench, self.shell = workbench, shell
         self.model = workbench.training
         self.job: TrainingJob | None = None
+        self.run_plan = RunPlan()
         self.timer = QTimer(self)
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self.poll)
@@ -138,14 +149,21 @@ class TrainingPage(Page):
         self.batch_size = QSpinBox()
         self.batch_size.setRange(1, 512)
         form.addRow("Batch size", self.batch_size)
-        self.image_size = combo([(str(size), f"{size} × {size} px") for size in IMAGE_SIZES])
-        form.addRow("Image size", self.image_size)
         self.channels = QLineEdit("32,64,128,256")
         self.channels.setToolTip("U-Net feature channels per level (the method's FedGIN widths by default)")
         form.addRow("U-Net widths", self.channels)
+        self.plan = QLabel()
+        self.plan.setObjectName("Muted")
+        self.plan.setWordWrap(True)
+        self.plan.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.plan.setToolTip("Target spacing and patch size: made from the training data when the run "
+                             "starts, kept in the run folder's plan.json")
+        form.addRow("Plan", self.plan)
         card.body.addLayout(form)
+        card.body.addWidget(self._override_box())
         card.body.addWidget(hint("GIN teaches the model to ignore intensity, so a CT-trained model also "
-                                 "segments MR. Resume continues the run folder's model up to the epochs "
+                                 "segments MR. The plan is made from the training data when a run starts. "
+                                 "Resume continues the run folder's model, with its plan, up to the epochs "
                                  "set above."))
         card.body.addStretch(1)
         buttons = QHBoxLayout()
@@ -159,6 +177,43 @@ class TrainingPage(Page):
             buttons.addWidget(widget)
         card.body.addLayout(buttons)
         return card
+
+    def _override_box(self) -> QGroupBox:
+        """Expert override of the automatic plan: target spacing (mm) and patch size, off by default."""
+        box = QGroupBox("Override plan")
+        box.setCheckable(True)
+        box.setChecked(False)
+        box.setToolTip("Use this spacing and patch size instead of the ones planned from the data")
+        form = QFormLayout(box)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapAllRows)  # each row's fields get the full width
+        row = QHBoxLayout()
+        self.spacing: list[QDoubleSpinBox] = []
+        for axis, value in zip(SPACING_AXES, OVERRIDE_SPACING, strict=True):
+            field = QDoubleSpinBox()
+            field.setPrefix(f"{axis} ")
+            field.setSuffix(" mm")
+            field.setDecimals(2)
+            field.setRange(0.0, MAX_SPACING_MM)
+            field.setSingleStep(0.1)
+            field.setValue(value)
+            row.addWidget(field)
+            self.spacing.append(field)
+        self.spacing[2].setToolTip("2D training keeps each study's own slice spacing; Z is recorded only")
+        form.addRow("Target spacing", row)
+        sides = QHBoxLayout()
+        self.patch: list[QSpinBox] = []
+        for caption, value in zip(("rows", "columns"), OVERRIDE_PATCH, strict=True):
+            field = QSpinBox()
+            field.setRange(0, MAX_PATCH_SIDE)
+            field.setSingleStep(16)
+            field.setValue(value)
+            field.setSuffix(" px")
+            field.setToolTip(f"patch {caption}: a multiple of 2^(levels-1) of the U-Net widths")
+            sides.addWidget(field)
+            self.patch.append(field)
+        form.addRow("Patch size (rows × columns)", sides)
+        self.override = box
+        return box
 
     def _progress_card(self) -> Card:
         card = Card("Progress")
@@ -191,7 +246,6 @@ class TrainingPage(Page):
         self.epochs.setValue(defaults.epochs)
         self.learning_rate.setValue(defaults.learning_rate)
         self.batch_size.setValue(defaults.batch_size)
-        self.image_size.setCurrentIndex(max(self.image_size.findData(str(defaults.image_size)), 0))
         recent = self.workbench.settings.recent_datasets
         if recent:
             self.set_dataset(Path(recent[0]))
@@ -217,9 +271,16 @@ class TrainingPage(Page):
         return TrainingRequest(
             data=self.data.path, out=self.out.path, epochs=self.epochs.value(),
             augmentation=self.augmentation.currentData(), learning_rate=self.learning_rate.value(),
-            batch_size=self.batch_size.value(), image_size=int(self.image_size.currentData()),
-            channels=channels, resume=resume,
+            batch_size=self.batch_size.value(), channels=channels, resume=resume,
+            plan_override=self.plan_override() if not resume else None,
         )
+
+    def plan_override(self) -> PlanOverride | None:
+        """The override group's values when it is checked (checked by the request, not here)."""
+        if not self.override.isChecked():
+            return None
+        spacing = tuple(field.value() for field in self.spacing)
+        return PlanOverride(spacing, tuple(field.value() for field in self.patch))  # type: ignore[arg-type]
 
     def begin(self, resume: bool) -> None:
         """Start (or resume) training in a child process; problems found at once become a dialog."""
@@ -276,7 +337,6 @@ class TrainingPage(Page):
         defaults = self.workbench.settings.training
         defaults.augmentation, defaults.epochs = request.augmentation, request.epochs
         defaults.learning_rate, defaults.batch_size = request.learning_rate, request.batch_size
-        defaults.image_size = request.image_size
         self.workbench.remember_dataset(request.data)
 
     # -- view ----------------------------------------------------------------------------------
@@ -287,8 +347,12 @@ class TrainingPage(Page):
         self.start.setEnabled(not active and self.data.path is not None)
         self.resume.setEnabled(not active and out is not None and can_resume(out))
         self.stop.setEnabled(active and model.state is not JobState.STOPPING)
-        for widget in (self.data, self.out, self.augmentation, self.image_size, self.channels):
+        for widget in (self.data, self.out, self.augmentation, self.channels):
             widget.setEnabled(not active)
+        # A run folder with a model keeps its plan (Resume); Start would refuse it anyway.
+        self.override.setEnabled(not active and not (out is not None and can_resume(out)))
+        started = self.job is not None and self.job.request.out == out
+        self.plan.setText(self.run_plan.describe(out, started))
         self.badge.set(model.state.value.capitalize(), STATE_TONES[model.state])
         self.message.setText(model.message)
         self.bar.setValue(round(model.fraction * 1000))

@@ -28,7 +28,7 @@ from federation.processes import free_port  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a real `fedseg site` child and its SuperNode
 
-TINY = DemoSettings(sites=("ct",), train_cases=2, test_cases=1, volume_size=16, image_size=16)
+TINY = DemoSettings(sites=("ct",), train_cases=2, test_cases=1, volume_size=16)
 # Stands in for `fedseg demo`: waits, and ends as an interrupted command does on SIGINT.
 WAIT_FOR_SIGINT = ("import signal, sys, time; signal.signal(signal.SIGINT, lambda *_: sys.exit(130)); "
                    "time.sleep(300)")

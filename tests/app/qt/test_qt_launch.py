@@ -49,3 +49,15 @@ def test_start_without_a_display_runs_the_demo_without_importing_qt():
                             env={**without_display(), "QT_QPA_PLATFORM": "offscreen"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("No display found")
+
+
+def test_the_pages_load_without_torch():
+    """The training page reads plans (segmentation.plan, segmentation.settings) without the engine: launch
+    stays light, torch loads only when a page's action needs it."""
+    code = ("import sys\nimport app.qt.main_window, app.qt.pages.training, app.qt.pages.federation\n"
+            "import app.qt.pages.metrics, app.qt.pages.inference, app.services.training_job\n"
+            "heavy = [m for m in ('torch', 'monai', 'flwr') if m in sys.modules]\n"
+            "assert not heavy, f'{heavy} imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert result.returncode == 0, result.stderr

@@ -105,3 +105,23 @@ def test_federation_join_refuses_an_incomplete_form_and_settings_persist(qtbot, 
     settings.workspace.set_path(tmp_path / "elsewhere")
     reloaded = type(window.workbench.store)(window.workbench.store.path).load()
     assert reloaded.workspace == str(tmp_path / "elsewhere")
+
+
+def test_federation_and_metrics_pages_show_the_plan_and_no_planning_round(qtbot, window, tmp_path):
+    description = "2D, 0.8 x 0.8 mm in-plane, slices as stored, patch 96 x 96"
+    events = tmp_path / "events.jsonl"
+    sites = [{"site": "CT Hospital", "node_id": 1, "status": "accepted", "cases": 4},
+             {"site": "MR Clinic", "node_id": 2, "status": "other-labels", "cases": None}]
+    plan = {"kind": "plan", "time": 0, "job": "server", "source": "fingerprints", "description": description,
+            "plan": {}, "sites": sites}
+    events.write_text(json.dumps(plan) + "\n", encoding="utf-8")
+    metrics = window.navigate("metrics")
+    metrics.follow_file(events)
+    expected = f"Plan: {description} (from 1 of 2 site(s)' fingerprints); left out: MR Clinic (other-labels)"
+    assert metrics.plan_line.text() == expected and metrics.plan_line.isVisibleTo(metrics)
+    federation = window.navigate("federation")
+    assert federation.plan_line.text() == expected  # the followed server's plan
+    federation.run.apply_all([{"kind": "error", "round": 0, "code": 7, "message": "no dataset.json"},
+                              {"kind": "started", "round": 1, "epochs": 1}])
+    assert federation.table.rowCount() == 1 and federation.table.item(0, 0).text() == "1"
+    assert federation.plan_line.text() == "Planning failed here: no dataset.json"
