@@ -64,6 +64,7 @@ SITE_MODEL_NAME = "global-model.pt"  # the decrypted final global model, next to
 _STATE_KEY = "fedseg-site"
 _SHARED_THROUGH = "shared-through-round"
 _OPTIMIZER_KEY = "fedseg-optimizer"  # the site's AdamW moments, kept from one round to the next
+_PLAN_ANNOUNCED = "plan-announced"
 
 
 Handler = Callable[[RecordDict, RecordDict, SiteSettings, RoundEvents], RecordDict]
@@ -98,6 +99,7 @@ def _train(content: RecordDict, state: RecordDict, settings: SiteSettings, event
     _share_history(config, state, events)
     epochs = int(config.get(LOCAL_EPOCHS_KEY, 1))
     algorithm, dataset, he = _received_model(content, config, settings)
+    _announce_plan(algorithm, state, events)
     global_model = named_weights(algorithm)
     # Count epochs across rounds: each round then draws new batches and augmentations.
     algorithm.epoch = (events.round - 1) * epochs
@@ -125,6 +127,7 @@ def _evaluate(
     config = _config(content)
     _share_history(config, state, events)
     algorithm, dataset, he = _received_model(content, config, settings)
+    _announce_plan(algorithm, state, events)
     metrics = evaluate_round(algorithm, validation_cases(dataset))
     events.emit("evaluation", model="global", phase="evaluate", metrics=metrics)
     if he is not None:  # only the sites can read the final global model: keep it
@@ -179,6 +182,18 @@ def _restore_optimizer(algorithm: SegmentationAlgorithm, state: RecordDict) -> N
         {name: array.numpy() for name, array in record.items()}
     ):
         logger.warning("the kept optimizer state does not fit the federation's model; starting afresh")
+
+
+def _announce_plan(algorithm: SegmentationAlgorithm, state: RecordDict, events: RoundEvents) -> None:
+    """The plan the server sent, once per run in the site's own events, so the site's page shows the plan
+    its data is prepared by even when nobody follows the server's events."""
+    kept = state.config_records.get(_STATE_KEY, ConfigRecord({_SHARED_THROUGH: 0}))
+    if kept.get(_PLAN_ANNOUNCED):
+        return
+    plan = algorithm.config.plan
+    events.emit("plan", source="server", description=plan.describe(), plan=plan.to_dict())
+    kept[_PLAN_ANNOUNCED] = True
+    state[_STATE_KEY] = kept
 
 
 def _share_history(config: ConfigRecord, state: RecordDict, events: RoundEvents) -> None:

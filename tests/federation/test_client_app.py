@@ -134,7 +134,8 @@ def test_the_site_event_file_follows_the_round(server_identity, site_dir, global
                    context(site_dir, tmp_path / "events.jsonl"))
     events = list(read_events(tmp_path / "events.jsonl"))
     kinds = [event["kind"] for event in events]
-    assert kinds[0] == "started" and kinds[-1] == "finished" and "progress" in kinds
+    assert kinds[:2] == ["plan", "started"] and kinds[-1] == "finished" and "progress" in kinds
+    assert events[0]["source"] == "server" and events[0]["plan"] == TRAINING.plan.to_dict()
     assert [e["model"] for e in events if e["kind"] == "evaluation"] == ["global", "local"]
     assert all(event["round"] == 3 and event["job"] == "federation" for event in events)
     # Epochs count across rounds, so round 3 of one-epoch rounds trains epoch 3 (new draws each round).
@@ -153,6 +154,8 @@ def test_the_site_keeps_its_optimizer_state_from_one_round_to_the_next(
         steps.append(float(kept["0/step"].numpy()))
         assert kept["0/exp_avg"].numpy().shape == global_weights[next(iter(global_weights))].shape
     assert steps[1] == 2 * steps[0] > 0  # round 2 went on counting from round 1's state
+    plans = [e["round"] for e in read_events(tmp_path / "events.jsonl") if e["kind"] == "plan"]
+    assert plans == [1]  # the plan in force is announced once per run
     assert not any(name.startswith("fedseg-optimizer") for name in reply.content.array_records)
 
 
