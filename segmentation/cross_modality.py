@@ -177,6 +177,7 @@ def run_cross_modality(
                         "dice": evaluation.dice,
                         "dice_per_label": evaluation.label_dice,
                         "hd95": evaluation.hd95,
+                        "cases": [case.case_id for case in evaluation.cases],
                     }
                 )
             events.emit(
