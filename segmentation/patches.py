@@ -43,8 +43,8 @@ class _Case:
 class PatchDataset(Dataset):
     """An epoch's batches as (images (B, 1, *patch) float32, labels (B, 1, *patch) uint8, modalities).
 
-    An epoch holds as many patches as it takes to tile every case once (every slice of every case for a
-    2D plan whose patch covers a whole slice).
+    An epoch holds about as many patches as it takes to cover every case once: its voxels over the
+    patch's (every slice of every case once for a 2D plan whose patch covers a whole slice).
     """
 
     def __init__(
@@ -59,7 +59,8 @@ class PatchDataset(Dataset):
         self.cases = [_Case(case, rng) for case in cases]
         self.batch_size = batch_size
         self.foreground_oversampling = foreground_oversampling
-        self.samples_per_epoch = sum(_tiles(case.image.shape, self.patch) for case in self.cases)
+        self.samples_per_epoch = sum(_patches_per_epoch(case.image.shape, self.patch, self.spatial_dims)
+                                     for case in self.cases)
         self.epoch_seed = seed
 
     def set_epoch_seed(self, seed: int) -> None:
@@ -93,9 +94,12 @@ class PatchDataset(Dataset):
         return (image[None], label[None]) if self.spatial_dims == 3 else (image, label)
 
 
-def _tiles(shape: tuple[int, ...], patch: tuple[int, ...]) -> int:
-    """Patches it takes to tile a study of `shape`."""
-    return math.prod(math.ceil(side / size) for side, size in zip(shape, patch, strict=True))
+def _patches_per_epoch(shape: tuple[int, ...], patch: tuple[int, ...], spatial_dims: int) -> int:
+    """A study's share of an epoch: its voxels over the patch's, at least one; per slice for 2D plans,
+    so every slice counts once when a patch covers a slice."""
+    if spatial_dims == 2:
+        return shape[0] * max(1, round(shape[1] * shape[2] / (patch[1] * patch[2])))
+    return max(1, round(math.prod(shape) / math.prod(patch)))
 
 
 def _cut(array: np.ndarray, start: np.ndarray, size: tuple[int, ...], dtype: type) -> np.ndarray:

@@ -23,9 +23,10 @@ def test_2d_patches_are_single_slices_of_the_plans_size():
     images, labels, modalities = dataset[0]
     assert images.shape == (4, 1, 16, 16) and labels.shape == (4, 1, 16, 16)
     assert images.dtype == torch.float32 and labels.dtype == torch.uint8 and modalities == ["ct"] * 4
-    # 6 x 40 x 48 voxels tiled by 1 x 16 x 16 patches: 6 x 3 x 3 = 54 patches, 14 batches.
-    assert dataset.samples_per_epoch == 54 and len(dataset) == 14
-    assert dataset[13][0].shape[0] == 2  # the last batch holds the remaining patches
+    # 6 slices of 40 x 48 over 16 x 16 patches: 6 x round(1920 / 256 = 7.5) = 48 patches, 12 batches.
+    assert dataset.samples_per_epoch == 48 and len(dataset) == 12
+    odd = PatchDataset([cached()], (16, 16), batch_size=5, foreground_oversampling=0.0)
+    assert len(odd) == 10 and odd[9][0].shape[0] == 3  # the last batch holds the remaining patches
     for patch in images[:, 0]:  # a real cut: consecutive columns and rows of one slice, zero past its edge
         values = patch.numpy()
         rows, columns = np.flatnonzero(values.any(axis=1)), np.flatnonzero(values.any(axis=0))
