@@ -1,4 +1,5 @@
-"""The demo's report: per-site Dice per round, every model on every site's test set, and the verdict.
+"""The demo's report: how each site stores its data, the plan, per-site Dice per round, every model on
+every site's test set, and the verdict.
 
 report.json is for machines, report.md for people; dice_per_round.png and final_dice_per_label.png
 (plus dice_by_model.png with baselines) are the charts report.md shows.
@@ -13,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from federation.demo.baselines import CENTRALIZED, local_only_name
+from federation.demo.data import geometry_spec
 from federation.demo.settings import DemoSettings
 from federation.site_history import EVALUATE, TRAIN, SiteRound
 from segmentation.metrics import EvaluationResult
 from segmentation.plan import Plan
 from segmentation.reporting import grouped_bar_chart, line_chart, markdown_table, write_json
+from segmentation.synth import PhantomGeometry, phantom_depth
+from segmentation.synth.scan import scan_grid
 
 FEDERATED = "federated"
 # Acceptance targets of the demo (issue 3, part 4), after the method paper's 93-98% of centralized.
@@ -27,6 +31,7 @@ ALLOWED_OWN_MODALITY_DROP = 0.02
 ROUND_CHART = "dice_per_round.png"
 LABEL_CHART = "final_dice_per_label.png"
 MODEL_CHART = "dice_by_model.png"
+FORMAT_NAMES = {"dicom": "DICOM series", "nifti": "NIfTI"}
 
 
 def round_rows(records: Iterable[SiteRound]) -> list[dict[str, Any]]:
@@ -59,7 +64,7 @@ def result_row(model: str, site: str, evaluation: EvaluationResult) -> dict[str,
 class DemoReport:
     """A demo's settings, its sites (name -> modality), the plan every model followed (the federation's),
     per-round rows, final results and timings; with encrypted aggregation (settings.he) the fingerprint of
-    the key the run used."""
+    the key the run used. How each site stores its data follows from the settings (`storage`)."""
 
     settings: DemoSettings
     sites: dict[str, str]
@@ -68,6 +73,19 @@ class DemoReport:
     results: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     he_fingerprint: str | None = None
+
+    @property
+    def storage(self) -> dict[str, PhantomGeometry]:
+        """How each site stores its phantoms (orientation, spacing, field of view, file format)."""
+        return {site: self.settings.site_geometry(modality) for site, modality in self.sites.items()}
+
+    def storage_rows(self) -> dict[str, dict[str, Any]]:
+        """Each site's storage as JSON values, with its voxel grid (x y z) and a one-line description."""
+        depth = phantom_depth(self.settings.volume_size, 3)
+        return {site: {**geometry_spec(geometry),
+                       "voxels": list(scan_grid(self.settings.volume_size, depth, geometry).shape),
+                       "description": geometry.describe()}
+                for site, geometry in self.storage.items()}
 
     @property
     def models(self) -> list[str]:
@@ -113,6 +131,7 @@ class DemoReport:
             "demo": "federated cross-modality segmentation",
             "settings": asdict(self.settings),
             "sites": self.sites,
+            "storage": self.storage_rows(),
             "plan": {"description": self.plan.describe(), **self.plan.to_dict()},
             "seconds": self.seconds,
             "he": {"enabled": self.settings.he, "fingerprint": self.he_fingerprint},
@@ -175,12 +194,14 @@ def report_markdown(report: DemoReport) -> str:
         f"{len(sites)} sites, one modality each: "
         + ", ".join(f"**{site}** ({modality})" for site, modality in report.sites.items())
         + f". Each holds {settings.train_cases} training and {settings.test_cases} held-out test phantoms "
-        f"({settings.volume_size} px). FedAvg with GIN over a real Flower SuperLink and SuperNodes (TLS, "
-        f"127.0.0.1): {settings.rounds} rounds of {settings.local_epochs} local epochs, U-Net "
+        f"(reference grid {settings.volume_size} px over 400 mm), stored its own way. FedAvg with GIN over "
+        f"a real Flower SuperLink and SuperNodes (TLS, 127.0.0.1): {settings.rounds} rounds of "
+        f"{settings.local_epochs} local epochs, U-Net "
         f"{'/'.join(map(str, settings.channels))}, plan: {report.plan.describe()}. "
         + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in report.seconds.items()) + ".",
         "",
         *_encryption(report),
+        *_storage(report),
         *_plan(report.plan),
         "## The global model's mean Dice on each site's test set",
         "",
@@ -235,6 +256,20 @@ def _comparison(report: DemoReport) -> list[str]:
     return lines
 
 
+def _storage(report: DemoReport) -> list[str]:
+    """How each site stores its studies, as its scanner would."""
+    rows = [[site, report.sites[site], FORMAT_NAMES[row["file_format"]], row["orientation"],
+             " x ".join(f"{value:g}" for value in row["spacing"]), f"{row['field_of_view_mm']:g}",
+             " x ".join(map(str, row["voxels"]))]
+            for site, row in report.storage_rows().items()]
+    table = markdown_table(["site", "modality", "format", "stored as", "voxel size (mm, x y z)",
+                            "field of view (mm)", "voxels (x y z)"], rows)
+    return ["## The sites' data", "",
+            "Each site stores its phantoms as its scanner would: the same anatomy in its own orientation, "
+            "spacing, field of view and file format (labels are NIfTI with their image's geometry).", "",
+            table, ""]
+
+
 def _plan(plan: Plan) -> list[str]:
     """The plan every model followed: made by the federation's server from the sites' fingerprints."""
     x, y, z = plan.target_spacing
@@ -249,7 +284,8 @@ def _plan(plan: Plan) -> list[str]:
     ])
     return ["## The plan", "",
             "Made by the federation's server before round 1 from the sites' merged fingerprints (numbers "
-            "only); the baselines follow it too.", "", table, ""]
+            "only): every site's studies are brought to this grid, and the baselines follow it too.", "",
+            table, ""]
 
 
 def _encryption(report: DemoReport) -> list[str]:

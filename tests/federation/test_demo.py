@@ -1,7 +1,8 @@
 """The demo's pieces without Flower processes: settings, the TOML files it writes (with HE: its keys, made
-once, in [he] tables), data reuse, the per-round rows, the verdict, the report files (with the plan in
-force), that the baselines follow the federation's plan (the sites' merged fingerprints), and where an
-encrypted run's final model comes from. The real federated run is what tests/e2e and `fedseg demo` run."""
+once, in [he] tables), each site's storage (orientation, spacing, field of view, format) and data reuse,
+the per-round rows, the verdict, the report files (with the sites' storage and the plan in force), that
+the baselines follow the federation's plan (the sites' merged fingerprints), and where an encrypted run's
+final model comes from. The real federated run is what tests/e2e and `fedseg demo` run."""
 
 import json
 from dataclasses import replace
@@ -12,7 +13,7 @@ import federation.demo
 from app.cli import main
 from federation.config import load_server_config, load_site_config
 from federation.demo.baselines import CENTRALIZED, local_only_name
-from federation.demo.data import MARKER_NAME, site_data_spec, site_dataset
+from federation.demo.data import MARKER_NAME, demo_datasets, site_data_spec, site_dataset
 from federation.demo.federated import (
     HE_KEYS,
     JOIN_ANNOUNCEMENT,
@@ -38,13 +39,15 @@ from federation.demo.report import (
     write_report,
 )
 from federation.demo.run import run_demo
-from federation.demo.settings import DemoSettings
+from federation.demo.settings import SITE_STORAGE, DemoSettings
 from federation.he.context import SECRET_CONTEXT_NAME
 from federation.processes import FlowerProcessError
 from federation.server_run import initial_weights, model_of, save_global_model
 from federation.site_history import SiteRound
 from segmentation.errors import CheckpointError, ConfigError
 from segmentation.fingerprint import fingerprint_cases
+from segmentation.geometry import canonical_spacing_and_size, orientation_code
+from segmentation.io import read_volume
 from segmentation.plan import Plan, make_plan, write_plan
 from segmentation.settings import PLAN_NAME
 
@@ -59,6 +62,7 @@ REPORT_PLAN = Plan(labels={0: "background", 1: "liver", 2: "kidney"}, spatial_di
     ({"sites": ("ct", "pet")}, "demo sites must be some of ct, mr-t1, mr-t2, got pet"),
     ({"sites": ("ct", "ct")}, "one site only"),
     ({"rounds": 0}, "demo rounds must be at least 1, got 0"),
+    ({"volume_size": 8}, "demo volume size must be between 16 and 512 pixels, got 8"),
 ])
 def test_settings_refuse_what_the_demo_cannot_run(changes, message):
     with pytest.raises(ConfigError, match=message):
@@ -101,6 +105,66 @@ def test_site_data_is_reused_until_its_settings_change(tmp_path):
     bigger = site_data_spec(DemoSettings(sites=("ct",), train_cases=3, test_cases=1, volume_size=16), "ct")
     assert len(site_dataset(tmp_path, bigger).training) == 3
     assert json.loads((tmp_path / MARKER_NAME).read_text()) == bigger
+
+
+def test_an_older_or_changed_storage_remakes_the_site_folder(tmp_path):
+    spec = site_data_spec(TINY, "ct")
+    site_dataset(tmp_path, spec)
+    assert all(case.image.is_dir() for case in site_dataset(tmp_path, spec).training)  # DICOM series
+    as_nifti = {**spec, "geometry": {**spec["geometry"], "orientation": "RAS", "file_format": "nifti"}}
+    remade = site_dataset(tmp_path, as_nifti)
+    image = read_volume(remade.training[0].image)
+    assert remade.training[0].image.name.endswith(".nii.gz") and orientation_code(image.direction) == "RAS"
+    assert not [path for path in (tmp_path / "imagesTr").iterdir() if path.is_dir()]  # no stale series
+    assert json.loads((tmp_path / MARKER_NAME).read_text()) == as_nifti
+
+    made = remade.training[0].image.stat().st_mtime_ns
+    older = {key: value for key, value in as_nifti.items() if key != "geometry"}  # a demo folder of before
+    (tmp_path / MARKER_NAME).write_text(json.dumps(older))
+    assert site_dataset(tmp_path, as_nifti).training[0].image.stat().st_mtime_ns != made
+
+
+def test_each_site_stores_its_phantoms_as_its_scanner_would():
+    def storage(modality, settings=None):
+        return site_data_spec(settings or DemoSettings(), modality)["geometry"]
+
+    # The defaults: 64 px over 400 mm (6.25 mm pixels) and 16 slices of 12.5 mm.
+    assert storage("ct") == {"orientation": "LPS", "spacing": [5.0, 5.0, 12.5], "field_of_view_mm": 400.0,
+                             "file_format": "dicom"}
+    assert storage("mr-t1") == {"orientation": "PIR", "spacing": [7.8125, 7.8125, 12.5],
+                                "field_of_view_mm": 400.0, "file_format": "nifti"}
+    assert storage("mr-t2") == {"orientation": "RAS", "spacing": [6.25, 6.25, 20.0],
+                                "field_of_view_mm": 480.0, "file_format": "nifti"}
+    # At 16 px a coarser pixel would leave fewer than 16 pixels in-plane: it clamps to 400 mm / 16.
+    assert storage("mr-t1", TINY)["spacing"] == [25.0, 25.0, 25.0]
+    assert storage("ct", TINY)["spacing"] == [20.0, 20.0, 25.0]
+    assert set(SITE_STORAGE) == set(DemoSettings().sites)
+
+
+# 32 px: 12.5 mm reference pixels, 8 slices of 25 mm; nothing clamps.
+STORED = {"CT Hospital": ("LPS", (10.0, 10.0, 25.0), (40, 40, 8), "dicom"),
+          "MR-T1 Clinic": ("PIR", (15.625, 15.625, 25.0), (26, 26, 8), "nifti"),
+          "MR-T2 Clinic": ("RAS", (12.5, 12.5, 40.0), (38, 38, 5), "nifti")}
+
+
+def test_the_written_studies_read_back_in_each_sites_storage(tmp_path):
+    settings = DemoSettings(train_cases=1, test_cases=1, volume_size=32)
+    datasets = demo_datasets(tmp_path, settings)
+    assert list(datasets) == list(STORED)
+    for site, (orientation, spacing, size, file_format) in STORED.items():
+        case = datasets[site].test[0]
+        image, label = read_volume(case.image), read_volume(case.label)
+        assert orientation_code(image.direction) == orientation, site
+        canonical_spacing, canonical_size = canonical_spacing_and_size(image)
+        assert canonical_spacing == pytest.approx(spacing) and canonical_size == size, site
+        for name in ("direction", "spacing", "origin"):  # labels follow their image
+            assert getattr(label, name) == pytest.approx(getattr(image, name)), (site, name)
+        if file_format == "dicom":
+            assert case.image.is_dir() and len(list(case.image.glob("*.dcm"))) == size[2]
+        else:
+            assert case.image.is_file() and case.image.name.endswith(".nii.gz")
+    sagittal = read_volume(datasets["MR-T1 Clinic"].test[0].image)
+    assert sagittal.spacing == pytest.approx((15.625, 25.0, 15.625))  # stored along P, I, R
 
 
 def test_sites_get_their_own_seeds_and_share_the_cores():
@@ -179,6 +243,15 @@ def test_the_report_files(tmp_path):
     assert f"plan: {REPORT_PLAN.describe()}" in markdown and "## The plan" in markdown
     assert "| target spacing (mm, x y z) | 0.75 x 0.75 x 2.5 (slices as stored) |" in markdown
     assert "| patch size (pixels) | 64 x 48 |" in markdown and "| set by hand | patch_size |" in markdown
+    # Each site's storage, at TINY's 16 px (the MR-T1 clinic's coarser pixels clamp to 16 pixels).
+    assert data["storage"]["CT Hospital"] == {
+        "orientation": "LPS", "spacing": [20.0, 20.0, 25.0], "field_of_view_mm": 400.0,
+        "file_format": "dicom", "voxels": [20, 20, 8],
+        "description": "LPS, 20 x 20 x 25 mm voxels, 400 mm field of view, dicom"}
+    assert data["storage"]["MR-T1 Clinic"]["orientation"] == "PIR"
+    assert "## The sites' data" in markdown
+    assert "| CT Hospital | ct | DICOM series | LPS | 20 x 20 x 25 | 400 | 20 x 20 x 8 |" in markdown
+    assert "| MR-T1 Clinic | mr-t1 | NIfTI | PIR | 25 x 25 x 25 | 400 | 16 x 16 x 8 |" in markdown
 
 
 TINY_HE = replace(TINY, he=True)
