@@ -17,6 +17,7 @@ from segmentation.geometry import Grid, canonical_grid, check_spacing, to_canoni
 from segmentation.plan import Plan
 from segmentation.volume import Volume
 
+_AXIS_NAMES = ("from head to foot", "from front to back", "from left to right")  # canonical z, y, x
 # Voxels the intensity window is computed from (an even sample of larger studies), and the least share
 # of them the body must hold for its window to be used.
 _WINDOW_SAMPLE = 4_000_000
@@ -80,15 +81,13 @@ def prepare_study(
     """The study (and its label map) on the plan's canonical grid, intensities normalized.
 
     Zero, negative or NaN spacing, a label on another grid and a study too small for the plan's patch
-    are refused with one line naming `name`.
+    are refused with one line naming `name` (see check_study).
     """
-    check_spacing(image, name)
+    grid = check_study(image, plan, name)
     if label is not None:
         differences = image.geometry_differences(label)
         if differences:
             raise GeometryMismatchError(f"{name} and its label do not line up: {'; '.join(differences)}")
-    grid = canonical_grid(image, plan.target_spacing, keep_slice_spacing=plan.spatial_dims == 2)
-    _check_size(grid, plan, name)
     canonical = to_canonical(image, grid)
     normalized = normalize_intensity(canonical.array, plan, image.modality)
     labels = None
@@ -97,13 +96,18 @@ def prepare_study(
     return PreparedStudy(normalized, labels, grid)
 
 
-def _check_size(grid: Grid, plan: Plan, name: str) -> None:
+def check_study(image: Volume, plan: Plan, name: str = "the study") -> Grid:
+    """The study's canonical grid under the plan, after checking that its spacing is usable and that it
+    is large enough for the plan's patches (a cheap check, before any resampling)."""
+    check_spacing(image, name)
+    grid = canonical_grid(image, plan.target_spacing, keep_slice_spacing=plan.spatial_dims == 2)
     shape = grid.size[::-1]  # (z, y, x)
     axes = range(3) if plan.spatial_dims == 3 else range(1, 3)
     for axis, side in zip(axes, plan.patch_shape_3d[3 - len(axes):], strict=True):
         needed = min(MIN_STUDY_SIDE, side)
         if shape[axis] < needed:
             raise GeometryError(
-                f"{name} is {shape[axis]} voxels along its {'zyx'[axis]} axis at the plan's spacing; "
+                f"{name} is {shape[axis]} voxels {_AXIS_NAMES[axis]} at the plan's spacing; "
                 f"at least {needed} are needed for patches of {' x '.join(map(str, plan.patch_size))}"
             )
+    return grid

@@ -88,13 +88,16 @@ def _read_input(args: argparse.Namespace):
 
 
 def _predict_with_progress(checkpoint, volume, args: argparse.Namespace):
-    """predict_volume with a progress bar on stderr (slices for 2D models)."""
+    """predict_volume with a progress bar on stderr (canonical slices for 2D models), once the study is
+    known to fit the checkpoint's plan."""
     from tqdm import tqdm
 
     from segmentation.inference import predict_volume
+    from segmentation.preprocessing import check_study
 
+    grid = check_study(volume, checkpoint.plan, str(args.input))
     slices = checkpoint.network.spatial_dims == 2
-    total, unit = (volume.shape[0], "slice") if slices else (1, "volume")
+    total, unit = (grid.size[2], "slice") if slices else (1, "volume")
     with tqdm(total=total, desc="predicting", unit=unit, file=sys.stderr, dynamic_ncols=True) as bar:
         return predict_volume(checkpoint, volume, device=args.device, batch_size=args.batch_size,
                               progress=lambda done, _total: bar.update(done - bar.n))

@@ -95,14 +95,20 @@ def test_unusable_options_exit_2_with_one_line(model_path, nifti_image, tmp_path
 def test_missing_or_corrupt_checkpoint_and_unreadable_input_exit_2(model_path, nifti_image, tmp_path, capsys):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
+    planless = tmp_path / "planless.pt"
+    torch.save({"format": "fedseg-checkpoint/1"}, planless)
     broken = tmp_path / "broken.nii.gz"
     broken.write_bytes(b"not an image")
+    sliver = tmp_path / "sliver.nii.gz"  # 3 voxels wide: no patch can be cut from it
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 18, 3), np.float32)), str(sliver))
     out = str(tmp_path / "mask.nii.gz")
     cases = [
         (tmp_path / "absent.pt", nifti_image, "no such checkpoint file"),
         (corrupt, nifti_image, "not a readable checkpoint"),
+        (planless, nifti_image, "without a plan"),
         (model_path, tmp_path / "absent.nii.gz", "does not exist"),
         (model_path, broken, str(broken)),
+        (model_path, sliver, "3 voxels from left to right"),
     ]
     for model, study, message in cases:
         assert main(["predict", "--model", str(model), "--input", str(study), "--out", out]) == 2

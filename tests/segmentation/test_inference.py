@@ -114,7 +114,7 @@ def test_unusable_geometry_is_refused_with_one_line():
     with pytest.raises(GeometryError, match="invalid voxel spacing"):
         segment(BrightVoxels(), make_volume().with_array(np.zeros((5, 20, 28)), spacing=(0.7, 0.0, 4.0)),
                 make_plan(), torch.device("cpu"))
-    with pytest.raises(GeometryError, match="voxels along its x axis"):
+    with pytest.raises(GeometryError, match="3 voxels from left to right"):
         segment(BrightVoxels(), Volume(np.zeros((5, 20, 3)), spacing=(0.7, 1.3, 4.0)), make_plan(),
                 torch.device("cpu"))
 
