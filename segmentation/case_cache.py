@@ -1,10 +1,10 @@
 """Prepare each training study once, keep the result on disk, and serve it memory-mapped.
 
-A labelled case becomes a PreparedStudy (canonical grid, target spacing, normalized; see
-segmentation.preprocessing). The arrays are saved as .npy files named by a hash of the source files
-(every file's path, size and modification time, the files of a DICOM series folder included) and of
-every plan setting that shaped them, so a later epoch, run or round loads them without reading or
-resampling anything, and an edited file or changed plan is never served stale. Torch-free.
+A labelled case becomes a PreparedStudy (canonical grid, target spacing, the box around the body,
+normalized; see segmentation.preprocessing). The arrays are saved as .npy files named by a hash of the
+source files (every file's path, size and modification time, the files of a DICOM series folder
+included) and of every plan setting that shaped them, so a later epoch, run or round loads them without
+reading or resampling anything, and an edited file or changed plan is never served stale. Torch-free.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from segmentation.plan import Plan
 from segmentation.preprocessing import prepare_study
 
 # Bump when the stored layout or the preprocessing code changes meaning: old entries are then ignored.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 CACHE_DIR_ENVIRONMENT = "FEDSEG_CACHE_DIR"
 
 
@@ -40,7 +40,7 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class CachedCase:
-    """One case on the canonical grid: image (z, y, x) float32 and label (z, y, x) uint8, memory-mapped."""
+    """One case's body box on the canonical grid: image (z, y, x) float32 and label uint8, memory-mapped."""
 
     case_id: str
     modality: str

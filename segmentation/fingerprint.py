@@ -1,4 +1,5 @@
-"""A dataset's fingerprint: each labelled case's geometry and each modality's foreground intensities.
+"""A dataset's fingerprint: each labelled case's geometry (the box around its body, as training sees it)
+and each modality's foreground intensities.
 
 Numbers only (no path, name or identifier), so a site may send it to a federation's server. Torch-free.
 """
@@ -9,13 +10,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from segmentation.body import body_region
 from segmentation.datalist import CaseEntry
 from segmentation.errors import DatasetError
 from segmentation.geometry import canonical_spacing_and_size, check_spacing, orientation_code
 from segmentation.io import read_labeled_pair
 from segmentation.plan import CaseFingerprint, Fingerprint, IntensityFingerprint, Plan, make_plan
 from segmentation.settings import NetworkConfig
-from segmentation.volume import normalize_modality
+from segmentation.volume import Volume, normalize_modality
 
 # Foreground voxels sampled per case for the intensity statistics (nnU-Net samples 10,000).
 SAMPLES_PER_CASE = 10_000
@@ -31,7 +33,7 @@ def fingerprint_cases(cases: Sequence[CaseEntry], labels: dict[int, str], seed: 
     for case in labelled:
         image, label = read_labeled_pair(case.image, case.label)
         check_spacing(image, str(case.image))
-        spacing, size = canonical_spacing_and_size(image)
+        spacing, size = canonical_spacing_and_size(body_box(image, label))
         geometries.append(CaseFingerprint(spacing, size, orientation_code(image.direction)))
         foreground = np.asarray(image.array)[np.asarray(label.array) > 0]
         if foreground.size > SAMPLES_PER_CASE:
@@ -40,6 +42,13 @@ def fingerprint_cases(cases: Sequence[CaseEntry], labels: dict[int, str], seed: 
     intensities = {modality: IntensityFingerprint.of(np.concatenate(values))
                    for modality, values in samples.items()}
     return Fingerprint(dict(labels), tuple(geometries), intensities)
+
+
+def body_box(image: Volume, label: Volume) -> Volume:
+    """The part of the study that training sees: the box around the body (and its labels); its size is
+    what patches are planned from."""
+    region = body_region(image.array, also=label.array)
+    return image.with_array(np.asarray(image.array)[region])
 
 
 def plan_for_cases(

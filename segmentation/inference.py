@@ -1,9 +1,10 @@
 """Run a model on one study: the plan's canonical grid in, sliding windows, the mask back on the study's grid.
 
-The study is prepared as training data was (segmentation.preprocessing). MONAI's sliding-window inferer
-covers it with windows of the plan's patch size (half overlapping, Gaussian-weighted as nnU-Net blends
-them); the class scores are resampled onto the study's own grid and only then turned into labels. The
-mask has the input's size, spacing, origin and direction, so it overlays the study and exports as is.
+The study is prepared as training data was (segmentation.preprocessing: canonical grid, the box around
+the body, normalized). MONAI's sliding-window inferer covers the box with windows of the plan's patch
+size (half overlapping, Gaussian-weighted as nnU-Net blends them); the class scores are resampled onto
+the study's own grid and only then turned into labels. The mask has the input's size, spacing, origin
+and direction, so it overlays the study and exports as is.
 Evaluation during training goes through segment() too: one inference path.
 """
 
@@ -20,7 +21,7 @@ from segmentation.errors import CheckpointError
 from segmentation.geometry import Grid, scores_to_grid
 from segmentation.network import default_device
 from segmentation.plan import Plan
-from segmentation.preprocessing import prepare_study
+from segmentation.preprocessing import PreparedStudy, prepare_study
 from segmentation.volume import Volume
 
 # progress(done, total): slices for 2D models; one step per volume for 3D models.
@@ -43,7 +44,19 @@ def segment(
     model.eval()
     with torch.inference_mode():
         scores = canonical_scores(model, prepared.image, plan, device, batch_size, progress)
-    return scores_to_grid(scores, prepared.grid, Grid.of(volume))
+    return scores_to_grid(_outside_is_background(scores, prepared), prepared.grid, Grid.of(volume))
+
+
+def _outside_is_background(scores: np.ndarray, prepared: PreparedStudy) -> np.ndarray:
+    """The body box's scores on the whole canonical grid; outside the box background wins, with scores
+    in the network's own range so that interpolation near the box stays tame."""
+    if scores.shape[1:] == tuple(prepared.grid.size[::-1]):
+        return scores
+    whole = np.empty((len(scores), *prepared.grid.size[::-1]), dtype=np.float32)
+    whole[:] = scores.min(axis=(1, 2, 3))[:, None, None, None]
+    whole[0] = scores[0].max()
+    whole[(slice(None), *prepared.region)] = scores
+    return whole
 
 
 def canonical_scores(

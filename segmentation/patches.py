@@ -1,9 +1,10 @@
 """Training batches: patches of the plan's size cut from prepared cases, foreground-oversampled.
 
 As nnU-Net does, each patch comes from a case drawn at random; a share of them (foreground_oversampling)
-is centred on a labelled voxel, the rest on any voxel. A patch reaching past the study (or a study
-smaller than the patch) is zero-padded, which is what the normalized background is, so the network
-learns windows placed anywhere over a study, as sliding-window inference places them. A 2D
+is centred on a labelled voxel, the rest on any voxel, and moved as little as needed to lie inside the
+study (the box around its body, see segmentation.body). Along an axis where the study is smaller than
+the patch, the study lies at that offset inside the patch and the rest is zero-padded, which is what
+the normalized background is. A 2D
 plan cuts one-slice patches of the canonical axial slices. Item i of an epoch is batch i, drawn from its
 own seed, so an epoch is the same whatever the number of loader workers.
 """
@@ -88,6 +89,8 @@ class PatchDataset(Dataset):
         forced = case.foreground.size > 0 and rng.random() < self.foreground_oversampling
         flat = case.foreground[rng.integers(case.foreground.size)] if forced else rng.integers(case.voxels)
         start = np.asarray(np.unravel_index(int(flat), case.image.shape)) - np.asarray(self.patch) // 2
+        room = np.asarray(case.image.shape) - np.asarray(self.patch)  # < 0 where the study is smaller
+        start = np.clip(start, np.minimum(room, 0), np.maximum(room, 0))
         image = _cut(case.image, start, self.patch, np.float32)
         label = _cut(case.label, start, self.patch, np.uint8)
         # One channel: (1, z, y, x) for 3D; a 2D patch's single slice becomes its channel, (1, y, x).
@@ -103,8 +106,7 @@ def _patches_per_epoch(shape: tuple[int, ...], patch: tuple[int, ...], spatial_d
 
 
 def _cut(array: np.ndarray, start: np.ndarray, size: tuple[int, ...], dtype: type) -> np.ndarray:
-    """The region of `size` from `start`, zero where it reaches past the array (as nnU-Net's loader
-    pads): windows over the edge of a study are what sliding-window inference sees too."""
+    """The region of `size` from `start`, zero where it reaches past the array (as nnU-Net's loader pads)."""
     low = np.maximum(start, 0)
     high = np.minimum(start + np.asarray(size), array.shape)
     inside = np.asarray(array[tuple(slice(a, b) for a, b in zip(low, high, strict=True))], dtype=dtype)

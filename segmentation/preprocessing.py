@@ -1,6 +1,7 @@
 """How a study becomes network input, the one path shared by training, evaluation and inference.
 
-A study goes onto the plan's canonical grid (RAS, target spacing; segmentation.geometry) and its
+A study goes onto the plan's canonical grid (RAS, target spacing; segmentation.geometry), is cropped
+to the box around the body (segmentation.body, as nnU-Net crops to the non-zero region) and its
 intensities are normalized the plan's way. The settings live in the plan, which travels inside every
 checkpoint, so a model always sees its input prepared exactly as its training data was. Torch-free.
 """
@@ -10,30 +11,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import SimpleITK as sitk
 
+from segmentation.body import body_region
 from segmentation.errors import GeometryError, GeometryMismatchError
 from segmentation.geometry import Grid, canonical_grid, check_spacing, to_canonical
 from segmentation.plan import Plan
 from segmentation.volume import Volume
 
 _AXIS_NAMES = ("from head to foot", "from front to back", "from left to right")  # canonical z, y, x
-# Voxels the intensity window is computed from (an even sample of larger studies), and the least share
-# of them the body must hold for its window to be used.
-_WINDOW_SAMPLE = 4_000_000
-_MIN_BODY_SHARE = 0.05
+_WINDOW_SAMPLE = 4_000_000  # voxels the window is taken from: an even sample of larger studies
 # A study needs at least this many voxels (or the patch's side, if smaller) along every patch axis.
 MIN_STUDY_SIDE = 8
 
 
 @dataclass(frozen=True)
 class PreparedStudy:
-    """A study on the canonical grid: normalized float32 image and (for training) uint8 labels, both
-    (z, y, x), with the grid they lie on."""
+    """The body's box of a study on the canonical grid: normalized float32 image and (for training)
+    uint8 labels, both (z, y, x); `region` places the box on the whole canonical `grid`."""
 
     image: np.ndarray
     label: np.ndarray | None
     grid: Grid
+    region: tuple[slice, slice, slice]
 
 
 def normalize_intensity(array: np.ndarray, plan: Plan, modality: str = "unknown") -> np.ndarray:
@@ -52,27 +51,13 @@ def normalize_intensity(array: np.ndarray, plan: Plan, modality: str = "unknown"
 
 
 def intensity_window(array: np.ndarray, plan: Plan) -> tuple[float, float]:
-    """The plan's percentiles of the image's body: the voxels above the Otsu threshold that splits
-    them from the air or background around it. Without that split the window would move with the
-    field of view: the more air a scan holds, the lower its upper percentile."""
+    """The plan's percentiles of the image (an even sample of a large one). Given the box around the body,
+    as prepare_study gives it, the window does not move with the field of view: the air around is gone."""
     values = np.asarray(array, dtype=np.float32).ravel()
-    if values.size > _WINDOW_SAMPLE:  # percentiles of an even sample: the same window, far faster
+    if values.size > _WINDOW_SAMPLE:
         values = values[:: values.size // _WINDOW_SAMPLE]
-    threshold = _otsu_threshold(values)
-    body = values[values > threshold]
-    if body.size < _MIN_BODY_SHARE * values.size:
-        body = values
-    low, high = np.percentile(body, [plan.lower_percentile, plan.upper_percentile])
+    low, high = np.percentile(values, [plan.lower_percentile, plan.upper_percentile])
     return float(low), float(high)
-
-
-def _otsu_threshold(values: np.ndarray) -> float:
-    image = sitk.GetImageFromArray(values.reshape(1, 1, -1))
-    otsu = sitk.OtsuThresholdImageFilter()
-    otsu.SetInsideValue(0)
-    otsu.SetOutsideValue(1)
-    otsu.Execute(image)
-    return float(otsu.GetThreshold())
 
 
 def prepare_study(
@@ -88,12 +73,13 @@ def prepare_study(
         differences = image.geometry_differences(label)
         if differences:
             raise GeometryMismatchError(f"{name} and its label do not line up: {'; '.join(differences)}")
-    canonical = to_canonical(image, grid)
-    normalized = normalize_intensity(canonical.array, plan, image.modality)
+    canonical = np.asarray(to_canonical(image, grid).array)
     labels = None
     if label is not None:
         labels = np.asarray(to_canonical(label, grid, label=True).array).astype(np.uint8, copy=False)
-    return PreparedStudy(normalized, labels, grid)
+    region = body_region(canonical, also=labels)
+    normalized = normalize_intensity(canonical[region], plan, image.modality)
+    return PreparedStudy(normalized, labels[region] if labels is not None else None, grid, region)
 
 
 def check_study(image: Volume, plan: Plan, name: str = "the study") -> Grid:

@@ -7,11 +7,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from segmentation.body import MARGIN
 from segmentation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from segmentation.errors import CheckpointError
 from segmentation.events import EventWriter, read_events
 from segmentation.plan import Plan
-from segmentation.preprocessing import normalize_intensity
+from segmentation.preprocessing import prepare_study
 from segmentation.settings import NetworkConfig
 from segmentation.volume import Volume, normalize_modality
 
@@ -83,17 +84,17 @@ def test_network_config_validates_and_builds_fedgin_unet():
             NetworkConfig(**bad)
 
 
-def test_intensity_window_is_the_bodys_percentiles_whatever_air_surrounds_it():
-    """A body of values 0..999 in air (-1000): the window spans the body, and more air changes nothing."""
+def test_a_wider_field_of_view_prepares_to_the_same_normalized_body():
+    """A body (values 0..999) in air (-1000), once with 5 and once with 60 rows of air above and below:
+    both are cropped to the body and windowed from it alike, so the network sees the same input."""
     plan = Plan(labels={0: "background", 1: "x"}, spatial_dims=2, target_spacing=(1, 1, 1), patch_size=(8, 8),
                 lower_percentile=0.0, upper_percentile=100.0)
-    body = np.arange(1000, dtype=np.float32).reshape(1, 10, 100)
-    small = np.pad(body, ((0, 0), (5, 5), (0, 0)), constant_values=-1000.0)
-    large = np.pad(body, ((0, 0), (60, 60), (0, 0)), constant_values=-1000.0)
-    for scan in (small, large):
-        normalized = normalize_intensity(scan, plan)
-        np.testing.assert_allclose(normalized[scan >= 0], body.ravel() / 999.0, atol=1e-6)
-        assert np.all(normalized[scan < 0] == 0.0)
+    body = np.arange(1000, dtype=np.float32).reshape(1, 10, 100).repeat(3, axis=0)
+    scans = [np.pad(body, ((0, 0), (air, air), (0, 0)), constant_values=-1000.0) for air in (5, 60)]
+    prepared = [prepare_study(Volume(scan), plan) for scan in scans]
+    np.testing.assert_array_equal(prepared[0].image, prepared[1].image)
+    assert prepared[0].image.shape == (3, 10 + 2 * MARGIN, 100)
+    assert prepared[0].image.max() == 1.0 and np.all(prepared[0].image[:, MARGIN:-MARGIN] > 0.0)
 
 
 def _checkpoint() -> Checkpoint:

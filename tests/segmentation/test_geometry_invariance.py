@@ -48,7 +48,8 @@ def permute(volume: Volume, order: tuple[int, int, int]) -> Volume:
 
 def finer_and_wider(volume: Volume, margin: int, label: bool) -> Volume:
     """Twice as many pixels per row and column (linear for images, nearest for labels), plus `margin`
-    fine pixels of air (or background) on every side. Fine pixel 2i + margin lies on coarse pixel i."""
+    fine pixels of air (drawn from the scan's own corner, noise included) or background on every side.
+    Fine pixel 2i + margin lies on coarse pixel i."""
     array = volume.array.astype(np.float32)
     z, y, x = array.shape
     fine = np.empty((z, 2 * y - 1, 2 * x - 1), np.float32)
@@ -59,8 +60,12 @@ def finer_and_wider(volume: Volume, margin: int, label: bool) -> Volume:
     else:
         fine[:, 1::2, ::2] = (array[:, :-1] + array[:, 1:]) / 2
         fine[:, :, 1::2] = (fine[:, :, 0:-1:2] + fine[:, :, 2::2]) / 2
-    background = 0 if label else float(array.min())
-    wide = np.pad(fine, ((0, 0), (margin, margin), (margin, margin)), constant_values=background)
+    wide = np.pad(fine, ((0, 0), (margin, margin), (margin, margin)))
+    if not label:
+        air = array[:, :4, :4].ravel()  # a corner of the scan: air as this scanner records it
+        outside = np.ones(wide.shape, bool)
+        outside[:, margin:-margin, margin:-margin] = False
+        wide[outside] = np.random.default_rng(0).choice(air, int(outside.sum()))
     spacing = (volume.spacing[0] / 2, volume.spacing[1] / 2, volume.spacing[2])
     direction = np.asarray(volume.direction).reshape(3, 3)
     origin = np.asarray(volume.origin) - direction @ (np.array([margin, margin, 0]) * np.asarray(spacing))

@@ -57,10 +57,10 @@ class BrightVoxels(torch.nn.Module):
 
 
 def block_study(shape, spacing, direction=(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)) -> tuple[Volume, np.ndarray]:
-    """Air (0), a dim block (500) and inside it a bright block (1000): the bright one is the answer."""
+    """Air (0), a dim block (300) and inside it a bright block (1000): the bright one is the answer."""
     array = np.zeros(shape, np.float32)
     z, y, x = shape
-    array[1:z - 1, y // 5: 4 * y // 5, x // 6: 5 * x // 6] = 500.0
+    array[1:z - 1, y // 5: 4 * y // 5, x // 6: 5 * x // 6] = 300.0
     array[2:z - 1, y // 4: y // 2, x // 3: 2 * x // 3] = 1000.0
     return Volume(array, spacing=spacing, origin=(3.0, -7.0, 11.0), direction=direction), array == 1000.0
 
