@@ -49,8 +49,11 @@ def test_3d_overrides_and_a_memory_budget_shape_the_patch(sites, tmp_path):
     out = tmp_path / "plan.json"
     assert main(["plan", "--data", str(a.root), "--out", str(out), "--dim", "3", "--spacing", "5,5,25"]) == 0
     plan = read_plan(out)
-    # 400 mm at 5 mm is 80 pixels; 8 slices of 25 mm: 8. Both multiples of 8, within the default budget.
-    assert plan.target_spacing == (5.0, 5.0, 25.0) and plan.patch_size == (8, 80, 80)
+    # 8 slices of 25 mm; in-plane the body's box, within 400 mm at 5 mm (80 pixels), in steps of 8. The
+    # abdomen is wider from left to right than from front to back.
+    depth, rows, columns = plan.patch_size
+    assert plan.target_spacing == (5.0, 5.0, 25.0) and depth == 8
+    assert rows % 8 == 0 and columns % 8 == 0 and rows < columns <= 80
     assert plan.overridden == ("target_spacing",)
     small = tmp_path / "small.json"
     assert main(["plan", "--data", str(a.root), "--out", str(small), "--dim", "3", "--spacing", "5,5,25",

@@ -54,8 +54,11 @@ def test_train_writes_checkpoint_events_and_history(trained, demo, capsys):
     checkpoint = load_checkpoint(run / "model.pt")
     assert checkpoint.epoch == 1 and checkpoint.augmentation == "gin" and checkpoint.labels == demo.labels
     assert checkpoint.network.channels == (8, 16)
-    # The automatic plan: 32-pixel phantoms over 400 mm are 12.5 mm pixels; a patch covers a slice.
-    assert checkpoint.plan.target_spacing[:2] == (12.5, 12.5) and checkpoint.plan.patch_size == (32, 32)
+    # The automatic plan: 32-pixel phantoms over 400 mm are 12.5 mm pixels; a patch covers the body's box
+    # of a slice (at most the whole 32 x 32 slice), in steps of 2 for the U-Net's two levels.
+    plan = checkpoint.plan
+    assert plan.target_spacing[:2] == (12.5, 12.5)
+    assert all(side <= 32 and side % 2 == 0 for side in plan.patch_size)
     assert read_plan(run / "plan.json") == checkpoint.plan
     assert checkpoint.optimizer_state is not None and checkpoint.training["batch_size"] == 8
     kinds = [event["kind"] for event in read_events(run / "events.jsonl")]
