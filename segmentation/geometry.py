@@ -10,6 +10,7 @@ goes back onto the study's own grid with SimpleITK's resampling, never by hand.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,8 +133,8 @@ def to_canonical(volume: Volume, grid: Grid, label: bool = False) -> Volume:
                              direction=result.direction)
 
 
-def scores_to_grid(scores: np.ndarray, source: Grid, target: Grid) -> np.ndarray:
-    """The argmax label map on `target` of per-class scores (C, z, y, x) given on `source`.
+def scores_to_grid(scores: Iterable[np.ndarray], source: Grid, target: Grid) -> np.ndarray:
+    """The argmax label map on `target` of per-class scores, each (z, y, x) on `source`.
 
     Each class's scores are brought onto the target grid (exactly, by reorientation, when the grids
     share their points; else linearly interpolated) and the labels taken after, never the labels

@@ -10,7 +10,7 @@ Evaluation during training goes through segment() too: one inference path.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -44,19 +44,21 @@ def segment(
     model.eval()
     with torch.inference_mode():
         scores = canonical_scores(model, prepared.image, plan, device, batch_size, progress)
-    return scores_to_grid(_outside_is_background(scores, prepared), prepared.grid, Grid.of(volume))
+    return scores_to_grid(_whole_grid_channels(scores, prepared), prepared.grid, Grid.of(volume))
 
 
-def _outside_is_background(scores: np.ndarray, prepared: PreparedStudy) -> np.ndarray:
-    """The body box's scores on the whole canonical grid; outside the box background wins, with scores
-    in the network's own range so that interpolation near the box stays tame."""
-    if scores.shape[1:] == tuple(prepared.grid.size[::-1]):
-        return scores
-    whole = np.empty((len(scores), *prepared.grid.size[::-1]), dtype=np.float32)
-    whole[:] = scores.min(axis=(1, 2, 3))[:, None, None, None]
-    whole[0] = scores[0].max()
-    whole[(slice(None), *prepared.region)] = scores
-    return whole
+def _whole_grid_channels(scores: np.ndarray, prepared: PreparedStudy) -> Iterator[np.ndarray]:
+    """Each class's scores of the body's box on the whole canonical grid, one class at a time (memory);
+    outside the box background wins, with scores in the network's own range so that interpolation near
+    the box stays tame."""
+    whole_shape = tuple(prepared.grid.size[::-1])
+    for value, channel in enumerate(scores):
+        if channel.shape == whole_shape:
+            yield channel
+            continue
+        whole = np.full(whole_shape, channel.max() if value == 0 else channel.min(), dtype=np.float32)
+        whole[prepared.region] = channel
+        yield whole
 
 
 def canonical_scores(
@@ -76,12 +78,14 @@ def canonical_scores(
         if progress is not None:
             progress(1, 1)
         return scores
-    depth, parts = image.shape[0], []
+    depth = image.shape[0]
+    scores = np.empty((len(plan.labels), *image.shape), dtype=np.float32)  # filled batch by batch
     for start in range(0, depth, batch_size):
-        parts.append(windows(tensor[start:start + batch_size, None]).numpy())  # slices as a batch
+        batch = windows(tensor[start:start + batch_size, None]).numpy()  # slices as a batch
+        scores[:, start:start + len(batch)] = batch.transpose(1, 0, 2, 3)
         if progress is not None:
             progress(min(start + batch_size, depth), depth)
-    return np.concatenate(parts, axis=0).transpose(1, 0, 2, 3)
+    return scores
 
 
 def predict_volume(
