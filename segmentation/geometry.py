@@ -24,8 +24,6 @@ CANONICAL_CODE = "RAS"
 OBLIQUE = "oblique"
 # Direction cosines closer than this to a signed permutation count as axis-aligned (about 0.01 degree).
 _ALIGNMENT_TOLERANCE = 1e-4
-# Spacings closer than this (relative) need no resampling.
-_SPACING_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,9 @@ CANONICAL_ORIENTATION = "RAS"
 ANISOTROPY_THRESHOLD = 3.0
 # Estimated training activations allowed for one batch (see estimate_patch_memory_mb).
 MEMORY_BUDGET_MB = 2048.0
-# Saved activations per feature map entry of one U-Net level during training (forward + backward):
-# a MONAI residual unit keeps about six maps of the level's width on the way down and as many (at twice
-# the width after concatenation) on the way up. Measured peaks on CPU stay below this estimate.
+# Saved activations per feature map entry of one U-Net level during training (forward + backward): a
+# MONAI residual unit keeps about six maps of the level's width on the way down and as many (at twice
+# the width after concatenation) on the way up. A count for choosing patches, not a measurement.
 _MAPS_PER_LEVEL = 12
 _PERCENTILES = (0.5, 50.0, 99.5)
 
