@@ -57,6 +57,14 @@ def format_report(path: str, format_name: str, summaries: list) -> str:
     return "\n".join(lines)
 
 
+def _storage(orientation: str) -> str:
+    """'PIR (axes toward posterior, inferior, right)', or what an oblique study goes through."""
+    if orientation == "oblique":
+        return "oblique axes (resampled onto the canonical RAS grid for the network)"
+    words = {"R": "right", "L": "left", "A": "anterior", "P": "posterior", "S": "superior", "I": "inferior"}
+    return f"{orientation} (axes toward {', '.join(words[letter] for letter in orientation)})"
+
+
 def _fields(summary) -> list[tuple[str, str]]:
     fields = []
     if summary.series_uid is not None:
@@ -69,6 +77,7 @@ def _fields(summary) -> list[tuple[str, str]]:
     fields += [
         ("size", " x ".join(map(str, summary.size)) + " voxels (x, y, z)"),
         ("spacing", " x ".join(f"{v:.4g}" for v in summary.spacing) + " mm"),
+        ("stored as", _storage(summary.orientation)),
         ("values", f"{low:g} to {high:g} ({summary.dtype})"),
     ]
     if summary.labels:

@@ -1,6 +1,7 @@
 """Technical summaries of what a path holds (for `fedseg inspect` and the GUI's open dialog).
 
-Only geometry, modality, value range, label names and reader warnings: never patient identity.
+Only geometry (size, spacing, storage orientation), modality, value range, label names and reader
+warnings: never patient identity.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from segmentation.errors import StudyReadError
+from segmentation.geometry import orientation_code
 from segmentation.io.dicom import SeriesInfo, list_series, load_series, select_series
 from segmentation.io.formats import DICOM, DICOM_FOLDER, detect_format
 from segmentation.io.readers import read_volume
@@ -27,6 +29,7 @@ class VolumeSummary:
     modality: str
     size: tuple[int, int, int] | None = None
     spacing: tuple[float, float, float] | None = None
+    orientation: str | None = None  # where the stored axes point ("LPS", "PIR", ...) or "oblique"
     dtype: str | None = None
     value_range: tuple[float, float] | None = None
     labels: dict[int, str] = field(default_factory=dict)
@@ -78,6 +81,7 @@ def _from_volume(volume: Volume, source: str, format_name: str, **details) -> Vo
         modality=volume.modality,
         size=tuple(reversed(volume.shape)),
         spacing=tuple(float(v) for v in volume.spacing),
+        orientation=orientation_code(volume.direction),
         dtype=str(array.dtype),
         value_range=value_range,
         labels=dict(volume.labels),

@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
+import SimpleITK as sitk
 import slicerio
 from pydicom.data import get_testdata_file
 
@@ -115,3 +117,22 @@ def test_console_script_reports_errors_in_one_line_and_json_on_stdout(tmp_path):
     assert good.returncode == 0, good.stderr
     report = json.loads(good.stdout)
     assert report["format"] == "NRRD" and report["volumes"][0]["size"] == [128, 128, 34]
+
+
+@pytest.mark.parametrize(
+    ("direction", "expected"),
+    [
+        ((1, 0, 0, 0, 1, 0, 0, 0, 1), "LPS (axes toward left, posterior, superior)"),
+        # Sagittal slices: x runs to the back (P = +y), y down (I = -z), z to the right (R = -x).
+        ((0, 0, -1, 1, 0, 0, 0, -1, 0), "PIR (axes toward posterior, inferior, right)"),
+        ((0.866, -0.5, 0, 0.5, 0.866, 0, 0, 0, 1), "oblique axes (resampled onto the canonical RAS grid"),
+    ],
+)
+def test_the_storage_orientation_is_named(capsys, tmp_path, direction, expected):
+    image = sitk.GetImageFromArray(np.zeros((3, 4, 5), np.int16))
+    image.SetDirection([float(v) for v in direction])
+    sitk.WriteImage(image, str(tmp_path / "study.nii.gz"))
+    code, out, _ = run_inspect(capsys, str(tmp_path / "study.nii.gz"))
+    assert code == 0 and f"stored as    {expected}" in out
+    code, out, _ = run_inspect(capsys, str(tmp_path / "study.nii.gz"), "--json")
+    assert json.loads(out)["volumes"][0]["orientation"] == expected.split(" ")[0]
