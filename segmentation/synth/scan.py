@@ -25,27 +25,22 @@ FIELD_OF_VIEW_RANGE_MM = (100.0, 1000.0)
 MIN_PIXELS = 16  # across each in-plane axis
 MAX_VOXELS = 2**26  # 512 x 512 x 256: the tissue map and its float coordinates stay within a few GB
 
-# Each letter of an orientation code: the LPS axis it runs along and the way it points.
-_LETTERS = {"L": (0, 1.0), "R": (0, -1.0), "P": (1, 1.0), "A": (1, -1.0), "S": (2, 1.0), "I": (2, -1.0)}
 _OPPOSITE = {"L": "R", "R": "L", "P": "A", "A": "P", "S": "I", "I": "S"}
 
 
 def check_orientation(code: str) -> str:
     """`code` in capitals when it names the R/L, A/P and S/I axes once each; ConfigError otherwise."""
     upper = str(code).upper()
-    if len(upper) != 3 or sorted(_LETTERS[letter][0] for letter in upper if letter in _LETTERS) != [0, 1, 2]:
+    if len(upper) != 3 or not np.any(orientation_direction(upper)):
         raise ConfigError(f"orientation must be 3 letters, one each of R/L, A/P and S/I (e.g. LPS, RAS, "
                           f"PIR), got {code!r}")
     return upper
 
 
 def orientation_direction(code: str) -> np.ndarray:
-    """The 3x3 direction matrix (columns: the storage axes in LPS) an orientation code stands for."""
-    matrix = np.zeros((3, 3))
-    for column, letter in enumerate(check_orientation(code)):
-        axis, sign = _LETTERS[letter]
-        matrix[axis, column] = sign
-    return matrix
+    """The 3x3 direction matrix (columns: the storage axes in LPS) of an orientation code, as SimpleITK's
+    DICOMOrient reads it; all zeros for a code that is not one."""
+    return np.reshape(sitk.DICOMOrientImageFilter_GetDirectionCosinesFromOrientation(code), (3, 3))
 
 
 def is_right_handed(code: str) -> bool:
