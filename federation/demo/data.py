@@ -9,7 +9,6 @@ on during the run.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ from segmentation.errors import FedSegError
 from segmentation.synth import PhantomGeometry, generate_dataset
 
 MARKER_NAME = "demo-data.json"  # what a site folder was made with, so changed settings remake it
-CASE_FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")  # what generate_dataset writes cases into
 
 
 def site_data_spec(settings: DemoSettings, modality: str) -> dict[str, object]:
@@ -45,8 +43,8 @@ def spec_geometry(spec: dict[str, object]) -> PhantomGeometry:
 
 
 def site_dataset(folder: Path, spec: dict[str, object]) -> DatasetIndex:
-    """The site's dataset in `folder`: reused when it was made with `spec`, else (re)made; remaking a
-    demo folder first removes its old cases (another format or orientation leaves other files)."""
+    """The site's dataset in `folder`: reused when it was made with `spec`, else made afresh (its old
+    cases go: generate_dataset's overwrite empties the case folders)."""
     marker = folder / MARKER_NAME
     if marker.is_file():
         try:
@@ -54,8 +52,6 @@ def site_dataset(folder: Path, spec: dict[str, object]) -> DatasetIndex:
                 return load_dataset(folder)
         except (json.JSONDecodeError, FedSegError):
             pass  # unreadable or damaged: make it again
-        for name in CASE_FOLDERS:
-            shutil.rmtree(folder / name, ignore_errors=True)
     cases = int(spec["train_cases"]) + int(spec["test_cases"])
     dataset = generate_dataset(
         folder, str(spec["modality"]), cases, int(spec["seed"]), size=int(spec["size"]),

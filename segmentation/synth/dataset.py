@@ -65,15 +65,17 @@ def generate_dataset(
 ) -> DatasetIndex:
     """Write `cases` phantom cases and index them; the last test_fraction of them (at least one when the
     fraction is above 0 and there are two cases or more) become test cases. `geometry` sets the
-    orientation, spacing, field of view and image file format (the labels are NIfTI files)."""
+    orientation, spacing, field of view and image file format (the labels are NIfTI files). With
+    `overwrite`, the case folders (imagesTr, labelsTr, imagesTs, labelsTs) are emptied first."""
     _check(cases, size, dim, test_fraction, modality, geometry)
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise DatasetError(f"{out} is not empty; choose a new folder or allow overwriting")
-    for folder in _FOLDERS:
-        (out / folder).mkdir(parents=True, exist_ok=True)
+    for folder in _FOLDERS:  # overwriting starts the cases afresh: another format leaves no old files
+        shutil.rmtree(out / folder, ignore_errors=True)
+        (out / folder).mkdir(parents=True)
     tests = min(cases - 1, max(1, round(cases * test_fraction))) if test_fraction > 0 else 0
     depth = phantom_depth(size, dim)
     name = f"synth_{modality.replace('-', '')}"
@@ -107,7 +109,6 @@ def _write_series(
     """Write the image as a DICOM series with the UIDs that regenerating it gives again: one study per
     phantom patient, one frame of reference per body placement (the reference grid), one series per
     scan of it."""
-    shutil.rmtree(folder, ignore_errors=True)  # an older series of this name (overwriting was allowed)
     patient = f"{seed}-{index:03d}"
     write_dicom_series(
         image, folder, series_description=f"FedSeg phantom {image.modality}", patient_id=f"PHANTOM-{patient}",
