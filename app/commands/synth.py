@@ -56,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", dest="file_format", choices=FILE_FORMATS, default="nifti",
                         help="images as NIfTI files or as DICOM series folders, one file per slice "
                              "(default nifti)")
-    parser.add_argument("--overwrite", action="store_true", help="write into a folder that is not empty (its imagesTr, labelsTr, imagesTs and labelsTs are emptied first)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a folder that is not empty (its case folders are emptied first)")
     parser.set_defaults(handler=run)
 
 
