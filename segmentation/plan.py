@@ -167,12 +167,11 @@ class Plan:
     def __post_init__(self) -> None:
         if self.spatial_dims not in (2, 3):
             raise ConfigError(f"a plan's spatial_dims must be 2 or 3, got {self.spatial_dims}")
-        if len(self.target_spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in self.target_spacing):
-            raise ConfigError(f"target spacing must be three positive millimetre values, got "
-                              f"{self.target_spacing}")
-        if len(self.patch_size) != self.spatial_dims or any(int(n) < 1 for n in self.patch_size):
+        check_target_spacing(self.target_spacing)
+        if len(self.patch_size) != self.spatial_dims:
             raise ConfigError(f"a {self.spatial_dims}D plan needs {self.spatial_dims} positive patch sides, "
-                              f"got {self.patch_size}")
+                              f"got {tuple(self.patch_size)}")
+        check_patch_size(self.patch_size)
         if not 0.0 <= self.lower_percentile < self.upper_percentile <= 100.0:
             raise ConfigError(f"percentile window {self.lower_percentile}..{self.upper_percentile} "
                               "is invalid")
@@ -192,9 +191,7 @@ class Plan:
         """The plan fits a network: same dimensionality, patch sides multiples of its size multiple."""
         if spatial_dims != self.spatial_dims:
             raise ConfigError(f"the plan is {self.spatial_dims}D but the network is {spatial_dims}D")
-        if any(side % size_multiple for side in self.patch_size):
-            raise ConfigError(f"patch size {tuple(self.patch_size)} must be multiples of {size_multiple} "
-                              "for this U-Net's levels")
+        check_patch_size(self.patch_size, size_multiple)
 
     def describe(self) -> str:
         """One line for people: '2D, 0.7 x 0.7 mm (slices as stored), patch 192 x 192'."""
@@ -243,6 +240,29 @@ class Plan:
             raise ConfigError(f"the plan lacks {error}") from None
         except (TypeError, ValueError) as error:
             raise ConfigError(f"malformed plan ({error})") from None
+
+
+def check_target_spacing(spacing: Sequence[float]) -> None:
+    """Three positive, finite millimetre values (x, y, z); a ConfigError naming the axis otherwise."""
+    if len(spacing) != 3:
+        raise ConfigError(f"target spacing needs 3 values (x, y, z), got {tuple(spacing)}")
+    for axis, value in zip("XYZ", spacing, strict=True):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ConfigError(f"target spacing {axis} must be a positive number of millimetres, "
+                              f"not {value:g}")
+
+
+def check_patch_size(patch_size: Sequence[int], size_multiple: int = 1) -> None:
+    """Positive patch sides that a U-Net of this size multiple can halve level by level; the error
+    suggests the nearest sides that can."""
+    sides = " × ".join(map(str, patch_size))
+    if any(int(side) < 1 for side in patch_size):
+        raise ConfigError(f"patch sides must be positive, not {sides}")
+    if any(side % size_multiple for side in patch_size):
+        nearest = " × ".join(str(max(size_multiple, round(side / size_multiple) * size_multiple))
+                             for side in patch_size)
+        raise ConfigError(f"patch size {sides} must be multiples of {size_multiple} for this U-Net's "
+                          f"levels (each halves it); try {nearest}")
 
 
 def target_spacing(fingerprint: Fingerprint) -> tuple[float, float, float]:

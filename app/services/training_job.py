@@ -13,7 +13,7 @@ from typing import Any
 
 from app.services.child_process import FedsegChild
 from segmentation.errors import ConfigError, DatasetError
-from segmentation.plan import read_plan
+from segmentation.plan import check_patch_size, check_target_spacing, read_plan
 from segmentation.settings import CHECKPOINT_NAME, EVENTS_NAME, FEDGIN_CHANNELS, PLAN_NAME, NetworkConfig
 
 LOG_NAME = "train.log"
@@ -31,18 +31,9 @@ class PlanOverride:
     patch_size: tuple[int, ...]
 
     def check(self, size_multiple: int) -> None:
-        """Refuse what the plan would refuse: non-positive spacings, patch sides the U-Net cannot halve."""
-        for axis, value in zip(SPACING_AXES, self.spacing, strict=True):
-            if not value > 0:
-                raise ConfigError(f"target spacing {axis} must be a positive number of millimetres, "
-                                  f"not {value:g}")
-        if any(side < 1 for side in self.patch_size):
-            raise ConfigError(f"patch sides must be positive, not {_sides(self.patch_size)}")
-        if any(side % size_multiple for side in self.patch_size):
-            nearest = tuple(max(size_multiple, round(side / size_multiple) * size_multiple)
-                            for side in self.patch_size)
-            raise ConfigError(f"patch size {_sides(self.patch_size)} must be multiples of {size_multiple} "
-                              f"for these U-Net widths (each level halves it); try {_sides(nearest)}")
+        """Refuse what the plan would refuse, with the plan's own checks."""
+        check_target_spacing(self.spacing)
+        check_patch_size(self.patch_size, size_multiple)
 
     def arguments(self) -> list[str]:
         return ["--spacing", ",".join(f"{value:g}" for value in self.spacing),
@@ -144,10 +135,6 @@ def _plan_text(path: Path) -> str:
     overridden = f" (set by hand: {', '.join(name.replace('_', ' ') for name in plan.overridden)})" \
         if plan.overridden else ""
     return plan.describe() + overridden
-
-
-def _sides(sides: tuple[int, ...]) -> str:
-    return " × ".join(map(str, sides))
 
 
 class TrainingJob(FedsegChild):
