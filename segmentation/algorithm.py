@@ -199,7 +199,7 @@ class SegmentationAlgorithm:
         scores = []
         for case in _labelled(cases):
             image, label = read_labeled_pair(case.image, case.label)
-            prediction = self.predict(image.with_array(image.array, modality=case.modality))
+            prediction = self.predict(replace(image, modality=case.modality))
             scores.append(score_case(case.case_id, prediction, label.array, self.labels, image.spacing))
         return summarize(scores)
 

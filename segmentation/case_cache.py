@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +90,7 @@ class CaseCache:
         image, label = read_labeled_pair(case.image, case.label)
         if label.array.min() < 0 or label.array.max() > np.iinfo(np.uint8).max:
             raise DatasetError(f"case {case.case_id}: label values must lie in 0..255 ({case.label})")
-        image = image.with_array(image.array, modality=case.modality)
+        image = replace(image, modality=case.modality)
         prepared = prepare_study(image, self.plan, label, name=f"case {case.case_id} ({case.image})")
         return prepared.image, prepared.label
 

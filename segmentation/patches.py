@@ -109,7 +109,9 @@ def _cut(array: np.ndarray, start: np.ndarray, size: tuple[int, ...], dtype: typ
     """The region of `size` from `start`, zero where it reaches past the array (as nnU-Net's loader pads)."""
     low = np.maximum(start, 0)
     high = np.minimum(start + np.asarray(size), array.shape)
-    inside = np.asarray(array[tuple(slice(a, b) for a, b in zip(low, high, strict=True))], dtype=dtype)
+    inside = np.array(array[tuple(slice(a, b) for a, b in zip(low, high, strict=True))], dtype=dtype)
+    if inside.shape == tuple(size):  # the usual patch: already a copy of the right size
+        return inside
     before = low - start
     after = np.asarray(size) - before - inside.shape
     return np.pad(inside, list(zip(before, after, strict=True)))
