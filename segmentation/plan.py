@@ -22,6 +22,7 @@ import numpy as np
 
 from segmentation.atomic import write_text_atomic
 from segmentation.errors import ConfigError
+from segmentation.moments import pooled_mean_std
 
 PLAN_FORMAT = "fedseg-plan/1"
 FINGERPRINT_FORMAT = "fedseg-fingerprint/1"
@@ -68,14 +69,12 @@ class IntensityFingerprint:
         total = self.voxels + other.voxels
         if total == 0:
             return self
-        mean = (self.mean * self.voxels + other.mean * other.voxels) / total
-        second = ((self.std ** 2 + self.mean ** 2) * self.voxels
-                  + (other.std ** 2 + other.mean ** 2) * other.voxels) / total
+        mean, std, _ = pooled_mean_std(self.mean, self.std, self.voxels, other.mean, other.std, other.voxels)
         percentiles = {
             key: (self.percentiles[key] * self.voxels + other.percentiles[key] * other.voxels) / total
             for key in self.percentiles
         }
-        return IntensityFingerprint(total, mean, math.sqrt(max(second - mean ** 2, 0.0)), percentiles)
+        return IntensityFingerprint(total, mean, std, percentiles)
 
     @classmethod
     def of(cls, values: np.ndarray) -> IntensityFingerprint:

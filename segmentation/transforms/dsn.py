@@ -9,7 +9,6 @@ the statistics have never seen (or "unknown") falls back to its own foreground s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from monai.transforms.utils_pytorch_numpy_unification import percentile
 from monai.utils import convert_data_type
 
 from segmentation.errors import ConfigError
+from segmentation.moments import pooled_mean_std
 from segmentation.volume import Volume, normalize_modality
 
 DEFAULT_FOREGROUND_PERCENTILE = 5.0
@@ -51,13 +51,9 @@ class IntensityStatistics:
         return cls(float(mean), float(std), int(foreground.shape[0]))
 
     def combine(self, other: IntensityStatistics) -> IntensityStatistics:
-        """Statistics of the union of both voxel sets (Chan et al.'s pairwise update, stable)."""
-        total = self.voxels + other.voxels
-        delta = other.mean - self.mean
-        mean = self.mean + delta * other.voxels / total
-        sum_sq = self.std**2 * self.voxels + other.std**2 * other.voxels
-        sum_sq += delta**2 * self.voxels * other.voxels / total
-        return IntensityStatistics(mean, math.sqrt(sum_sq / total), total)
+        """Statistics of the union of both voxel sets."""
+        return IntensityStatistics(*pooled_mean_std(self.mean, self.std, self.voxels,
+                                                    other.mean, other.std, other.voxels))
 
 
 @dataclass(frozen=True)
