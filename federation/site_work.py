@@ -187,7 +187,7 @@ def _restore_optimizer(algorithm: SegmentationAlgorithm, state: RecordDict) -> N
 def _announce_plan(algorithm: SegmentationAlgorithm, state: RecordDict, events: RoundEvents) -> None:
     """The plan the server sent, once per run in the site's own events, so the site's page shows the plan
     its data is prepared by even when nobody follows the server's events."""
-    kept = state.config_records.get(_STATE_KEY, ConfigRecord({_SHARED_THROUGH: 0}))
+    kept = _site_memory(state)
     if kept.get(_PLAN_ANNOUNCED):
         return
     plan = algorithm.config.plan
@@ -200,10 +200,16 @@ def _share_history(config: ConfigRecord, state: RecordDict, events: RoundEvents)
     """Write the server's per-site history into the event file, each record once per run."""
     if SHARED_HISTORY_KEY not in config:
         return
-    shared = state.config_records.get(_STATE_KEY, ConfigRecord({_SHARED_THROUGH: 0}))
+    shared = _site_memory(state)
     shared[_SHARED_THROUGH] = emit_shared_history(events, str(config[SHARED_HISTORY_KEY]),
                                                   int(shared[_SHARED_THROUGH]))
     state[_STATE_KEY] = shared
+
+
+def _site_memory(state: RecordDict) -> ConfigRecord:
+    """The site's record in Context.state (history shared so far, plan announced); store it back after
+    changing it."""
+    return state.config_records.get(_STATE_KEY, ConfigRecord({_SHARED_THROUGH: 0}))
 
 
 def _config(content: RecordDict) -> ConfigRecord:
