@@ -201,15 +201,11 @@ class RoundTable:
 
 
 def plan_summary(event: dict[str, Any]) -> str:
-    """'plan: 2D, ... (from 2 of 3 sites' fingerprints; left out: MR Clinic (malformed))' of a plan event."""
-    if event.get("source") == "checkpoint":
-        return f"plan: {event.get('description')} (kept from the checkpoint)"
-    sites = event.get("sites") or []
-    left_out = [f"{site['site']} ({site['status']})" for site in sites if site.get("status") != "accepted"]
-    origin = f"from {len(sites) - len(left_out)} of {len(sites)} sites' fingerprints"
-    if left_out:
-        origin += f"; left out: {', '.join(left_out)}"
-    return f"plan: {event.get('description')} ({origin})"
+    """'plan: ...' of a plan event, in the words the workbench's pages use (app.models.federation)."""
+    from app.models.federation import plan_in_force
+
+    plan = plan_in_force({**event, "kind": "plan"})
+    return f"plan: {plan.line()}" if plan is not None else "plan: (the plan event names no plan)"
 
 
 # -- fedseg server status --------------------------------------------------------------------------

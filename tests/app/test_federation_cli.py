@@ -84,8 +84,8 @@ def test_status_prints_the_per_site_per_round_table(run_folder, capsys):
     assert main(["server", "status", "--run", str(run_folder)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{run_folder}: finished, round 2 of 2"
-    assert lines[1] == ("plan: 2D, 6.25 x 6.25 mm in-plane, patch 64 x 64 (from 1 of 2 sites' fingerprints; "
-                        "left out: MR Clinic (other-labels))")
+    assert lines[1] == ("plan: 2D, 6.25 x 6.25 mm in-plane, patch 64 x 64 "
+                        "(from 1 of 2 site(s)' fingerprints); left out: MR Clinic (other-labels)")
     rows = [line.split() for line in lines[4:]]
     assert len(rows) == 4 and "CT Hospital" in lines[4]
     assert rows[0][:2] == ["1", "train"] and rows[0][-4:] == ["96", "0.8123", "0.100", "0.400"]
