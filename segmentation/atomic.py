@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,3 +36,17 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_open(path, "w", encoding="utf-8", newline="") as stream:
         stream.write(text)
     return Path(path)
+
+
+def set_aside(path: str | Path, reason: str = "backup") -> Path:
+    """Rename `path` to a name beside it that no earlier file has (NAME.REASON-YYYYmmdd-HHMMSS[-N]) and
+    return the new path: a file about to be replaced, or a damaged one, is kept, never overwritten."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.{reason}-{stamp}")
+    number = 1
+    while target.exists():
+        number += 1
+        target = path.with_name(f"{path.name}.{reason}-{stamp}-{number}")
+    os.replace(path, target)
+    return target
