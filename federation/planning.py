@@ -106,7 +106,7 @@ def collect_fingerprints(
     answers = []
     for reply in replies:
         verdict, fingerprint = judge_fingerprint(reply, config.model.label_map)
-        answer = SiteFingerprint(names.site_name(reply), reply.metadata.src_node_id, verdict, fingerprint)
+        answer = SiteFingerprint(names.site_name(reply), names.node_of(reply), verdict, fingerprint)
         if not verdict.accepted:
             logger.warning("fingerprint of site %r (node %d) left out of the plan: %s: %s",
                            answer.site, answer.node_id, verdict.code, verdict.detail)

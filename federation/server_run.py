@@ -286,7 +286,9 @@ class FederatedRun:
         messages = list(messages)
         if not messages:
             return []
-        return list(self.grid.send_and_receive(messages, timeout=self.config.federation.round_timeout))
+        replies = list(self.grid.send_and_receive(messages, timeout=self.config.federation.round_timeout))
+        self.strategy.history.sent(messages)  # after sending: the grid gave each message its id
+        return replies
 
     def _record(self, server_round: int, phase: str) -> None:
         """Write metrics.jsonl/.csv (before the round's checkpoint: a resumed run drops records of rounds

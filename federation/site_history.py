@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from flwr.app import Message
+from flwr.common.constant import SUPERLINK_NODE_ID
 
 from federation.validation import ACCEPTED, is_site_name
 from segmentation.atomic import write_text_atomic
@@ -53,14 +54,29 @@ class SiteRound:
 
 @dataclass
 class SiteHistory:
-    """Everything the sites replied, in arrival order, plus the last display name seen per node."""
+    """Everything the sites replied, in arrival order, plus the last display name seen per node and the
+    node each message went to (the SuperLink answers for a node that left, as node 1)."""
 
     records: list[SiteRound] = field(default_factory=list)
     names: dict[int, str] = field(default_factory=dict)
+    destinations: dict[str, int] = field(default_factory=dict)  # message id -> node id
+
+    def sent(self, messages: list[Message]) -> None:
+        """Remember where each message (sent, so it has its id) went."""
+        for message in messages:
+            self.destinations[message.metadata.message_id] = message.metadata.dst_node_id
+
+    def node_of(self, reply: Message) -> int:
+        """The node a reply is about: its sender, or for the SuperLink's own error reply (the node left
+        or never answered) the node the message was sent to."""
+        node_id = reply.metadata.src_node_id
+        if node_id == SUPERLINK_NODE_ID:
+            return self.destinations.get(reply.metadata.reply_to_message_id, node_id)
+        return node_id
 
     def site_name(self, reply: Message) -> str:
         """The reply's display name if it sent a valid one, else the node's last name, else node-<id>."""
-        node_id = reply.metadata.src_node_id
+        node_id = self.node_of(reply)
         if reply.has_content():
             for config in reply.content.config_records.values():
                 name = config.get(SITE_NAME_KEY)

@@ -163,7 +163,7 @@ class ValidatingFedAvg(FedAvg):
             else:
                 logger.warning(
                     "round %d %s: dropped the reply of site %r (node %d): %s: %s",
-                    server_round, phase, site, reply.metadata.src_node_id, verdict.code, verdict.detail,
+                    server_round, phase, site, self.history.node_of(reply), verdict.code, verdict.detail,
                 )
         logger.info("round %d %s: %d of %d replies valid", server_round, phase, len(valid), len(replies))
         return valid
@@ -179,7 +179,7 @@ class ValidatingFedAvg(FedAvg):
             round=server_round,
             phase=phase,
             site=site,
-            node_id=reply.metadata.src_node_id,
+            node_id=self.history.node_of(reply),
             status=verdict.code,
             num_examples=metrics.pop(self.weighted_by_key, None),
             update_norm=verdict.update_norm,

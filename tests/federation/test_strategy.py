@@ -8,7 +8,8 @@ import logging
 import numpy as np
 import pytest
 from fed_replies import FakeGrid, error_reply, global_arrays, reply, shifted
-from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp.strategy import FedAvg
 
 from federation.config import FederationSettings
@@ -124,6 +125,20 @@ def test_history_keys_sites_by_display_name_never_by_path(strategy, server_ident
     assert first.num_examples == 10 and first.metrics == {"train-loss": 0.5}
     assert first.update_norm == pytest.approx(np.sqrt(8) * 0.1, rel=1e-5)
     assert strategy.history.sites() == ["CT Hospital", "node-2"]
+
+
+def test_the_superlinks_error_reply_for_a_site_that_left_is_that_sites_never_a_new_one(strategy):
+    """Flower answers for a node that left with an error reply from node 1 (the SuperLink itself)."""
+    strategy.aggregate_train(1, [reply(shifted(0.1), node_id=7, site="CT Hospital")])
+    sent = Message(RecordDict(), dst_node_id=7, message_type=MessageType.TRAIN)
+    sent.metadata.__dict__["_message_id"] = "train-2-to-7"  # what the grid does when it pushes a message
+    strategy.history.sent([sent])
+    left = Message(Error(code=0, reason="node unavailable"), reply_to=sent)
+    left.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    strategy.aggregate_train(2, [left])
+    assert [(r.round, r.site, r.node_id, r.status) for r in strategy.history.records] == [
+        (1, "CT Hospital", 7, "accepted"), (2, "CT Hospital", 7, "site-error")]
+    assert strategy.history.sites() == ["CT Hospital"]
 
 
 def test_evaluate_drops_bad_replies_and_averages_the_rest(strategy):
