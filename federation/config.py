@@ -265,6 +265,7 @@ class SiteConfig:
     event_file: Path
     server_address: str
     clientappio_port: int
+    join_timeout: float  # seconds to wait for the server to accept this site before giving up (0: forever)
     tls_enabled: bool
     ca_certificate: Path | None
     node_private_key: Path | None
@@ -273,6 +274,7 @@ class SiteConfig:
 
 
 MAX_PORT = 65535
+DEFAULT_JOIN_TIMEOUT = 60.0
 NETWORK_DIMS = 2  # the federation trains FedGIN's 2D U-Net on slices
 _SERVER_TABLES = ("server", "federation", "model", "validation", "tls", "auth", "he")
 _SITE_TABLES = ("site", "server", "tls", "auth", "he")
@@ -434,6 +436,7 @@ def load_site_config(path: str | Path) -> SiteConfig:
     address = server.string("address")
     _check_address(server, "address", address)
     clientappio_port = server.integer("clientappio_port", 9094, maximum=MAX_PORT)
+    join_timeout = server.number("join_timeout", DEFAULT_JOIN_TIMEOUT)
     server.finish()
 
     tls = document.table("tls")
@@ -460,7 +463,8 @@ def load_site_config(path: str | Path) -> SiteConfig:
     he.finish()
     return SiteConfig(
         source=document.source, name=name, modality=modality, data_dir=data_dir, event_file=event_file,
-        server_address=address, clientappio_port=clientappio_port, tls_enabled=tls_enabled,
+        server_address=address, clientappio_port=clientappio_port, join_timeout=join_timeout,
+        tls_enabled=tls_enabled,
         ca_certificate=ca_certificate, node_private_key=node_key, he_secret_context=he_secret_context,
         he_fingerprint=he_fingerprint,
     )

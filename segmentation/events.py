@@ -18,6 +18,11 @@ the GUI's widgets both read them, so there is no second progress mechanism. Ever
   plan        plan{...}, description, source, (sites[...])  the plan a federated run follows: made from
                                                         the sites' fingerprints (each site's status and
                                                         number of cases) or kept from its checkpoint
+  connection  state, (reason), (timeout)                 a site's link to the server: connecting,
+                                                        connected, failed (reason: unreachable, tls,
+                                                        key-refused, timeout)
+  global-model  round                                   a site saved the global model of that finished
+                                                        round in its folder (no path)
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import IO, Any
 
 EVENT_KINDS = (
     "started", "progress", "epoch", "evaluation", "checkpoint", "finished", "stopped", "error",
-    "site-metrics", "plan",
+    "site-metrics", "plan", "connection", "global-model",
 )
 
 

@@ -12,9 +12,15 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.commands.server import RoundTable, StopSignals
+
+if TYPE_CHECKING:
+    from federation.config import SiteConfig
+    from federation.joining import JoinError
+    from federation.launch import FederationSite
+    from segmentation.events import EventWriter
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,24 +38,23 @@ def run(args: argparse.Namespace) -> int:
     from app.progress import EventProgressBar
     from federation.config import load_site_config
     from federation.launch import EventTail, FederationSite
+    from segmentation.events import EventWriter
 
     config = load_site_config(args.config)
     bar = EventProgressBar()
     report = SiteReport(config.name)
-    with StopSignals() as stop, FederationSite(config) as site:
+    with (StopSignals() as stop, FederationSite(config) as site,
+          EventWriter(config.event_file, "site") as events):
         tail = EventTail(config.event_file)
         site.start()
-        tls = "TLS" if config.tls_enabled else "no TLS"
+        tls = "TLS" if config.tls_enabled else "no TLS: unencrypted, for testing only"
         print(f"site {config.name!r} ({config.modality}) joins {config.server_address} ({tls}); "
               f"events: {config.event_file}; Ctrl-C leaves")
         if config.he_fingerprint is not None:
             print(f"homomorphic encryption on: HE key {config.he_fingerprint} (the server shows the same)")
-        connected = False
+        link = Link(config, site, events)
         while not stop():
-            site.supervise()
-            if not connected and site.connected():
-                connected = True
-                print("connected; waiting for the server's rounds")
+            link.check()
             for event in tail:
                 bar(event)
                 report.add(event)
@@ -57,6 +62,46 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     print(f"site {config.name!r} left the federation", file=sys.stderr)
     return 0
+
+
+class Link:
+    """The site's connection to the server, told as "connection" events: connecting, connected, or
+    failed with the reason (federation.joining) when the first join does not happen within the join
+    timeout or the SuperNode gives up; after a server restart the site waits again without a limit."""
+
+    def __init__(self, config: SiteConfig, site: FederationSite, events: EventWriter) -> None:
+        self.config, self.site, self.events = config, site, events
+        self.started = time.monotonic()
+        self.connected = False
+        self.restarts = site.restarts
+        events.emit("connection", state="connecting", timeout=config.join_timeout)
+
+    def check(self) -> None:
+        from federation.joining import diagnose
+        from federation.processes import FlowerProcessError
+
+        try:
+            self.site.supervise()
+        except FlowerProcessError:
+            self._fail(diagnose(self.config.server_address, self.config.tls_enabled, self._log()))
+        if self.site.restarts != self.restarts:
+            self.restarts, self.connected = self.site.restarts, False
+            self.events.emit("connection", state="connecting")
+        if not self.connected and self.site.connected():
+            self.connected = True
+            self.events.emit("connection", state="connected")
+            print("connected; waiting for the server's rounds", flush=True)
+        waited = time.monotonic() - self.started
+        timeout = self.config.join_timeout
+        if not self.connected and not self.site.restarts and timeout and waited > timeout:
+            self._fail(diagnose(self.config.server_address, self.config.tls_enabled, self._log(), waited))
+
+    def _log(self) -> str:
+        return self.site.supernode.log_tail(40) if self.site.supernode is not None else ""
+
+    def _fail(self, error: JoinError) -> None:
+        self.events.emit("connection", state="failed", reason=error.reason, message=str(error))
+        raise error
 
 
 class SiteReport:

@@ -16,12 +16,37 @@ class SiteState(Enum):
     CONNECTING = "connecting"
     WAITING = "waiting for a round"
     TRAINING = "training"
+    LEAVING = "leaving"
     LEFT = "left"
     FAILED = "failed"
 
     @property
     def active(self) -> bool:
-        return self in (SiteState.CONNECTING, SiteState.WAITING, SiteState.TRAINING)
+        return self in (SiteState.CONNECTING, SiteState.WAITING, SiteState.TRAINING, SiteState.LEAVING)
+
+
+@dataclass(frozen=True)
+class Channel:
+    """What protects a site's link and its updates with the current settings: TLS on the wire, the node
+    key that proves the site to the server, homomorphic encryption that hides updates from the server."""
+
+    tls: bool
+    node_auth: bool
+    he: bool
+
+    def badges(self) -> list[tuple[str, str]]:
+        """(text, tone) per protection, for the page's badges: missing protections are not hidden."""
+        return [("TLS" if self.tls else "No TLS: unencrypted", "good" if self.tls else "bad"),
+                ("Node key" if self.node_auth else "No node key", "good" if self.node_auth else ""),
+                ("HE" if self.he else "No HE", "good" if self.he else "")]
+
+    def sentence(self) -> str:
+        """What leaves the site and how, in words a site admin can check against the badges."""
+        wire = ("over TLS" if self.tls else "UNENCRYPTED on the network (no TLS, for testing only)")
+        update = ("encrypted with homomorphic encryption, so the server cannot read them" if self.he
+                  else "in plaintext to the server (no homomorphic encryption)")
+        who = "; the server knows this site by its node key" if self.node_auth else ""
+        return f"Model updates and summary numbers leave this site {wire}, {update}{who}. Images never leave."
 
 
 PLANNING_ROUND = 0  # the fingerprint query before round 1 carries round 0
@@ -117,6 +142,9 @@ class SiteRun:
 
     def _apply(self, event: dict[str, Any]) -> None:
         kind, number = event.get("kind"), event.get("round")
+        if kind == "connection":
+            self._connection(event)
+            return
         if kind == "plan":
             self.plan = plan_in_force(event) or self.plan
             return
@@ -143,12 +171,29 @@ class SiteRun:
             row.loss = _number(metrics.get("train-loss"))
             row.dice_before = _number(metrics.get("before/dice"))
             row.dice_after = _number(metrics.get("after/dice"))
+            previous = self.rows.get(number - 1)
+            if previous is not None and previous.dice_global is None:  # the model it started from: the
+                previous.dice_global = row.dice_before  # last round's global model, scored here
             self.step = self.steps
             self.state, self.message = SiteState.WAITING, f"round {number} sent; waiting for the next"
         elif kind == "evaluation" and event.get("phase") == "evaluate" and row is not None:
             row.dice_global = _number(metrics.get("dice"))
         elif kind == "error":
             self.message = f"round {number} failed here: {event.get('message', 'unknown error')}"
+
+
+    def _connection(self, event: dict[str, Any]) -> None:
+        """`fedseg site`'s word on its link: connecting (again, after a server restart), in, or given up."""
+        state = event.get("state")
+        if state == "connecting":
+            timeout = _number(event.get("timeout"))
+            limit = f" (giving up after {timeout:g} s)" if timeout else ""
+            self.state, self.message = SiteState.CONNECTING, f"connecting to the server{limit}…"
+        elif state == "connected" and self.state is SiteState.CONNECTING:
+            self.state, self.message = SiteState.WAITING, "connected; waiting for the server's next round"
+        elif state == "failed":
+            self.state = SiteState.FAILED
+            self.message = f"could not join: {event.get('message', event.get('reason', 'unknown reason'))}"
 
 
 def _number(value: Any) -> float | None:

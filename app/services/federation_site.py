@@ -3,39 +3,55 @@ loader, test that the server answers, and run `fedseg site` as a child process."
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import tomli_w
 
+from app.models.federation import Channel
 from app.services.child_process import FedsegChild
 from segmentation.atomic import write_text_atomic
 from segmentation.errors import ConfigError
 
 SITE_TOML = "site.toml"
 LOG_NAME = "site.log"
-CONNECTED_LINE = "connected; waiting"  # what `fedseg site` prints once the server accepted the node
 
 
 @dataclass(frozen=True)
 class SiteForm:
-    """The federation page's fields; empty paths mean "not used" (no CA file: TLS off)."""
+    """The federation page's fields; empty paths mean "not used". Without a CA certificate the site joins
+    only when `unencrypted` was chosen explicitly (testing only)."""
 
     name: str
     modality: str
     data_dir: str
     server_address: str
     ca_certificate: str = ""
+    unencrypted: bool = False
     node_key: str = ""
     he_context: str = ""
     clientappio_port: int = 9094
+    join_timeout: float = 60.0
+
+    def check(self) -> None:
+        """A ConfigError for a form that cannot join: a missing field, or no TLS and no explicit choice."""
+        if not self.name or not self.data_dir or not self.server_address:
+            raise ConfigError("fill in the site name, the dataset folder and the server address")
+        if not self.ca_certificate and not self.unencrypted:
+            raise ConfigError("give the federation's CA certificate, or choose \"unencrypted connection "
+                              "(testing only)\" to send updates without TLS")
+
+    def channel(self) -> Channel:
+        """What protects this site's link and updates with these settings."""
+        return Channel(tls=bool(self.ca_certificate), node_auth=bool(self.node_key), he=bool(self.he_context))
 
     def to_toml(self, event_file: Path) -> str:
+        self.check()
         document = {
             "site": {"name": self.name, "modality": self.modality, "data_dir": self.data_dir,
                      "event_file": str(event_file)},
-            "server": {"address": self.server_address, "clientappio_port": self.clientappio_port},
+            "server": {"address": self.server_address, "clientappio_port": self.clientappio_port,
+                       "join_timeout": self.join_timeout},
             "tls": {"enabled": bool(self.ca_certificate),
                     **({"ca_certificate": self.ca_certificate} if self.ca_certificate else {})},
             "auth": {"node_private_key": self.node_key} if self.node_key else {},
@@ -61,15 +77,14 @@ def he_fingerprint(path: Path) -> str:
 
 def check_reachable(address: str, timeout: float = 5.0) -> str:
     """A sentence saying the server's port answers; a ConfigError saying why not."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"the server address must be HOST:PORT, got {address!r}")
+    from federation.joining import port_problem
+
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            pass
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise ConfigError(f"{address} does not answer ({reason.lower()}); is the server running?") from None
+        problem = port_problem(address, timeout)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if problem is not None:
+        raise ConfigError(f"{address} does not answer ({problem}); is the server running?")
     return f"{address} answers"
 
 
@@ -80,7 +95,3 @@ class SiteJob(FedsegChild):
         super().__init__(["site", "--config", str(config.source)], config.source.parent / LOG_NAME,
                          config.event_file)
         self.config = config
-
-    @property
-    def connected(self) -> bool:
-        return CONNECTED_LINE in self.log_tail(400)

@@ -39,6 +39,8 @@ class SiteDefaults:
     ca_certificate: str = ""
     node_key: str = ""
     he_context: str = ""
+    unencrypted: bool = False  # chosen explicitly: join without TLS (testing only)
+    join_timeout: float = 60.0  # seconds to wait for the server to accept the site
 
 
 @dataclass

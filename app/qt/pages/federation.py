@@ -9,6 +9,8 @@ from pathlib import Path
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
+    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QHeaderView,
@@ -27,16 +29,16 @@ from app.models.study import MODALITY_CAPTIONS
 from app.qt.dialogs import show_error
 from app.qt.widgets.common import Badge, Card, Page, PathField, button, combo, hint
 from app.qt.worker import run_in_background
-from app.services.child_process import EXIT_INTERRUPTED
-from app.services.demo import DEMO_JOIN_SITE, DemoFederationJob
-from app.services.federation_site import SiteForm, SiteJob, check_reachable, he_fingerprint, write_site_config
+from app.services.federation_site import SiteForm, check_reachable, he_fingerprint
+from app.services.site_session import DemoSession, SiteSession
 from app.services.workbench import Workbench
 from segmentation.errors import ConfigError, FedSegError
 
 POLL_MS = 500
 DEMO_POLL_MS = 1000
 TONES = {SiteState.IDLE: "", SiteState.CONNECTING: "warn", SiteState.WAITING: "running",
-         SiteState.TRAINING: "running", SiteState.LEFT: "", SiteState.FAILED: "bad"}
+         SiteState.TRAINING: "running", SiteState.LEAVING: "warn", SiteState.LEFT: "",
+         SiteState.FAILED: "bad"}
 
 
 class FederationPage(Page):
@@ -45,11 +47,8 @@ class FederationPage(Page):
                          "homomorphic encryption when the federation uses it) and summary numbers leave.")
         self.workbench, self.shell = workbench, shell
         self.run = SiteRun()
-        self.job: SiteJob | None = None
-        self.demo: DemoFederationJob | None = None
-        self.following = False
-        self.demo_joined = False  # this workbench took the running demo's announced site
-        self.demo_site: SiteJob | None = None  # the site job to leave when the demo stops
+        self.session = SiteSession(self.run, workbench.federation_metrics)
+        self.demo = DemoSession(self.session, workbench.settings.workspace_dir / "demo-federation")
         self.demo_timer = QTimer(self)
         self.demo_timer.setInterval(DEMO_POLL_MS)
         self.demo_timer.timeout.connect(self.poll_demo)
@@ -67,7 +66,7 @@ class FederationPage(Page):
         self.log = QPlainTextEdit()
         self.log.setObjectName("Log")
         self.log.setReadOnly(True)
-        self.log.setPlaceholderText("`fedseg site` writes here once the site joins.")
+        self.log.setPlaceholderText("The site process writes here once the site joins.")
         log.body.addWidget(self.log, 1)
         right.addWidget(log, 1)
         row.addLayout(right, 1)
@@ -100,11 +99,19 @@ class FederationPage(Page):
                              "computer needs its own")
         form.addRow("Local port", self.port)
         self.ca = PathField("file", "The federation's CA certificate", "Certificates (*.crt *.pem);;All (*)",
-                            placeholder="ca.crt from the operator (empty: no TLS)")
+                            placeholder="ca.crt from the federation's operator")
         self.ca.set_path(site.ca_certificate or None)
+        self.ca.changed.connect(self._channel_changed)
         form.addRow("TLS CA", self.ca)
-        self.node_key = PathField("file", "This site's node key", placeholder="optional: fedseg keys node")
+        self.unencrypted = QCheckBox("Unencrypted connection (testing only)")
+        self.unencrypted.setChecked(site.unencrypted)
+        self.unencrypted.setToolTip("Join without TLS: model updates cross the network readable by anyone on "
+                                    "the way. Only for a test federation on one computer or a closed lab.")
+        self.unencrypted.toggled.connect(self._channel_changed)
+        form.addRow("", self.unencrypted)
+        self.node_key = PathField("file", "This site's node key", placeholder="optional: make one with Keys…")
         self.node_key.set_path(site.node_key or None)
+        self.node_key.changed.connect(self._channel_changed)
         form.addRow("Node key", self.node_key)
         self.he = PathField("file", "The shared HE secret context", placeholder="optional: secret.ctx")
         self.he.set_path(site.he_context or None)
@@ -113,10 +120,32 @@ class FederationPage(Page):
         self.fingerprint = QLabel("—")
         self.fingerprint.setObjectName("Muted")
         form.addRow("Fingerprint", self.fingerprint)
+        self.join_timeout = QDoubleSpinBox()
+        self.join_timeout.setRange(5, 3600)
+        self.join_timeout.setDecimals(0)
+        self.join_timeout.setSuffix(" s")
+        self.join_timeout.setValue(site.join_timeout)
+        self.join_timeout.setToolTip("How long Join waits for the server to accept this site before it gives "
+                                     "up and says why (unreachable, TLS mismatch, key refused)")
+        form.addRow("Give up after", self.join_timeout)
         card.body.addLayout(form)
+        channel = QHBoxLayout()
+        channel.setSpacing(6)
+        self.channel_badges = [Badge() for _ in range(3)]
+        for badge in self.channel_badges:
+            channel.addWidget(badge)
+        channel.addStretch(1)
+        card.body.addLayout(channel)
+        self.channel_line = hint("")
+        card.body.addWidget(self.channel_line)
         card.body.addWidget(hint("Compare the fingerprint with the operator's: every site of a federation "
                                  "holds the same HE key, the server only its public part."))
         card.body.addStretch(1)
+        self.keys_button = button("Keys…", "key")
+        self.keys_button.setToolTip("Make this site's node key pair and the federation's HE keys, see their "
+                                    "fingerprints and export the public parts for the operator")
+        self.keys_button.clicked.connect(self.make_keys)
+        card.body.addWidget(self.keys_button)
         buttons = QHBoxLayout()
         self.test_button = button("Test connection")
         self.test_button.clicked.connect(self.test_connection)
@@ -129,6 +158,7 @@ class FederationPage(Page):
         card.body.addLayout(buttons)
         if site.he_context:
             self._he_changed(site.he_context)
+        self._channel_changed()
         return card
 
     def _demo_card(self) -> Card:
@@ -172,8 +202,9 @@ class FederationPage(Page):
         return SiteForm(
             name=self.name.text().strip(), modality=self.modality.currentData(),
             data_dir=str(self.data.path or ""), server_address=self.address.text().strip(),
-            ca_certificate=str(self.ca.path or ""), node_key=str(self.node_key.path or ""),
-            he_context=str(self.he.path or ""), clientappio_port=self.port.value(),
+            ca_certificate=str(self.ca.path or ""), unencrypted=self.unencrypted.isChecked(),
+            node_key=str(self.node_key.path or ""), he_context=str(self.he.path or ""),
+            clientappio_port=self.port.value(), join_timeout=self.join_timeout.value(),
         )
 
     def _remember(self, form: SiteForm) -> None:
@@ -181,9 +212,19 @@ class FederationPage(Page):
         site.name, site.modality, site.data_dir = form.name, form.modality, form.data_dir
         site.server_address, site.ca_certificate = form.server_address, form.ca_certificate
         site.node_key, site.he_context = form.node_key, form.he_context
+        site.unencrypted, site.join_timeout = form.unencrypted, form.join_timeout
         self.workbench.save()
 
+    def _channel_changed(self, *_args) -> None:
+        """The badges and the sentence say what protects this site's link with the settings as they are."""
+        channel = self.form().channel()
+        for badge, (text, tone) in zip(self.channel_badges, channel.badges(), strict=True):
+            badge.set(text, tone)
+        self.channel_line.setText(channel.sentence())
+        self.unencrypted.setEnabled(not self.ca.path)
+
     def _he_changed(self, text: str) -> None:
+        self._channel_changed()
         path = Path(text.strip()) if text.strip() else None
         if path is None or not path.is_file():
             self.fingerprint.setText("—")
@@ -192,6 +233,20 @@ class FederationPage(Page):
         run_in_background(self, lambda _report: he_fingerprint(path), self.fingerprint.setText,
                           lambda error: self.fingerprint.setText(f"not usable: {error}"))
 
+    def make_keys(self) -> None:
+        """Make or pick this site's keys in the Keys dialog and put their paths in the form."""
+        from app.qt.keys_dialog import KeysDialog
+
+        folder = self.workbench.settings.workspace_dir / "keys"
+        dialog = KeysDialog(self, folder, self.name.text().strip() or "site")
+        if not dialog.exec():
+            return
+        if dialog.node_key_path is not None:
+            self.node_key.set_path(dialog.node_key_path)
+        if dialog.he_secret_path is not None:
+            self.he.set_path(dialog.he_secret_path)
+        self._channel_changed()
+
     def test_connection(self) -> None:
         address = self.address.text().strip()
         self.message.setText(f"Testing {address}…")
@@ -199,69 +254,39 @@ class FederationPage(Page):
                           lambda error: show_error(self, "No connection", error, "testing"))
 
     def join(self) -> None:
-        """Write site.toml (checked by the federation's loader) and start `fedseg site` with it."""
+        """Write site.toml (checked by the federation's loader) and start the site process with it."""
         form = self.form()
-        folder_name = (form.name or "site").replace(" ", "-")
-        folder = self.workbench.settings.workspace_dir / "federation" / folder_name
         try:
-            if not form.name or not form.data_dir or not form.server_address:
-                raise ConfigError("fill in the site name, the dataset folder and the server address")
-            job = SiteJob(write_site_config(form, folder))
-            job.start()
+            self.session.join(form, self.workbench.settings.workspace_dir)
         except (FedSegError, OSError) as error:
             show_error(self, "Could not join", error, "joining the federation")
             return
         self._remember(form)
-        self.job = job
-        self.run.reset()
-        self.workbench.federation_metrics.clear()
-        self.run.set_state(SiteState.CONNECTING, f"connecting to {form.server_address}…")
         self.timer.start()
 
     def leave(self) -> None:
-        if self.job is not None and self.job.running:
-            self.job.request_stop()
-            self.run.set_state(SiteState.CONNECTING, "leaving the federation…")
+        self.session.leave()
 
     def poll(self) -> None:
-        if self.job is None:
-            return
-        events = self.job.events()
-        self.run.apply_all(events)
-        self.workbench.federation_metrics.apply_all(events)
-        if self.run.state is SiteState.CONNECTING and self.job.connected:
-            self.run.set_state(SiteState.WAITING, "connected; waiting for the server's next round")
-        self.log.setPlainText(self.job.log_tail(60))
+        failure = self.session.poll()
+        self.log.setPlainText(self.session.log_tail(60))
         self.log.verticalScrollBar().setValue(self.log.verticalScrollBar().maximum())
-        if self.job.running:
-            return
-        self.timer.stop()
-        if self.job.exit_code == 0 or self.job.stop_requested:  # Leave during start-up ends it unsaved
-            self.run.set_state(SiteState.LEFT, "left the federation")
-        else:
-            message = self.job.failure_message()
-            self.run.set_state(SiteState.FAILED, message)
-            show_error(self, "The site stopped", ConfigError(message))
+        if not self.session.active:
+            self.timer.stop()
+        if failure:
+            show_error(self, "The site stopped", ConfigError(failure))
 
     def toggle_demo(self) -> None:
-        """Start `fedseg demo --join-site ct` in the background, or leave and stop the one running."""
-        if self.demo is not None and self.demo.running:
-            self._leave_demo()
-            self.demo.request_stop()
+        """Start the demo federation in the background and join it as its CT site, or leave and stop it."""
+        if self.demo.running:
+            self.demo.stop()
             self.demo_status.setText("Stopping the demo federation…")
             return
-        if self.run.state.active:
-            busy = ConfigError("this site is in a federation already; leave it first")
-            show_error(self, "Could not start the demo federation", busy, "starting the demo")
-            return
-        self.demo = DemoFederationJob(self.workbench.settings.workspace_dir / "demo-federation",
-                                      join_site=DEMO_JOIN_SITE)
         try:
             self.demo.start()
-        except OSError as error:
+        except (FedSegError, OSError) as error:
             show_error(self, "Could not start the demo federation", error, "starting the demo")
             return
-        self.following = self.demo_joined = False
         self.demo_button.setText(" Stop demo")
         self.demo_status.setText("Starting a server and two sites; this workbench then joins as the CT site "
                                  "(the first round takes a minute)…")
@@ -271,10 +296,10 @@ class FederationPage(Page):
         """Fill the form from the demo's site.toml for this workbench and Join with it, as a person would."""
         from federation.config import load_site_config
 
-        self.demo_joined = True
         try:
             site = load_site_config(site_config)
         except FedSegError as error:
+            self.demo.joined_with(None)
             show_error(self, "Could not join the demo federation", error, "reading the demo's site.toml")
             return
         self.name.setText(site.name)
@@ -283,54 +308,39 @@ class FederationPage(Page):
         self.address.setText(site.server_address)
         self.port.setValue(site.clientappio_port)
         self.ca.set_path(site.ca_certificate if site.tls_enabled else None)
+        self.unencrypted.setChecked(not site.tls_enabled)
         self.node_key.set_path(site.node_private_key)
         self.he.set_path(site.he_secret_context)
         self.join()
-        self.demo_site = self.job
-
-    def _leave_demo(self) -> None:
-        """Leave the demo's federation once, if this site joined it and has not left since."""
-        if self.demo_site is not None and self.demo_site is self.job:
-            self.leave()
-        self.demo_site = None
+        self.demo.joined_with(self.session.job)
 
     def poll_demo(self) -> None:
-        """Join as the demo's announced site; once the demo's server writes events, follow them on the
-        Metrics page; report the end (and leave)."""
-        demo = self.demo
-        if demo is None:
-            return
-        if not self.demo_joined and (site_config := demo.joining_site_config()) is not None:
-            self.join_demo(site_config)
-        events = None if self.following else demo.server_events()
-        if events is not None:
-            self.following = True
-            self.shell.page("metrics").follow_file(events)
-        lines = [line for line in demo.log_tail(5).splitlines() if line.strip()]
-        if demo.running:
-            if lines:
-                self.demo_status.setText(lines[-1][-160:])
+        """Join as the demo's announced site, follow its server's events on Metrics, report its end."""
+        update = self.demo.poll()
+        if update.join is not None:
+            self.join_demo(update.join)
+        if update.follow is not None:
+            self.shell.page("metrics").follow_file(update.follow)
+        if update.status:
+            self.demo_status.setText(update.status)
+        if not update.ended:
             return
         self.demo_timer.stop()
-        self._leave_demo()
         self.demo_button.setText(" Start demo")
-        if demo.exit_code in (0, EXIT_INTERRUPTED):
-            self.demo_status.setText(f"The demo federation ended; its report is in {demo.out}")
-        else:
-            self.demo_status.setText("The demo federation failed.")
-            show_error(self, "The demo federation failed", ConfigError(demo.failure_message()))
+        if update.failure:
+            show_error(self, "The demo federation failed", ConfigError(update.failure))
 
     def shutdown(self) -> None:
-        for job in (self.job, self.demo):
-            if job is not None and job.running:
-                job.request_stop()
+        self.demo.stop()
+        self.session.leave()
 
     # -- view ----------------------------------------------------------------------------------
     def refresh(self) -> None:
         run = self.run
         active = run.state.active
         self.join_button.setEnabled(not active)
-        self.leave_button.setEnabled(active)
+        self.leave_button.setEnabled(active and run.state is not SiteState.LEAVING)
+        self.demo_button.setEnabled(self.demo.running or not active)
         self.badge.set(run.state.value.capitalize(), TONES[run.state])
         self.message.setText(run.message)
         self.bar.setValue(round(run.fraction * 1000))

@@ -7,6 +7,7 @@ from pathlib import Path
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QListWidget, QListWidgetItem
 
+from app.models.federation import Channel
 from app.qt.theme import icon
 from app.qt.widgets.common import Card, Page, button, hint
 from app.services.workbench import Workbench
@@ -14,8 +15,9 @@ from app.services.workbench import Workbench
 STEPS = (
     ("1", "Build the site's dataset", "Pair images with labels, tag the modality, check every file."),
     ("2", "Train locally", "Watch loss and per-label Dice live; stop and resume at any epoch."),
-    ("3", "Join the federation", "Only encrypted model updates leave the site, never an image."),
+    ("3", "Join the federation", ""),  # what leaves the site: said from the current settings
 )
+JOIN_STEP = STEPS[2][1]
 
 
 class HomePage(Page):
@@ -76,6 +78,7 @@ class HomePage(Page):
 
     def _steps_card(self) -> Card:
         card = Card("How a site takes part")
+        self.step_labels: dict[str, QLabel] = {}
         for number, title, text in STEPS:
             row = QHBoxLayout()
             row.setSpacing(10)
@@ -88,6 +91,7 @@ class HomePage(Page):
             label = QLabel(f"<b>{title}</b><br><span style='color:#8d96a8'>{text}</span>")
             label.setWordWrap(True)
             row.addWidget(label, 1)
+            self.step_labels[title] = label
             card.body.addLayout(row)
         card.body.addStretch(1)
         return card
@@ -97,8 +101,17 @@ class HomePage(Page):
         widget.itemActivated.connect(lambda item: slot(Path(item.data(Qt.ItemDataRole.UserRole))))
         return widget
 
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name): the site's settings may have changed
+        self.refresh()
+        super().showEvent(event)
+
     def refresh(self) -> None:
         settings = self.workbench.settings
+        site = settings.site  # a site joins without TLS only when unencrypted was chosen
+        channel = Channel(tls=not site.unencrypted or bool(site.ca_certificate),
+                          node_auth=bool(site.node_key), he=bool(site.he_context))
+        self.step_labels[JOIN_STEP].setText(f"<b>{JOIN_STEP}</b><br><span style='color:#8d96a8'>"
+                                            f"{channel.sentence()}</span>")
         for widget, paths, icon_name, empty in (
             (self.recent_studies, settings.recent_studies, "file", "Studies you open appear here."),
             (self.recent_datasets, settings.recent_datasets, "dataset", "Datasets you use appear here."),

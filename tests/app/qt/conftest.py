@@ -28,9 +28,10 @@ def window(qtbot, tmp_path):
     main.show()
     yield main
     for page in main.pages.values():
-        job = getattr(page, "job", None)
-        if job is not None:
-            job.kill()
+        owners = (page, getattr(page, "session", None), getattr(page, "demo", None))  # the pages' controllers
+        for job in (getattr(owner, "job", None) for owner in owners):
+            if job is not None and hasattr(job, "kill"):
+                job.kill()
 
 
 @pytest.fixture

@@ -75,7 +75,8 @@ def federation(window, tmp_path, monkeypatch):
             local = LocalFederation(tmp_path, processes)
             local.start()
             yield local
-            job = getattr(window.pages.get("federation"), "job", None)
+            page = window.pages.get("federation")
+            job = page.session.job if page is not None else None
             if job is not None:
                 job.kill()
     finally:
@@ -115,12 +116,12 @@ def test_joining_from_the_window_shows_round_progress_and_every_sites_dice(qtbot
     assert page.bar.value() == 0 and page.table.rowCount() == 0
 
     fill_and_join(qtbot, page, federation)
-    assert not error_dialogs(page) and page.job is not None and page.job.running
+    assert not error_dialogs(page) and page.session.job is not None and page.session.job.running
     assert page.run.state is SiteState.CONNECTING and page.leave_button.isEnabled()
     assert not page.join_button.isEnabled()
     federation.server.submit()  # its ServerApp waits for both sites while they connect
-    qtbot.waitUntil(lambda: page.job.connected and federation.headless.connected(), timeout=60_000)
-    qtbot.waitUntil(lambda: page.run.state is not SiteState.CONNECTING, timeout=5_000)
+    qtbot.waitUntil(lambda: page.run.state is not SiteState.CONNECTING and federation.headless.connected(),
+                    timeout=60_000)  # the site process's "connection" event says it is in
     assert page.run.state in (SiteState.WAITING, SiteState.TRAINING)  # connected, perhaps training already
 
     def run_shown() -> bool:
@@ -150,7 +151,8 @@ def test_joining_from_the_window_shows_round_progress_and_every_sites_dice(qtbot
 
     qtbot.mouseClick(page.leave_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: page.run.state is SiteState.LEFT, timeout=60_000)
-    assert page.job.exit_code == 0 and page.join_button.isEnabled() and not page.leave_button.isEnabled()
+    assert page.session.job.exit_code == 0
+    assert page.join_button.isEnabled() and not page.leave_button.isEnabled()
     assert not error_dialogs(page)
     wait_for(lambda: not flower_family(site_folder), 30, "the window's site processes to end")
     federation.processes.close()  # the server and Site B

@@ -100,7 +100,7 @@ def test_federation_join_refuses_an_incomplete_form_and_settings_persist(qtbot, 
     page.name.setText("")
     page.join_button.click()
     assert error_dialogs(page) and "site name" in error_dialogs(page)[0].text()
-    assert page.job is None
+    assert page.session.job is None
     settings = window.navigate("settings")
     settings.workspace.set_path(tmp_path / "elsewhere")
     reloaded = type(window.workbench.store)(window.workbench.store.path).load()

@@ -1,0 +1,77 @@
+"""The Federation page's channel: no TLS only by explicit choice, badges and a sentence that say what is
+true for the settings, and a join that gives up after its timeout with the reason (real `fedseg site`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+
+from app.models.federation import SiteState
+from federation.config import load_site_config
+from federation.processes import free_port
+from segmentation.synth import generate_dataset
+
+
+@pytest.fixture
+def page(window, tmp_path):
+    page = window.navigate("federation")
+    page.name.setText("CT Hospital")
+    page.data.set_path(generate_dataset(tmp_path / "data", "ct", 2, 0, size=16).root)
+    page.address.setText(f"127.0.0.1:{free_port()}")  # nobody listens there
+    page.port.setValue(free_port())
+    page.ca.set_path(None)
+    page.node_key.set_path(None)
+    page.he.set_path(None)
+    return page
+
+
+def badges(page) -> list[tuple[str, str]]:
+    return [(badge.text(), badge.property("tone")) for badge in page.channel_badges]
+
+
+def test_joining_without_tls_needs_the_unencrypted_choice(qtbot, page, error_dialogs, tmp_path):
+    assert not page.unencrypted.isChecked()
+    assert badges(page)[0] == ("No TLS: unencrypted", "bad") and "UNENCRYPTED" in page.channel_line.text()
+    qtbot.mouseClick(page.join_button, Qt.MouseButton.LeftButton)
+    dialogs = error_dialogs(page)
+    assert dialogs and "unencrypted connection (testing only)" in dialogs[0].text()
+    assert page.session.job is None and page.run.state is SiteState.IDLE
+    certificate = tmp_path / "ca.crt"
+    certificate.write_text("not read until joining")
+    page.ca.set_path(certificate)
+    assert badges(page)[0] == ("TLS", "good") and not page.unencrypted.isEnabled()
+    assert "over TLS" in page.channel_line.text()
+
+
+def test_a_join_that_nobody_answers_gives_up_after_the_timeout_with_the_reason(qtbot, window, page,
+                                                                                error_dialogs):
+    page.unencrypted.setChecked(True)
+    page.join_timeout.setValue(5)  # the spin box's least
+    qtbot.mouseClick(page.join_button, Qt.MouseButton.LeftButton)
+    assert page.run.state is SiteState.CONNECTING
+    written = load_site_config(page.session.job.config.source)
+    assert not written.tls_enabled and written.join_timeout == 5.0
+    qtbot.waitUntil(lambda: page.run.state is SiteState.CONNECTING and "5 s" in page.message.text(),
+                    timeout=60_000)
+    qtbot.waitUntil(lambda: page.run.state is SiteState.FAILED, timeout=120_000)
+    assert page.badge.text() == "Failed" and "does not answer" in page.message.text()
+    qtbot.waitUntil(lambda: bool(error_dialogs(page)), timeout=10_000)
+    assert "does not answer" in error_dialogs(page)[0].text()
+    assert page.join_button.isEnabled() and not page.leave_button.isEnabled()
+    settings = window.workbench.settings.site
+    assert settings.unencrypted and settings.join_timeout == 5.0  # remembered for next time
+    assert Path(written.source).parent.name == "CT-Hospital"
+
+
+def test_the_home_page_says_what_leaves_the_site_with_the_current_settings(qtbot, window):
+    site = window.workbench.settings.site
+    site.ca_certificate, site.unencrypted, site.he_context = "", True, ""
+    window.navigate("settings")
+    step = window.navigate("home").step_labels["Join the federation"]
+    assert "UNENCRYPTED" in step.text() and "in plaintext to the server" in step.text()
+    site.ca_certificate, site.unencrypted, site.he_context = "ca.crt", False, "secret.ctx"
+    window.navigate("settings")
+    window.navigate("home")
+    assert "over TLS" in step.text() and "cannot read" in step.text() and "UNENCRYPTED" not in step.text()
