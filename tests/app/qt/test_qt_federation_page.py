@@ -75,3 +75,21 @@ def test_the_home_page_says_what_leaves_the_site_with_the_current_settings(qtbot
     window.navigate("settings")
     window.navigate("home")
     assert "over TLS" in step.text() and "cannot read" in step.text() and "UNENCRYPTED" not in step.text()
+
+
+def red_pixels(widget) -> int:
+    image = widget.grab().toImage()
+    count = 0
+    for y in range(0, image.height(), 2):
+        for x in range(0, image.width(), 2):
+            colour = image.pixelColor(x, y)
+            count += colour.red() > colour.green() + 60 and colour.red() > colour.blue() + 60
+    return count
+
+
+def test_a_disabled_leave_button_looks_disabled(qtbot, page):
+    """The red of a danger button is for one that does something: disabled, it is grey like the rest."""
+    assert not page.leave_button.isEnabled()
+    assert red_pixels(page.leave_button) == 0
+    page.leave_button.setEnabled(True)
+    assert red_pixels(page.leave_button) > 20
