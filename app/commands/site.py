@@ -48,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
         tail = EventTail(config.event_file)
         site.start()
         tls = "TLS" if config.tls_enabled else "no TLS: unencrypted, for testing only"
+        leave = "; Ctrl-C leaves" if sys.stdin.isatty() else ""  # a workbench's child has its own Leave
         print(f"site {config.name!r} ({config.modality}) joins {config.server_address} ({tls}); "
-              f"events: {config.event_file}; Ctrl-C leaves")
+              f"events: {config.event_file}{leave}")
         if config.he_fingerprint is not None:
             print(f"homomorphic encryption on: HE key {config.he_fingerprint} (the server shows the same)")
         link = Link(config, site, events)

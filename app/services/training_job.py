@@ -84,6 +84,9 @@ class TrainingRequest:
         has_checkpoint = (self.out / CHECKPOINT_NAME).is_file()
         if self.resume and not has_checkpoint:
             raise ConfigError(f"{self.out} holds no model to resume; start a new run instead")
+        if self.resume and (done := trained_epochs(self.out)) >= self.epochs:
+            raise ConfigError(f"this run has trained {done} epochs already; set Epochs above {done} to "
+                              "train on")
         if not self.resume and has_checkpoint:
             raise ConfigError(f"{self.out} already holds a run; resume it or choose another run folder")
 
@@ -94,6 +97,12 @@ def previous_events(run_dir: Path) -> list[dict[str, Any]]:
 
     path = run_dir / EVENTS_NAME
     return list(read_events(path)) if path.is_file() else []
+
+
+def trained_epochs(run_dir: Path) -> int:
+    """The last epoch a run's events say finished (0 for none)."""
+    return max((int(event["epoch"]) for event in previous_events(run_dir)
+                if event.get("kind") == "epoch" and isinstance(event.get("epoch"), int)), default=0)
 
 
 def can_resume(run_dir: Path) -> bool:

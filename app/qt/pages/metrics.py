@@ -169,6 +169,6 @@ class MetricsPage(Page):
         for axes in (self.site_axes, self.local_axes):
             axes.set_ylim(0, 1)
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        style_legend(self.site_axes, loc="lower right")
-        style_legend(self.local_axes, loc="lower right")
+        style_legend(self.site_axes)
+        style_legend(self.local_axes)
         self.canvas.draw_idle()

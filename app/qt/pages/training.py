@@ -41,6 +41,7 @@ from app.services.workbench import Workbench
 from segmentation.errors import ConfigError, FedSegError
 
 POLL_MS = 300
+REDRAW_MS = 400  # the curves are redrawn at most this often (a redraw costs tens of milliseconds)
 AUGMENTATION_CAPTIONS = {
     "gin": "GIN (recommended)",
     "gin-ipa": "GIN + IPA: two GIN views blended",
@@ -65,7 +66,6 @@ class TrainingCurves(Canvas):
     def __init__(self) -> None:
         super().__init__(columns=2)
         self.loss_axes, self.dice_axes = self.axes
-        self.plot(TrainingRunModel())
 
     def plot(self, model: TrainingRunModel) -> None:
         curves = self.loss_axes, self.dice_axes
@@ -92,8 +92,8 @@ class TrainingCurves(Canvas):
         for axes in curves:
             axes.set_xlim(left=0, right=max(model.epochs, 1))
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        style_legend(self.loss_axes, loc="upper right")
-        style_legend(self.dice_axes, loc="lower right", ncols=2)
+        style_legend(self.loss_axes)
+        style_legend(self.dice_axes)
         self.draw_idle()
 
 
@@ -120,9 +120,14 @@ class TrainingPage(Page):
         right.addWidget(curves, 1)
         row.addLayout(right, 1)
         self.content.addLayout(row, 1)
-        self.model.changed.connect(self.refresh)
+        self.redraw = QTimer(self)  # curves follow the model's changes, throttled; typing never redraws them
+        self.redraw.setSingleShot(True)
+        self.redraw.setInterval(REDRAW_MS)
+        self.redraw.timeout.connect(lambda: self.curves.plot(self.model))
+        self.model.changed.connect(self._model_changed)
         self._load_defaults()
         self.refresh()
+        self.curves.plot(self.model)
 
     # -- layout ------------------------------------------------------------------------------
     def _settings_card(self) -> Card:
@@ -360,4 +365,8 @@ class TrainingPage(Page):
         self.tile_loss.set(f"{model.loss:.4f}" if model.loss is not None else "—")
         self.tile_dice.set(f"{model.dice:.3f}" if model.dice is not None else "—")
         self.tile_eta.set(format_duration(model.eta_seconds) if active else "—")
-        self.curves.plot(model)
+
+    def _model_changed(self) -> None:
+        self.refresh()
+        if not self.redraw.isActive():
+            self.redraw.start()

@@ -25,10 +25,11 @@ def style_axes(axes: Axes, title: str, xlabel: str, ylabel: str) -> None:
         spine.set_color(PALETTE["border_strong"])
 
 
-def style_legend(axes: Axes, **options) -> None:
+def style_legend(axes: Axes) -> None:
+    """The legend beside the axes, right of them: never over a curve (the constrained layout makes room)."""
     if axes.get_legend_handles_labels()[0]:
-        legend = axes.legend(fontsize=8, frameon=False, labelcolor=TEXT, **options)
-        legend.set_draggable(False)
+        axes.legend(fontsize=8, frameon=False, labelcolor=TEXT, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                    borderaxespad=0.0)
 
 
 class Canvas(FigureCanvasQTAgg):
