@@ -6,10 +6,15 @@ site worker (federation.site_worker), which keeps PyTorch and MONAI loaded betwe
 and numbers leave the site, plus its display name: a failure is answered with a SiteErrorCode and never
 with its exception text, which goes to the site's event file and log instead.
 
+Every site keeps the latest global model it received as global-model.pt next to its event file (a
+checkpoint `fedseg predict` and the workbench's Inference page read), labelled with the round that made
+it: a training message for round r carries round r-1's model, an evaluation message for round r carries
+round r's. A round that failed or was stopped thus never names a model; a site that joins a run late
+keeps it from its first message on, and a "global-model" event says which round it holds.
+
 With homomorphic encryption (site.toml [he]) the site decrypts the global model, checks its own update
-and sends it pre-weighted and encrypted (federation.he.site); after the final evaluation it keeps the
-decrypted global model as global-model.pt next to its event file, since the server only holds it
-encrypted.
+and sends it pre-weighted and encrypted (federation.he.site); its global-model.pt is then the only
+plaintext copy of the federation's model, since the server holds it encrypted.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
 
 from federation.he.context import HeContext
@@ -55,16 +61,17 @@ from federation.task import (
 from segmentation.algorithm import SegmentationAlgorithm
 from segmentation.datalist import DatasetIndex, load_dataset
 from segmentation.errors import FedSegError
+from segmentation.settings import GLOBAL_MODEL_NAME
 
 logger = logging.getLogger(__name__)
 
 SITE_RECORD_KEY = "site"
-SITE_MODEL_NAME = "global-model.pt"  # the decrypted final global model, next to the event file (HE only)
 # The site's own memory across a run's messages (Context.state survives between ClientApp processes).
 _STATE_KEY = "fedseg-site"
 _SHARED_THROUGH = "shared-through-round"
 _OPTIMIZER_KEY = "fedseg-optimizer"  # the site's AdamW moments, kept from one round to the next
 _PLAN_ANNOUNCED = "plan-announced"
+_KEPT_ROUND = "global-model-round"  # the round of the global model kept in GLOBAL_MODEL_NAME
 
 
 Handler = Callable[[RecordDict, RecordDict, SiteSettings, RoundEvents], RecordDict]
@@ -105,6 +112,7 @@ def _train(content: RecordDict, state: RecordDict, settings: SiteSettings, event
     algorithm.epoch = (events.round - 1) * epochs
     _restore_optimizer(algorithm, state)
     events.emit("started", epochs=epochs)
+    _keep_global_model(global_model, algorithm, epochs, events.round - 1, state, settings, events)
     result = train_round(algorithm, dataset, epochs, events)
     state[_OPTIMIZER_KEY] = ArrayRecord(
         {name: Array(array) for name, array in algorithm.optimizer_arrays().items()}
@@ -126,13 +134,12 @@ def _evaluate(
 ) -> RecordDict:
     config = _config(content)
     _share_history(config, state, events)
-    algorithm, dataset, he = _received_model(content, config, settings)
+    algorithm, dataset, _ = _received_model(content, config, settings)
     _announce_plan(algorithm, state, events)
+    _keep_global_model(named_weights(algorithm), algorithm, int(config.get(LOCAL_EPOCHS_KEY, 1)),
+                       events.round, state, settings, events)
     metrics = evaluate_round(algorithm, validation_cases(dataset))
     events.emit("evaluation", model="global", phase="evaluate", metrics=metrics)
-    if he is not None:  # only the sites can read the final global model: keep it
-        save_global_model(settings.event_file.parent / SITE_MODEL_NAME, algorithm.config,
-                          named_weights(algorithm), events.round, int(config.get(LOCAL_EPOCHS_KEY, 1)))
     return RecordDict({"metrics": MetricRecord(_numbers(metrics))})
 
 
@@ -172,6 +179,23 @@ def _received_model(
         arrays = decrypt_global(he, arrays, named_weights(algorithm))
     load_named_weights(algorithm, arrays)
     return algorithm, dataset, he
+
+
+def _keep_global_model(
+    arrays: dict[str, np.ndarray], algorithm: SegmentationAlgorithm, local_epochs: int, model_round: int,
+    state: RecordDict, settings: SiteSettings, events: RoundEvents,
+) -> None:
+    """Save the received global model of finished round `model_round` (atomically, over the one kept)
+    unless the site already keeps that round's or a later one; round 0's is the initial model, not a
+    federation's result, and is never kept."""
+    kept = _site_memory(state)
+    if model_round < 1 or int(kept.get(_KEPT_ROUND, 0)) >= model_round:
+        return
+    save_global_model(settings.event_file.parent / GLOBAL_MODEL_NAME, algorithm.config, arrays, model_round,
+                      local_epochs)
+    kept[_KEPT_ROUND] = model_round
+    state[_STATE_KEY] = kept
+    events.emit("global-model", round=model_round)
 
 
 def _restore_optimizer(algorithm: SegmentationAlgorithm, state: RecordDict) -> None:

@@ -22,6 +22,7 @@ CHECKPOINT_NAME = "model.pt"
 EVENTS_NAME = "events.jsonl"
 HISTORY_NAME = "history.csv"
 PLAN_NAME = "plan.json"
+GLOBAL_MODEL_NAME = "global-model.pt"  # a federation site keeps the latest global model it received here
 
 # Kept literal so settings need no torch; a test checks it equals segmentation.transforms.AUGMENTATIONS.
 AUGMENTATION_NAMES = ("none", "gin", "gin-ipa", "randconv", "fourier", "dsn")

@@ -1,4 +1,5 @@
-"""Segment the open study with a checkpoint, measure the labels, export the mask.
+"""Segment the open study with a checkpoint, measure the labels, export the mask; find the federation's
+latest global model among this workbench's sites and say whether a study fits a model.
 
 Runs on a worker thread in the GUI (torch is imported here, on first use, not at start-up).
 """
@@ -10,13 +11,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.models.study import Study
+import numpy as np
+
+from app.models.model_fit import UNKNOWN, FitNote, StudyGeometry, fit_notes
+from app.models.study import MODALITY_CAPTIONS, Study
 from segmentation.errors import ConfigError
+from segmentation.events import read_events
+from segmentation.plan import Plan
+from segmentation.settings import GLOBAL_MODEL_NAME
 
 if TYPE_CHECKING:
     from segmentation.volume import Volume
 
 Progress = Callable[[int, int], None]
+
+# Where this workbench's sites keep their files, under the workspace: Join on the Federation page writes
+# federation/<site>/, the demo federation/sites/<site>/ under its demo-federation folder.
+SITE_FOLDERS = ("federation", "demo-federation/federation")
+SITE_EVENTS_NAME = "events.jsonl"  # the site's event file beside it, in the folders the workbench writes
 
 
 @dataclass(frozen=True)
@@ -26,16 +38,34 @@ class ModelSummary:
     path: Path
     labels: dict[int, str]
     epoch: int
-    round: int
+    round: int  # the finished federated round that made a global model (0: not federated)
     augmentation: str
     train_modality: str
     spatial_dims: int
-    plan: str  # the plan's one line: studies are resampled to it before the model sees them
+    plan: Plan  # studies are resampled to it before the model sees them
 
     def describe(self) -> str:
-        origin = f"federated round {self.round}" if self.round else f"epoch {self.epoch}"
-        return (f"{self.spatial_dims}D U-Net, {origin}, trained on {self.train_modality} with "
-                f"{self.augmentation} augmentation; {len(self.labels) - 1} labels; plan {self.plan}")
+        origin = f"federated global model, round {self.round}" if self.round else f"epoch {self.epoch}"
+        modalities = [MODALITY_CAPTIONS.get(tag, tag) for tag in self.train_modality.split(",")
+                      if tag and tag != UNKNOWN]
+        trained = f"trained on {' and '.join(modalities)}" if modalities else "trained"
+        names = ", ".join(name for value, name in sorted(self.labels.items()) if value)
+        return (f"{self.spatial_dims}D U-Net, {origin}, {trained} with {self.augmentation} augmentation; "
+                f"{len(self.labels) - 1} labels ({names}); plan {self.plan.describe()}")
+
+
+@dataclass(frozen=True)
+class GlobalModel:
+    """A site's copy of the federation's global model: its file, the site's folder name and its round
+    (None from a version that did not say)."""
+
+    path: Path
+    site: str
+    round: int | None
+
+    def describe(self) -> str:
+        which = f"the global model of round {self.round}" if self.round else "the global model"
+        return f"{which}, as site {self.site} keeps it"
 
 
 @dataclass(frozen=True)
@@ -63,6 +93,44 @@ def segment(checkpoint_path: Path, study: Study, progress: Progress | None = Non
     return SegmentationResult(mask, label_volumes_ml(mask), _summary(checkpoint_path, checkpoint))
 
 
+def latest_global_model(workspace: Path) -> GlobalModel | None:
+    """The global model a site of this workbench saved last (every site keeps the latest it received, see
+    federation.site_work), or None. Its round is the one the site's events announced with it: finding it
+    loads no engine, and choosing it shows the round the checkpoint itself names."""
+    found = [path for folder in SITE_FOLDERS for path in (workspace / folder).rglob(GLOBAL_MODEL_NAME)
+             if path.is_file()]
+    if not found:
+        return None
+    path = max(found, key=lambda path: path.stat().st_mtime)
+    return GlobalModel(path, path.parent.name, _kept_round(path.parent / SITE_EVENTS_NAME))
+
+
+def _kept_round(event_file: Path) -> int | None:
+    """The round of the site's last "global-model" event, which it writes right after saving the model."""
+    if not event_file.is_file():
+        return None
+    rounds = [event.get("round") for event in read_events(event_file) if event.get("kind") == "global-model"]
+    return rounds[-1] if rounds and isinstance(rounds[-1], int) else None
+
+
+def check_fit(model: ModelSummary, study: Study) -> tuple[FitNote, ...]:
+    """Whether the study fits the model (modality, voxel size, the body's extent): notes and warnings for
+    the page, never an error."""
+    return fit_notes(model.train_modality, model.augmentation, model.plan, study_geometry(study))
+
+
+def study_geometry(study: Study) -> StudyGeometry:
+    """The study's modality, spacing and body extent along the canonical axes (its body's box, as the
+    plan's fingerprint measures its training studies)."""
+    from segmentation.body import body_region
+    from segmentation.geometry import canonical_spacing_and_size
+
+    array = np.asarray(study.image.array)
+    spacing, size = canonical_spacing_and_size(study.image.with_array(array[body_region(array)]))
+    extent = tuple(float(s * n) for s, n in zip(spacing, size, strict=True))
+    return StudyGeometry(study.modality, spacing, extent)  # type: ignore[arg-type]
+
+
 def export_mask(mask: Volume, path: Path) -> Path:
     """Write the mask as NIfTI/NRRD/MetaImage/Slicer segmentation, chosen by the extension."""
     from segmentation.io import write_volume
@@ -83,4 +151,4 @@ def export_dicom_seg(mask: Volume, study: Study, path: Path) -> Path:
 def _summary(path: Path, checkpoint) -> ModelSummary:
     return ModelSummary(path, dict(checkpoint.labels), checkpoint.epoch, checkpoint.round,
                         checkpoint.augmentation, checkpoint.train_modality, checkpoint.network.spatial_dims,
-                        checkpoint.plan.describe())
+                        checkpoint.plan)

@@ -39,12 +39,11 @@ from federation.he.context import (
 )
 from federation.launch import FINISHED, EventTail, FederationServer, FederationSite
 from federation.processes import FlowerProcessError, free_port
-from federation.site_work import SITE_MODEL_NAME
 from federation.validation import ACCEPTED
 from segmentation.atomic import write_text_atomic
 from segmentation.datalist import DatasetIndex
 from segmentation.errors import CheckpointError
-from segmentation.settings import CHECKPOINT_NAME
+from segmentation.settings import CHECKPOINT_NAME, GLOBAL_MODEL_NAME
 
 SERVER_TOML = "server.toml"
 HE_KEYS = "he"  # the demo's CKKS contexts, under its federation folder
@@ -96,8 +95,8 @@ def site_event_file(folder: Path, name: str) -> Path:
 
 
 def site_model_file(folder: Path, name: str) -> Path:
-    """Where the demo's site `name` keeps the decrypted final global model of an encrypted run."""
-    return site_event_file(folder, name).parent / SITE_MODEL_NAME
+    """Where the demo's site `name` keeps the latest global model it received (decrypted, with HE)."""
+    return site_event_file(folder, name).parent / GLOBAL_MODEL_NAME
 
 
 def site_toml(name: str, dataset: DatasetIndex, server_port: int, ca_certificate: Path,

@@ -59,7 +59,6 @@ from federation.he.records import (
     to_arrays,
 )
 from federation.server_run import METRICS_NAME, model_of, read_metrics, run_server
-from federation.site_work import SITE_MODEL_NAME
 from federation.strategy import build_strategy
 from federation.task import SiteSettings, named_weights
 from federation.validation import ACCEPTED, MALFORMED, ValidationLimits
@@ -68,7 +67,7 @@ from segmentation.case_cache import CACHE_DIR_ENVIRONMENT
 from segmentation.checkpoint import load_checkpoint
 from segmentation.errors import CheckpointError, ConfigError
 from segmentation.events import read_events
-from segmentation.settings import NetworkConfig
+from segmentation.settings import GLOBAL_MODEL_NAME, NetworkConfig
 
 pytestmark = pytest.mark.usefixtures("case_cache")  # conftest: each test its own case cache
 
@@ -388,7 +387,7 @@ def test_an_encrypted_run_trains_and_only_the_sites_can_read_the_model(he_run, k
     assert (stored.round, stored.fingerprint) == (2, public.fingerprint) and is_encrypted(stored.arrays)
     with pytest.raises(CiphertextError, match="no secret key"):
         decrypt_global_with(public, stored.arrays, folder)
-    site_model = load_checkpoint(folder / "Site A" / SITE_MODEL_NAME)
+    site_model = load_checkpoint(folder / "Site A" / GLOBAL_MODEL_NAME)
     assert site_model.round == 2
     decrypted = decrypt_global_with(secret, stored.arrays, folder)
     assert max(float(np.max(np.abs(site_model.state_dict[name].numpy() - decrypted[name])))
@@ -431,7 +430,7 @@ def test_a_site_with_another_key_is_refused_naming_both_fingerprints(keys, site_
                         ("evaluate", 11): ACCEPTED, ("evaluate", 12): HE_KEY_MISMATCH}
     errors = [e["message"] for e in read_events(tmp_path / "Site B" / "events.jsonl") if e["kind"] == "error"]
     assert errors and files.fingerprint in errors[0] and other.fingerprint in errors[0]
-    assert not (tmp_path / "Site B" / SITE_MODEL_NAME).exists()
+    assert not (tmp_path / "Site B" / GLOBAL_MODEL_NAME).exists()
 
 
 def test_a_site_that_encrypts_never_sends_a_plaintext_update(keys, site_dirs, tmp_path, server_identity):

@@ -1,5 +1,7 @@
 """Inference: segment the open study with a checkpoint on a worker thread, show the mask over the
-study, list each structure's volume in mL, export NIfTI or DICOM-SEG."""
+study, list each structure's volume in mL, export NIfTI or DICOM-SEG. One click takes the federation's
+latest global model that a site of this workbench kept; notes above Segment say when the study does not
+fit the model (they never block it)."""
 
 from __future__ import annotations
 
@@ -25,15 +27,21 @@ from app.qt.viewer.view_grid import ViewPanel
 from app.qt.widgets.common import Card, Page, PathField, button, hint
 from app.qt.worker import run_in_background
 from app.services.inference import (
+    GlobalModel,
+    ModelSummary,
     SegmentationResult,
+    check_fit,
     describe_model,
     export_dicom_seg,
     export_mask,
+    latest_global_model,
     segment,
 )
 from app.services.workbench import Workbench
 
 MODEL_HINT = "Choose a checkpoint: a local run's model.pt or the federation's global model."
+NO_GLOBAL_MODEL = ("No site of this workbench keeps a global model yet: a site saves it in its folder once "
+                   "its federation finished a round (join one on the Federation page, or run the demo).")
 MASK_FILTER = "NIfTI (*.nii.gz);;NRRD (*.nrrd);;Slicer segmentation (*.seg.nrrd);;MetaImage (*.mha)"
 
 
@@ -44,6 +52,8 @@ class InferencePage(Page):
         self.workbench, self.shell = workbench, shell
         self.viewer = workbench.viewer
         self.result: SegmentationResult | None = None
+        self.summary: ModelSummary | None = None  # the chosen checkpoint's, once read
+        self.global_model: GlobalModel | None = None
         self.busy = False
         row = QHBoxLayout()
         row.setSpacing(12)
@@ -61,6 +71,7 @@ class InferencePage(Page):
         row.addWidget(preview, 1)
         self.content.addLayout(row, 1)
         self.viewer.study_changed.connect(self._study_changed)
+        self.viewer.modality_changed.connect(self._show_study)
         self.viewer.labels_changed.connect(self.refresh)
         if workbench.settings.last_checkpoint:
             self.model_path.set_path(workbench.settings.last_checkpoint)
@@ -72,6 +83,10 @@ class InferencePage(Page):
                                     placeholder="model.pt of a training or federation run")
         self.model_path.changed.connect(self._model_changed)
         card.body.addWidget(self.model_path)
+        self.use_global = button("Use this federation's latest global model", "federation")
+        self.use_global.clicked.connect(self.use_global_model)
+        self._show_global_model(None)
+        card.body.addWidget(self.use_global)
         self.model_info = hint(MODEL_HINT)
         card.body.addWidget(self.model_info)
         study_title = QLabel("Study")
@@ -79,6 +94,9 @@ class InferencePage(Page):
         card.body.addWidget(study_title)
         self.study_info = hint("")
         card.body.addWidget(self.study_info)
+        self.fit_info = hint("")  # notes and warnings: does the study fit the model?
+        self.fit_info.hide()
+        card.body.addWidget(self.fit_info)
         actions = QHBoxLayout()
         self.segment_button = button("Segment", "inference", primary=True)
         self.segment_button.clicked.connect(self.run_segmentation)
@@ -120,14 +138,62 @@ class InferencePage(Page):
         return card
 
     # -- actions -----------------------------------------------------------------------------
-    def _model_changed(self, text: str) -> None:
-        path = Path(text.strip()) if text.strip() else None
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        """Look again for the latest global model: a federation may have finished a round meanwhile."""
+        super().showEvent(event)
+        self.find_global_model()
+
+    def find_global_model(self) -> None:
+        workspace = self.workbench.settings.workspace_dir
+        run_in_background(self, lambda _report: latest_global_model(workspace), self._show_global_model,
+                          lambda error: self.use_global.setToolTip(f"Could not look for it: {error}"))
+
+    def _show_global_model(self, found: GlobalModel | None) -> None:
+        self.global_model = found
+        self.use_global.setEnabled(found is not None)
+        self.use_global.setToolTip(f"Use {found.describe()}: {found.path}" if found else NO_GLOBAL_MODEL)
+
+    def use_global_model(self) -> None:
+        """Fill the checkpoint with the global model found; its description follows as for any file."""
+        if self.global_model is not None:
+            self.model_path.set_path(self.global_model.path)
+
+    def _model_changed(self, _text: str) -> None:
+        path = self.model_path.path
+        self.summary = None
         self.model_info.setText("Reading the checkpoint…" if path and path.is_file() else MODEL_HINT)
         if path is not None and path.is_file():
-            run_in_background(self, lambda _report: describe_model(path),
-                              lambda summary: self.model_info.setText(summary.describe()),
-                              lambda error: self.model_info.setText(f"Not usable: {error}"))
+            run_in_background(self, lambda _report: describe_model(path), self._described,
+                              lambda error: self._not_usable(path, error))
+        self._check_fit()
         self.refresh()
+
+    def _described(self, summary: ModelSummary) -> None:
+        if summary.path != self.model_path.path:  # another file was chosen meanwhile
+            return
+        self.summary = summary
+        self.model_info.setText(summary.describe())
+        self._check_fit()
+
+    def _not_usable(self, path: Path, error: BaseException) -> None:
+        if path == self.model_path.path:
+            self.model_info.setText(f"Not usable: {error}")
+
+    def _check_fit(self) -> None:
+        """Measure the study against the model off the GUI thread; a late answer for another pair is
+        dropped."""
+        summary, study = self.summary, self.viewer.study
+        self.fit_info.hide()
+        if summary is None or study is None:
+            return
+
+        def show(lines: list[str]) -> None:
+            if summary is self.summary and study is self.viewer.study:
+                self.fit_info.setText("\n".join(lines))
+                self.fit_info.setVisible(bool(lines))
+
+        run_in_background(self, lambda _report: [note.line() for note in check_fit(summary, study)], show,
+                          lambda error: show([f"Could not check whether the study fits the model: {error}"]))
 
     def run_segmentation(self) -> None:
         study, path = self.viewer.study, self.model_path.path
@@ -202,10 +268,15 @@ class InferencePage(Page):
     # -- view ----------------------------------------------------------------------------------
     def _study_changed(self) -> None:
         self.result = None
+        self._show_study()
+
+    def _show_study(self) -> None:
+        """The study's line and its fit to the model (again when it is tagged with another modality)."""
         study = self.viewer.study
         self.study_info.setText(f"{study.name} · {study.modality.upper()} · "
                                 f"{' × '.join(str(n) for n in reversed(study.image.shape))} voxels"
                                 if study else "No study open: open one in the Viewer or from Home.")
+        self._check_fit()
         self.refresh()
 
     def refresh(self) -> None:

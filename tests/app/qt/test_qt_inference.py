@@ -1,0 +1,57 @@
+"""The Inference page takes the federation's latest global model in one click (the button says why it is
+off while no site of this workbench keeps one) and shows above Segment, without blocking it, when the
+open study does not fit the model."""
+
+import numpy as np
+
+from app.qt.pages.inference import NO_GLOBAL_MODEL
+from segmentation.io import write_volume
+from segmentation.volume import Volume
+
+
+def keep_global_model(folder, server_round: int):
+    """What a site keeps: an untrained 2-level 2D U-Net of labels background, liver, spleen, planned at
+    2 mm in-plane with 32 x 32 patches, labelled with its federated round, and the event announcing it."""
+    import torch
+
+    from segmentation.checkpoint import Checkpoint, save_checkpoint
+    from segmentation.events import EventWriter
+    from segmentation.plan import Plan
+    from segmentation.settings import NetworkConfig
+
+    network = NetworkConfig(out_channels=3, channels=(8, 16))
+    torch.manual_seed(0)
+    plan = Plan(labels={0: "background", 1: "liver", 2: "spleen"}, spatial_dims=2,
+                target_spacing=(2.0, 2.0, 5.0), patch_size=(32, 32))
+    path = folder / "global-model.pt"
+    save_checkpoint(Checkpoint(network, plan, network.build().state_dict(), augmentation="gin",
+                               epoch=server_round, round=server_round), path)
+    with EventWriter(folder / "events.jsonl", job="federation") as events:
+        events.emit("global-model", round=server_round)
+    return path
+
+
+def test_one_click_takes_the_latest_global_model_and_a_misfit_study_is_flagged(qtbot, window, tmp_path):
+    page = window.navigate("inference")
+    assert not page.use_global.isEnabled() and page.use_global.toolTip() == NO_GLOBAL_MODEL
+
+    workspace = window.workbench.settings.workspace_dir
+    model = keep_global_model(workspace / "federation" / "CT-Hospital", server_round=2)
+    window.navigate("home")
+    window.navigate("inference")  # shown again: it looks again
+    qtbot.waitUntil(page.use_global.isEnabled, timeout=30_000)
+    assert "round 2" in page.use_global.toolTip() and "CT-Hospital" in page.use_global.toolTip()
+
+    page.use_global.click()
+    assert page.model_path.path == model
+    qtbot.waitUntil(lambda: "federated global model, round 2" in page.model_info.text(), timeout=30_000)
+    assert not page.fit_info.isVisible()  # no study open: nothing to judge
+
+    # Voxels of 0.25 mm, 8 times finer than the model's 2 mm: a warning, and Segment stays available.
+    image = Volume(np.random.default_rng(1).normal(size=(3, 40, 40)).astype(np.float32),
+                   spacing=(0.25, 0.25, 5.0), modality="ct")
+    window.open_study(write_volume(image, tmp_path / "fine.nii.gz"))
+    window.navigate("inference")
+    qtbot.waitUntil(page.fit_info.isVisible, timeout=30_000)
+    assert page.fit_info.text().startswith("Warning: the study's voxels are 0.25 x 0.25 mm")
+    assert page.segment_button.isEnabled()
