@@ -186,7 +186,7 @@ class SegmentationAlgorithm:
         new = [case for case in cases if normalize_modality(case.modality) not in seen | {"unknown"}]
         if known is not None and not new:
             return
-        volumes = (replace(read_volume(case.image), modality=case.modality) for case in new)
+        volumes = (replace(read_volume(case.image, case.series_uid), modality=case.modality) for case in new)
         fitted = ModalityStatistics.fit(volumes)
         merged = known.merge(fitted) if known is not None else fitted
         plan = replace(self.config.plan, modality_statistics=merged.to_dict())
@@ -198,7 +198,7 @@ class SegmentationAlgorithm:
         """Per-case and mean per-label Dice and HD95 (mm) of the labelled cases, on their own grids."""
         scores = []
         for case in _labelled(cases):
-            image, label = read_labeled_pair(case.image, case.label)
+            image, label = read_labeled_pair(case.image, case.label, series_uid=case.series_uid)
             prediction = self.predict(replace(image, modality=case.modality))
             scores.append(score_case(case.case_id, prediction, label.array, self.labels, image.spacing))
         return summarize(scores)

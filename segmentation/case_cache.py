@@ -3,8 +3,9 @@
 A labelled case becomes a PreparedStudy (canonical grid, target spacing, the box around the body,
 normalized; see segmentation.preprocessing). The arrays are saved as .npy files named by a hash of the
 source files (every file's path, size and modification time, the files of a DICOM series folder
-included) and of every plan setting that shaped them, so a later epoch, run or round loads them without
-reading or resampling anything, and an edited file or changed plan is never served stale. Torch-free.
+included, and the series chosen in it) and of every plan setting that shaped them, so a later epoch,
+run or round loads them without reading or resampling anything, and an edited file or changed plan is
+never served stale. Torch-free.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ class CaseCache:
             "plan": {name: plan[name] for name in ("spatial_dims", "target_spacing", "lower_percentile",
                                                    "upper_percentile", "modality_statistics")},
         }
+        if case.series_uid is not None:  # one series of several in a folder; absent, earlier keys stay valid
+            identity["series_uid"] = case.series_uid
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
     def load(self, case: CaseEntry) -> CachedCase:
@@ -87,7 +90,7 @@ class CaseCache:
                           np.load(label_path, mmap_mode="r"))
 
     def _prepare(self, case: CaseEntry) -> tuple[np.ndarray, np.ndarray]:
-        image, label = read_labeled_pair(case.image, case.label)
+        image, label = read_labeled_pair(case.image, case.label, series_uid=case.series_uid)
         if label.array.min() < 0 or label.array.max() > np.iinfo(np.uint8).max:
             raise DatasetError(f"case {case.case_id}: label values must lie in 0..255 ({case.label})")
         image = replace(image, modality=case.modality)

@@ -4,11 +4,16 @@ style folder, a dataset.json next to the image and label files it lists.
 The MSD fields (name, description, modality {"0": "CT"}, labels {"0": "background", ...},
 numTraining, numTest, training [{image, label}], test) keep the folder readable by MONAI's
 load_decathlon_datalist; a "fedseg" block adds what MSD cannot say, the MR sequence ("mr-t1").
+
+An image may be a DICOM series folder; when the folder holds several series, the case names one by
+its "series_uid" ({"image": "dicom/ct1", "series_uid": "1.2.840...", "label": "labels/ct1.dcm"}). A
+label may be NIfTI, NRRD, a Slicer .seg.nrrd or a DICOM-SEG of the image's series.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,16 +28,23 @@ DATASET_JSON = "dataset.json"
 # The project's modality tags as MSD writes them; normalize_modality maps each back.
 _MSD_MODALITY = {"ct": "CT", "mr": "MRI", "mr-t1": "T1", "mr-t2": "T2", "unknown": "unknown"}
 _IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+# A DICOM UID: dot-separated numbers, at most 64 characters.
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+_MAX_UID_LENGTH = 64
 
 
 @dataclass(frozen=True)
 class CaseEntry:
-    """One image, its label map (None for an unlabeled test image), the modality and a case id."""
+    """One image, its label map (None for an unlabeled test image), the modality and a case id.
+
+    `series_uid` names the series to read when `image` is a DICOM folder holding several.
+    """
 
     image: Path
     label: Path | None
     modality: str
     case_id: str
+    series_uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,8 +155,24 @@ def _entries(
             raise DatasetError(f"{path}: {where} has no 'label' path; training cases need one")
         image = _existing(item["image"], f"{where}.image", root, path)
         label = _existing(item["label"], f"{where}.label", root, path) if item.get("label") else None
-        entries.append(CaseEntry(image=image, label=label, modality=modality, case_id=case_id_of(image)))
+        series_uid = _series_uid(item.get("series_uid"), where, image, path)
+        entries.append(CaseEntry(image=image, label=label, modality=modality, case_id=case_id_of(image),
+                                 series_uid=series_uid))
     return tuple(entries)
+
+
+def _series_uid(value: Any, where: str, image: Path, path: Path) -> str | None:
+    """A case's series UID (None when absent), which only a DICOM folder's image can have; whether the
+    folder holds that series is found when the case is read."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _UID.fullmatch(value) or len(value) > _MAX_UID_LENGTH:
+        raise DatasetError(f"{path}: {where}.series_uid must be a DICOM UID (digits and dots, at most "
+                           f"{_MAX_UID_LENGTH} characters), not {value!r}")
+    if not image.is_dir():
+        raise DatasetError(f"{path}: {where}.series_uid names a series, but its image {image.name} is a "
+                           "file, not a DICOM folder")
+    return value
 
 
 def _existing(value: Any, where: str, root: Path, path: Path) -> Path:
@@ -162,11 +190,15 @@ def write_dataset_json(
     name: str,
     modality: str,
     labels: dict[int, str],
-    training: Sequence[tuple[str, str]],
-    test: Sequence[tuple[str, str | None]],
+    training: Sequence[tuple[str, str] | tuple[str, str, str | None]],
+    test: Sequence[tuple[str, str | None] | tuple[str, str | None, str | None]],
     description: str = "",
 ) -> Path:
-    """Write root/dataset.json (atomically) for files given relative to root; returns its path."""
+    """Write root/dataset.json (atomically) for files given relative to root; returns its path.
+
+    Each case is (image, label) or (image, label, series_uid), the UID naming one series of a DICOM
+    folder that holds several (None: the folder's only series).
+    """
     tag = normalize_modality(modality)
     data = {
         "name": name,
@@ -176,8 +208,14 @@ def write_dataset_json(
         "labels": {str(value): label for value, label in sorted(labels.items())},
         "numTraining": len(training),
         "numTest": len(test),
-        "training": [{"image": image, "label": label} for image, label in training],
-        "test": [{"image": image, **({"label": label} if label else {})} for image, label in test],
+        "training": [_entry(*case) for case in training],
+        "test": [_entry(*case) for case in test],
         "fedseg": {"modality": tag},
     }
     return write_text_atomic(Path(root) / DATASET_JSON, json.dumps(data, indent=2) + "\n")
+
+
+def _entry(image: str, label: str | None, series_uid: str | None = None) -> dict[str, str]:
+    """One case as dataset.json holds it; keys without a value are left out."""
+    entry = {"image": image, "label": label, "series_uid": series_uid}
+    return {key: value for key, value in entry.items() if value}

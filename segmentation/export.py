@@ -17,10 +17,9 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 from pydicom import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
 
-from segmentation.errors import FedSegError, GeometryMismatchError, NotDicomError, NotFoundError
+from segmentation.errors import FedSegError, GeometryMismatchError
 from segmentation.volume import Volume
 
 # A model's labels are anatomy it learned, without a finer code for what each one is.
@@ -89,25 +88,6 @@ def write_dicom_seg(
     path.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(path)
     return path
-
-
-def read_dicom_seg(path: str | Path, source_datasets: Sequence[Dataset]) -> np.ndarray:
-    """The (z, y, x) label map (value = segment number) of a DICOM-SEG, in `source_datasets`' order."""
-    path = Path(path)
-    if not path.is_file():
-        raise NotFoundError(f"{path}: no such DICOM-SEG file")
-    try:
-        seg = hd.seg.segread(path)
-    except (InvalidDicomError, ValueError, AttributeError, KeyError) as error:
-        raise NotDicomError(f"{path}: not a readable DICOM-SEG ({_first_line(error)})") from None
-    try:
-        return seg.get_pixels_by_source_instance(
-            [ds.SOPInstanceUID for ds in source_datasets], combine_segments=True, relabel=False,
-        )
-    except (ValueError, KeyError) as error:
-        raise GeometryMismatchError(
-            f"{path}: the DICOM-SEG does not segment these source images ({_first_line(error)})"
-        ) from None
 
 
 def _check_matches_source(mask: Volume, source_datasets: Sequence[Dataset]) -> None:

@@ -31,7 +31,7 @@ def fingerprint_cases(cases: Sequence[CaseEntry], labels: dict[int, str], seed: 
     rng = np.random.default_rng(seed)
     geometries, samples = [], {}
     for case in labelled:
-        image, label = read_labeled_pair(case.image, case.label)
+        image, label = read_labeled_pair(case.image, case.label, series_uid=case.series_uid)
         check_spacing(image, str(case.image))
         spacing, size = canonical_spacing_and_size(body_box(image, label))
         geometries.append(CaseFingerprint(spacing, size, orientation_code(image.direction)))

@@ -15,7 +15,9 @@ class Study:
     """An image with its source, display name, metadata rows and (DICOM only) its slice headers.
 
     `dicom_datasets` are the source series' headers in the volume's slice order; a DICOM-SEG export
-    references them. `details` are (field, value) rows for the metadata panel, shown locally only.
+    references them. `dicom_seg_problem` says why this series cannot be exported as DICOM-SEG (e.g.
+    "cannot be exported as DICOM-SEG: no Frame of Reference UID"), None when it can or is no DICOM.
+    `details` are (field, value) rows for the metadata panel, shown locally only.
     """
 
     image: Volume
@@ -24,10 +26,16 @@ class Study:
     details: tuple[tuple[str, str], ...] = ()
     series_uid: str | None = None
     dicom_datasets: tuple[Any, ...] = ()
+    dicom_seg_problem: str | None = None
 
     @property
     def is_dicom(self) -> bool:
         return bool(self.dicom_datasets)
+
+    @property
+    def can_export_dicom_seg(self) -> bool:
+        """Whether a mask of this study can be written as a DICOM-SEG referencing its series."""
+        return self.is_dicom and self.dicom_seg_problem is None
 
     @property
     def modality(self) -> str:

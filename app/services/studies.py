@@ -1,4 +1,5 @@
-"""Open studies for the viewer: list a DICOM folder's series, read one, read a label map beside it.
+"""Open studies for the viewer: list a DICOM folder's series, read one, read a label map (a DICOM-SEG
+included) over it.
 
 Everything here may take seconds (decoding a series), so the GUI calls it on a worker thread; bad
 input raises the engine's typed errors, which the GUI shows as a one-sentence dialog.
@@ -67,24 +68,31 @@ def load_study(path: Path, series_uid: str | None = None, allow_irregular: bool 
     """Read a study file or one series of a DICOM folder, with its metadata rows."""
     from segmentation.io import read_volume
     from segmentation.io.dicom import read_dicom_series
+    from segmentation.io.dicom_seg import dicom_seg_problem
     from segmentation.io.formats import DICOM, DICOM_FOLDER, detect_format
 
     fmt = detect_format(path)
     if fmt in (DICOM, DICOM_FOLDER):
         series = read_dicom_series(path, series_uid, allow_irregular)
+        problem = dicom_seg_problem(series.datasets)
         rows = _dicom_rows(series.datasets[0], series.info.uid) + volume_rows(series.volume, fmt.name)
+        rows += [("Warning", problem)] if problem else []
         name = series.info.description or path.name
-        return Study(series.volume, path, name, tuple(rows), series.info.uid, tuple(series.datasets))
+        return Study(series.volume, path, name, tuple(rows), series.info.uid, tuple(series.datasets), problem)
     volume = read_volume(path, series_uid, allow_irregular)
     return Study(volume, path, path.name, tuple(volume_rows(volume, fmt.name)))
 
 
-def load_label_map(path: Path) -> Volume:
-    """A label map file (NIfTI, NRRD, Slicer .seg.nrrd...) with integer values and label names."""
-    from segmentation.io import read_volume
-    from segmentation.io.readers import as_label_map
+def load_label_map(path: Path, study: Study | None = None) -> Volume:
+    """A label map file (NIfTI, NRRD, Slicer .seg.nrrd, DICOM-SEG...) with integer values and label names.
 
-    return as_label_map(read_volume(path), path)
+    A DICOM-SEG lands on `study`'s grid, and over a DICOM study it must segment that very series.
+    """
+    from segmentation.io.readers import read_label_map
+
+    if study is None:
+        return read_label_map(path)
+    return read_label_map(path, study.image, study.dicom_datasets)
 
 
 def labels_beside(image: Path) -> Path | None:

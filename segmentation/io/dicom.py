@@ -67,6 +67,15 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
+def is_segmentation_file(path: Path) -> bool:
+    """Whether the DICOM file `path` is a segmentation (Modality SEG), which is read as labels."""
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"], force=True)
+    except Exception:  # unreadable or not DICOM: the image reader reports it in its own words
+        return False
+    return str(header.get("Modality", "")).upper() == "SEG"
+
+
 def list_series(path: str | os.PathLike) -> list[SeriesInfo]:
     """Every image series in a folder (searched recursively) or the one series of a DICOM file."""
     path = Path(path)
@@ -185,7 +194,8 @@ def _refuse_non_image(path: Path, header: pydicom.Dataset, modality: str) -> Non
     if "Rows" not in header:
         kind = modality or "object"
         raise MissingPixelDataError(f"{path} holds no image (a DICOM {kind} without pixel data)")
-    raise UnsupportedFormatError(f"{path} is a DICOM {modality} object, not an image series to segment")
+    hint = "; open its source series and add it as labels" if modality == "SEG" else ""
+    raise UnsupportedFormatError(f"{path} is a DICOM {modality} object, not an image series to segment{hint}")
 
 
 def _series_info(uid: str, members: list[tuple[Path, pydicom.Dataset]]) -> SeriesInfo:

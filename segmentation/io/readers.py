@@ -1,11 +1,14 @@
-"""Read any supported study file or DICOM folder into a Volume, and image/label pairs that must align."""
+"""Read any supported study file or DICOM folder into a Volume, label maps (DICOM-SEG included), and
+image/label pairs that must align."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import SimpleITK as sitk
 
 from segmentation.errors import (
@@ -15,7 +18,7 @@ from segmentation.errors import (
     StudyReadError,
     UnsupportedFormatError,
 )
-from segmentation.io.dicom import read_dicom_series
+from segmentation.io.dicom import is_segmentation_file, read_dicom_series
 from segmentation.io.formats import (
     DICOM,
     DICOM_FOLDER,
@@ -38,29 +41,37 @@ def read_volume(
     `series_uid` picks the series of a DICOM folder that holds several; `allow_irregular` accepts a
     DICOM series with missing or unevenly spaced slices (the Volume then carries a warning).
     """
+    return _read_image(Path(path), series_uid, allow_irregular)[0]
+
+
+def read_label_map(
+    path: str | os.PathLike, onto: Volume | None = None, source_datasets: Sequence[pydicom.Dataset] = ()
+) -> Volume:
+    """Read a label map (NIfTI, NRRD, Slicer .seg.nrrd, MetaImage or DICOM-SEG) with integer values and
+    a name for every label.
+
+    A DICOM-SEG lands on the grid of the image `onto` (with `source_datasets`, that image's DICOM slice
+    headers, it must segment that series); other files keep their own grid, which callers compare.
+    """
     path = Path(path)
-    fmt = detect_format(path)
-    if fmt in (DICOM, DICOM_FOLDER):
-        return read_dicom_series(path, series_uid, allow_irregular).volume
-    if series_uid is not None:
-        raise SeriesSelectionError(f"{path} is a {fmt.name} file, not DICOM: it has no series to choose")
-    if not os.access(path, os.R_OK):
-        raise NotFoundError(f"{path} cannot be opened: permission denied")
-    if fmt is SLICER_SEGMENTATION:
-        return read_slicer_segmentation(path)
-    return _read_with_simpleitk(path, fmt)
+    if detect_format(path) is DICOM and is_segmentation_file(path):
+        from segmentation.io.dicom_seg import read_dicom_seg_labels  # highdicom: only when a SEG is read
+
+        return as_label_map(read_dicom_seg_labels(path, onto, source_datasets), path)
+    return as_label_map(read_volume(path), path)
 
 
 def read_labeled_pair(
-    image_path: str | os.PathLike, label_path: str | os.PathLike, **read_options
+    image_path: str | os.PathLike, label_path: str | os.PathLike, series_uid: str | None = None,
+    allow_irregular: bool = False,
 ) -> tuple[Volume, Volume]:
     """Read an image and its label map, which must share size, spacing, origin and direction.
 
-    `read_options` (series_uid, allow_irregular) apply to the image. The label map gets an integer
-    array and, when its file names none, labels named after their values.
+    `series_uid` and `allow_irregular` apply to the image (see read_volume); the label is any file
+    read_label_map reads, a DICOM-SEG of the image's series included.
     """
-    image = read_volume(image_path, **read_options)
-    label = as_label_map(read_volume(label_path), Path(label_path))
+    image, datasets = _read_image(Path(image_path), series_uid, allow_irregular)
+    label = read_label_map(label_path, image, datasets)
     differences = image.geometry_differences(label)
     if differences:
         raise GeometryMismatchError(
@@ -82,6 +93,23 @@ def as_label_map(volume: Volume, path: Path) -> Volume:
     present = [int(v) for v in np.unique(array) if v != 0]
     labels = volume.labels or {value: f"label {value}" for value in present}
     return volume.with_array(array.astype(dtype, copy=False), labels=labels)
+
+
+def _read_image(
+    path: Path, series_uid: str | None, allow_irregular: bool
+) -> tuple[Volume, list[pydicom.Dataset]]:
+    """The image and, for DICOM, its slice headers in the volume's slice order (empty otherwise)."""
+    fmt = detect_format(path)
+    if fmt in (DICOM, DICOM_FOLDER):
+        series = read_dicom_series(path, series_uid, allow_irregular)
+        return series.volume, series.datasets
+    if series_uid is not None:
+        raise SeriesSelectionError(f"{path} is a {fmt.name} file, not DICOM: it has no series to choose")
+    if not os.access(path, os.R_OK):
+        raise NotFoundError(f"{path} cannot be opened: permission denied")
+    if fmt is SLICER_SEGMENTATION:
+        return read_slicer_segmentation(path), []
+    return _read_with_simpleitk(path, fmt), []
 
 
 def _read_with_simpleitk(path: Path, fmt: FileFormat) -> Volume:

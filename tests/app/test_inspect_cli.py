@@ -136,3 +136,65 @@ def test_the_storage_orientation_is_named(capsys, tmp_path, direction, expected)
     assert code == 0 and f"stored as    {expected}" in out
     code, out, _ = run_inspect(capsys, str(tmp_path / "study.nii.gz"), "--json")
     assert json.loads(out)["volumes"][0]["orientation"] == expected.split(" ")[0]
+
+
+@pytest.fixture(scope="module")
+def dicom_dataset(tmp_path_factory) -> Path:
+    """Two sagittal phantom CTs as DICOM series: the training case labelled by a DICOM-SEG exported from
+    its NIfTI label, the test case by the NIfTI file itself."""
+    from segmentation.datalist import write_dataset_json
+    from segmentation.export import write_dicom_seg
+    from segmentation.io.dicom import read_dicom_series
+    from segmentation.io.readers import read_label_map
+    from segmentation.synth import PhantomGeometry, generate_dataset
+    from segmentation.synth.anatomy import LABELS
+
+    root = tmp_path_factory.mktemp("dicom_dataset")
+    index = generate_dataset(root, "ct", 2, 3, size=16, test_fraction=0.5,
+                             geometry=PhantomGeometry(orientation="PIR", file_format="dicom"))
+    case = index.training[0]
+    write_dicom_seg(read_label_map(case.label), read_dicom_series(case.image).datasets, root / "train.dcm",
+                    labels=LABELS)
+    write_dataset_json(root, name="dicom site", modality="ct", labels=LABELS,
+                       training=[("imagesTr/synth_ct_000", "train.dcm")],
+                       test=[("imagesTs/synth_ct_001", "labelsTs/synth_ct_001.nii.gz")])
+    return root
+
+
+def test_a_dataset_folder_is_checked_case_by_case(capsys, dicom_dataset):
+    code, out, err = run_inspect(capsys, dicom_dataset)
+    assert code == 0 and err == ""
+    assert "dataset 'dicom site' (ct), 1 training and 1 test case(s)" in out
+    assert "case synth_ct_000 (training)" in out and "case synth_ct_001 (test)" in out
+    assert "image        imagesTr/synth_ct_000 (DICOM folder)" in out
+    assert "label        train.dcm (DICOM-SEG): 1: liver, 2: kidney, 3: spleen, 4: pancreas" in out
+    assert "label        labelsTs/synth_ct_001.nii.gz (NIfTI)" in out
+    assert out.count("stored as    PIR") == 2
+    code, out, _ = run_inspect(capsys, dicom_dataset, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["format"] == "dataset" and report["name"] == "dicom site"
+    train, test = report["cases"]
+    assert train["label"]["format"] == "DICOM-SEG" and train["error"] is None
+    assert train["image"]["size"] == train["label"]["size"] == [16, 8, 16]  # 16 sagittal slices of 8 x 16
+    assert test["label"]["format"] == "NIfTI" and test["image"]["orientation"] == "PIR"
+
+
+def test_a_dicom_seg_of_another_series_fails_its_case_only(capsys, dicom_dataset, tmp_path):
+    shutil.copytree(dicom_dataset, tmp_path / "copy")
+    data = json.loads((tmp_path / "copy" / "dataset.json").read_text())
+    data["test"][0]["label"] = "train.dcm"  # the training case's SEG under the test case's series
+    (tmp_path / "copy" / "dataset.json").write_text(json.dumps(data))
+    code, out, err = run_inspect(capsys, tmp_path / "copy")
+    assert code == 2
+    assert "case synth_ct_000 (training)" in out and "stored as    PIR" in out  # still shown
+    assert err.count("\n") == 1 and err.startswith("fedseg: error: case synth_ct_001: ")
+    assert "train.dcm segments series" in err
+    code, _, err = run_inspect(capsys, tmp_path / "copy", "--series", "1.2.3")
+    assert code == 2 and "--series does not apply" in err
+
+
+def test_a_dicom_seg_alone_shows_its_segments_on_its_own_grid(capsys, dicom_dataset):
+    code, out, _ = run_inspect(capsys, dicom_dataset / "train.dcm")
+    assert code == 0 and out.splitlines()[0].endswith(": DICOM-SEG")
+    assert "1: liver" in out and "4: pancreas" in out and "16 x 8 x 16 voxels" in out
+    assert "stored as    PIR" in out

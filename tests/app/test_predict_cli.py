@@ -11,9 +11,8 @@ from pydicom.data import get_testdata_file
 
 from app.cli import main
 from segmentation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from segmentation.export import read_dicom_seg
 from segmentation.inference import label_volumes_ml, predict_volume
-from segmentation.io import read_volume
+from segmentation.io import read_label_map, read_volume
 from segmentation.io.dicom import read_dicom_series
 from segmentation.plan import Plan
 from segmentation.settings import NetworkConfig
@@ -71,7 +70,8 @@ def test_dicom_input_gives_a_dicom_seg_with_the_same_mask_as_the_nifti(model_pat
     assert f"wrote DICOM-SEG to {seg}" in capsys.readouterr().out
     mask = read_volume(out).array
     assert len(np.unique(mask)) > 1
-    np.testing.assert_array_equal(read_dicom_seg(seg, read_dicom_series(CT_SMALL).datasets), mask)
+    series = read_dicom_series(CT_SMALL)
+    np.testing.assert_array_equal(read_label_map(seg, series.volume, series.datasets).array, mask)
 
 
 @pytest.mark.parametrize(

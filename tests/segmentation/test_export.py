@@ -6,7 +6,8 @@ import pytest
 from pydicom import Dataset
 
 from segmentation.errors import FedSegError, GeometryMismatchError, NotDicomError
-from segmentation.export import read_dicom_seg, write_dicom_seg
+from segmentation.export import write_dicom_seg
+from segmentation.io import read_label_map
 from segmentation.io.dicom import read_dicom_series
 
 LABELS = {0: "background", 1: "bone", 2: "lung", 3: "nodule"}  # the model finds no nodule
@@ -34,9 +35,10 @@ def seg_path(chest, chest_mask, tmp_path_factory):
 
 
 def test_dicom_seg_reads_back_to_the_same_mask(chest, chest_mask, seg_path):
-    back = read_dicom_seg(seg_path, chest.datasets)
+    back = read_label_map(seg_path, chest.volume, chest.datasets)
     assert back.shape == chest_mask.shape
-    np.testing.assert_array_equal(back, chest_mask.array)
+    assert {value: name for value, name in back.labels.items() if value} == {1: "bone", 2: "lung", 3: "nodule"}
+    np.testing.assert_array_equal(back.array, chest_mask.array)
 
 
 def test_dicom_seg_references_the_source_series_and_every_slice(chest, seg_path):
@@ -71,7 +73,7 @@ def test_a_series_without_slice_thickness_is_exported_and_left_untouched(chest, 
         headers.append(header)
     path = write_dicom_seg(chest_mask, headers, tmp_path / "thin.dcm")
     assert all("SliceThickness" not in header for header in headers)
-    np.testing.assert_array_equal(read_dicom_seg(path, headers), chest_mask.array)
+    np.testing.assert_array_equal(read_label_map(path, chest.volume, headers).array, chest_mask.array)
 
 
 def test_a_mask_that_does_not_fit_the_series_is_refused(chest, chest_mask, tmp_path):
@@ -92,8 +94,8 @@ def test_reading_a_seg_that_is_not_one_or_of_other_images_fails_clearly(chest, s
     not_dicom = tmp_path / "notes.dcm"
     not_dicom.write_text("not a DICOM file")
     with pytest.raises(NotDicomError):
-        read_dicom_seg(not_dicom, chest.datasets)
+        read_label_map(not_dicom, chest.volume, chest.datasets)
     stranger = Dataset()
     stranger.SOPInstanceUID = hd.UID()
-    with pytest.raises(GeometryMismatchError, match="does not segment these source images"):
-        read_dicom_seg(seg_path, [stranger])
+    with pytest.raises(GeometryMismatchError):
+        read_label_map(seg_path, chest.volume, [stranger])

@@ -284,8 +284,11 @@ class InferencePage(Page):
         self.segment_button.setEnabled(has_study and has_model and not self.busy)
         has_result = self.result is not None
         self.export_nifti.setEnabled(has_result and not self.busy)
-        self.export_seg.setEnabled(has_result and not self.busy and bool(self.viewer.study and
-                                                                       self.viewer.study.is_dicom))
+        study = self.viewer.study
+        exportable = bool(study and study.can_export_dicom_seg)
+        self.export_seg.setEnabled(has_result and not self.busy and exportable)
+        self.export_seg.setToolTip(study.dicom_seg_problem if study and study.dicom_seg_problem else
+                                   "A DICOM-SEG that references the open DICOM series")
         self.preview_caption.setText(f"Overlay: {self.viewer.label_source}" if self.viewer.has_labels else
                                      "The prediction appears over the study here and in the viewer.")
         self._fill_table()

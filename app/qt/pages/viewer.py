@@ -29,7 +29,7 @@ from app.services.workbench import Workbench
 
 STUDY_FILTER = ("Studies (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.mhd *.dcm *.seg.nrrd);;"
                 "DICOM files (*.dcm);;All files (*)")
-LABEL_FILTER = "Label maps (*.nii *.nii.gz *.nrrd *.seg.nrrd *.mha *.mhd);;All files (*)"
+LABEL_FILTER = "Label maps (*.nii *.nii.gz *.nrrd *.seg.nrrd *.mha *.mhd *.dcm);;All files (*)"
 READOUT_HINT = ("Wheel: slices · Right-drag: window/level · Left-drag: pan · Ctrl+wheel: zoom · "
                 "Click: crosshair · Double-click: reset")
 

@@ -62,9 +62,10 @@ class StudyOpener(QObject):
                           lambda error: self._failed(request, error))
 
     def open_labels(self, path: Path) -> None:
-        """Overlay a label map on the open study."""
+        """Overlay a label map (a DICOM-SEG of the open series included) on the open study."""
+        study = self.workbench.viewer.study
         self.busy.emit(f"Reading {path.name}…")
-        run_in_background(self, lambda _report: load_label_map(path),
+        run_in_background(self, lambda _report: load_label_map(path, study),
                           lambda volume: self._show_labels(volume, path.name),
                           self._failed_labels)
 
@@ -127,5 +128,5 @@ def _read(request: _Request) -> _Loaded:
         study = study.with_modality(request.modality)
     path = request.path
     label_path = request.labels or labels_beside(path)
-    label_volume = load_label_map(label_path) if label_path is not None else None
+    label_volume = load_label_map(label_path, study) if label_path is not None else None
     return _Loaded(study, label_volume, label_path.name if label_path is not None else "")

@@ -147,7 +147,8 @@ def test_typing_never_redraws_the_curves_and_bursts_of_events_redraw_once(qtbot,
     model = window.workbench.training
     model.apply_all([{"kind": "started", "epochs": 40}])
     for epoch in range(1, 31):  # thirty epochs arrive in one poll's worth of time
-        model.apply_all([{"kind": "epoch", "epoch": epoch, "loss": 1 / epoch, "metrics": {"dice": epoch / 40}}])
+        model.apply_all([{"kind": "epoch", "epoch": epoch, "loss": 1 / epoch,
+                          "metrics": {"dice": epoch / 40}}])
     qtbot.waitUntil(lambda: bool(drawn) and drawn[-1] == 30, timeout=5_000)
     assert len(drawn) <= 2  # throttled: not one redraw per event
 
@@ -157,7 +158,8 @@ def test_legends_sit_beside_the_curves_never_over_them(qtbot, window):
     model = window.workbench.training
     model.apply_all([{"kind": "started", "epochs": 4}])
     for epoch in range(1, 5):
-        model.apply_all([{"kind": "progress", "epoch": epoch, "epochs": 4, "step": 1, "steps": 1, "loss": 0.5},
+        model.apply_all([{"kind": "progress", "epoch": epoch, "epochs": 4, "step": 1, "steps": 1,
+                          "loss": 0.5},
                          {"kind": "epoch", "epoch": epoch, "loss": 0.5,
                           "metrics": {"dice": 0.1, "dice/liver": 0.05, "dice/kidney": 0.9}}])
     page.curves.plot(model)
