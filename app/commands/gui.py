@@ -1,4 +1,5 @@
-"""`fedseg gui`: the desktop workbench (viewer, dataset, training, federation, metrics, inference)."""
+"""`fedseg gui`: the desktop workbench (viewer, dataset, training, federation, server, metrics, inference);
+`fedseg gui --server` opens it on the federation operator's Server page."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 # Literal so that `fedseg --help` needs no Qt; a test checks it equals app.qt.main_window.PAGE_NAMES.
-PAGE_NAMES = ("home", "viewer", "dataset", "training", "federation", "metrics", "inference", "settings")
+PAGE_NAMES = ("home", "viewer", "dataset", "training", "federation", "server", "metrics", "inference",
+              "settings")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("path", nargs="?", type=Path, help="a study to open: a file or a DICOM folder")
     parser.add_argument("--labels", type=Path, help="a label map to overlay on PATH")
     parser.add_argument("--demo", action="store_true", help="open the demo workspace (made on first use)")
-    parser.add_argument("--page", choices=PAGE_NAMES, help="the page to show first")
+    first = parser.add_mutually_exclusive_group()
+    first.add_argument("--page", choices=PAGE_NAMES, help="the page to show first")
+    first.add_argument("--server", dest="page", action="store_const", const="server",
+                       help="open on the Server page: the federation operator's view (same as --page server)")
     parser.add_argument("--settings", type=Path, metavar="TOML",
                         help="settings file (default: settings.toml in the user's config folder)")
     parser.add_argument("--quit-when-shown", action="store_true",

@@ -56,7 +56,7 @@ def run_gui(
     install_error_dialogs(window)
     if quit_when_shown:
         def report() -> None:
-            print(f"shown {time.time():.6f}", flush=True)
+            print(f"shown {time.time():.6f} {window.current_page}", flush=True)
             QTimer.singleShot(0, app.quit)
 
         window.first_painted.connect(report)

@@ -1,4 +1,5 @@
-"""Errors as dialogs with one plain sentence: never a traceback on the user's screen."""
+"""Errors as dialogs with one plain sentence (never a traceback on the user's screen), and questions with
+named answers."""
 
 from __future__ import annotations
 
@@ -35,3 +36,14 @@ def show_error(parent: QWidget | None, title: str, error: BaseException, action:
     box.setObjectName("ErrorDialog")
     box.open()
     return box
+
+
+def ask(parent: QWidget, title: str, text: str, choices: tuple[str, ...]) -> str | None:
+    """A modal question with one button per choice and Cancel; the choice, None for Cancel or Escape."""
+    box = QMessageBox(QMessageBox.Icon.Question, title, text, parent=parent)
+    buttons = {box.addButton(choice, QMessageBox.ButtonRole.AcceptRole): choice for choice in choices}
+    cancel = box.addButton(QMessageBox.StandardButton.Cancel)
+    box.setDefaultButton(cancel)
+    box.setEscapeButton(cancel)
+    box.exec()
+    return buttons.get(box.clickedButton())

@@ -43,6 +43,7 @@ PAGES = (
     PageSpec("dataset", "Dataset", "dataset", "app.qt.pages.dataset:DatasetPage"),
     PageSpec("training", "Training", "training", "app.qt.pages.training:TrainingPage"),
     PageSpec("federation", "Federation", "federation", "app.qt.pages.federation:FederationPage"),
+    PageSpec("server", "Server", "server", "app.qt.pages.server:ServerPage"),
     PageSpec("metrics", "Metrics", "metrics", "app.qt.pages.metrics:MetricsPage"),
     PageSpec("inference", "Inference", "inference", "app.qt.pages.inference:InferencePage"),
     PageSpec("settings", "Settings", "settings", "app.qt.pages.settings:SettingsPage"),
@@ -173,7 +174,11 @@ class MainWindow(QMainWindow):
         self.open_study(demo.chest_ct, demo.chest_labels, modality="ct")
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
-        """Ask running jobs to save and stop; they finish on their own after the window is gone."""
+        """Pages with a confirm_close() may keep the window open (it returns False); then running jobs
+        are asked to save and stop, and finish on their own after the window is gone."""
+        if not all(page.confirm_close() for page in self.pages.values() if hasattr(page, "confirm_close")):
+            event.ignore()
+            return
         for page in self.pages.values():
             shutdown = getattr(page, "shutdown", None)
             if shutdown is not None:

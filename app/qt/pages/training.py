@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.commands.train import AUGMENTATION_CHOICES
+from app.models.augmentation import AUGMENTATION_CAPTIONS
 from app.models.colors import label_color
 from app.models.training import JobState, TrainingRunModel, format_duration
 from app.qt.dialogs import show_error
@@ -42,14 +43,6 @@ from segmentation.errors import ConfigError, FedSegError
 
 POLL_MS = 300
 REDRAW_MS = 400  # the curves are redrawn at most this often (a redraw costs tens of milliseconds)
-AUGMENTATION_CAPTIONS = {
-    "gin": "GIN (recommended)",
-    "gin-ipa": "GIN + IPA: two GIN views blended",
-    "randconv": "Random convolution",
-    "fourier": "Fourier amplitude mixing",
-    "dsn": "Domain-specific normalization",
-    "none": "None (in-modality only)",
-}
 # What the override fields hold until an expert changes them (a common CT in-plane grid).
 OVERRIDE_SPACING = (1.0, 1.0, 2.5)
 OVERRIDE_PATCH = (128, 128)

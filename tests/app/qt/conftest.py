@@ -71,3 +71,29 @@ def write_dicom_series(folder: Path, array: np.ndarray, description: str, modali
         writer.SetFileName(str(folder / f"{description}_{k:03d}.dcm"))
         writer.Execute(plane)
     return uid
+
+
+class Questions:
+    """Answers for the next questions (button texts, in order) and the texts of those asked."""
+
+    def __init__(self) -> None:
+        self.answers: list[str] = []
+        self.asked: list[str] = []
+
+
+@pytest.fixture
+def questions(monkeypatch):
+    """Modal questions (QMessageBox.exec) answered by clicking the button named in `answers` (Cancel once
+    they are used up: an unexpected question fails the test's asserts, not the Qt event loop)."""
+    from PySide6.QtWidgets import QMessageBox
+
+    recorded = Questions()
+
+    def answer(box) -> int:
+        recorded.asked.append(box.text())
+        wanted = recorded.answers.pop(0) if recorded.answers else "Cancel"
+        next(button for button in box.buttons() if button.text().replace("&", "") == wanted).click()
+        return 0
+
+    monkeypatch.setattr(QMessageBox, "exec", answer)
+    return recorded

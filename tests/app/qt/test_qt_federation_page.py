@@ -93,3 +93,21 @@ def test_a_disabled_leave_button_looks_disabled(qtbot, page):
     assert red_pixels(page.leave_button) == 0
     page.leave_button.setEnabled(True)
     assert red_pixels(page.leave_button) > 20
+
+
+def test_keys_made_in_the_keys_dialog_fill_the_form_and_the_badges(qtbot, window, page, monkeypatch):
+    from app.qt.keys_dialog import KeysDialog
+
+    def make_both_and_use(dialog: KeysDialog) -> int:
+        dialog.node_card.make.click()
+        dialog.he_card.make.click()
+        dialog.accept()
+        return 1
+
+    monkeypatch.setattr(KeysDialog, "exec", make_both_and_use)
+    page.keys_button.click()
+    folder = window.workbench.settings.workspace_dir / "keys"
+    assert page.node_key.path == folder / "CT-Hospital.key" and page.node_key.path.is_file()
+    assert page.he.path is not None and page.he.path.parent == folder and page.he.path.is_file()
+    assert [text for text, _ in badges(page)][1:] == ["Node key", "HE"]
+    qtbot.waitUntil(lambda: page.fingerprint.text() not in ("—", "reading…"), timeout=30_000)

@@ -20,6 +20,16 @@ def test_the_window_shows_and_quits(tmp_path):
     assert result.stdout.startswith("shown ")
 
 
+def test_the_server_option_opens_the_operators_page(tmp_path):
+    environment = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    settings = str(tmp_path / "s.toml")
+    result = run(["gui", "--server", "--quit-when-shown", "--settings", settings], environment)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[::2] == ["shown", "server"]  # "shown TIME PAGE"
+    both = run(["gui", "--server", "--page", "viewer"], environment)
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
 def without_display(*names):
     """This process's environment less the display variables and `names`."""
     dropped = ("DISPLAY", "WAYLAND_DISPLAY", *names)
