@@ -60,7 +60,7 @@ from federation.task import (
 )
 from segmentation.algorithm import SegmentationAlgorithm
 from segmentation.datalist import DatasetIndex, load_dataset
-from segmentation.errors import FedSegError
+from segmentation.errors import FedSegError, first_line
 from segmentation.settings import GLOBAL_MODEL_NAME
 
 logger = logging.getLogger(__name__)
@@ -253,8 +253,8 @@ def _numbers(metrics: dict[str, float]) -> dict[str, int | float]:
 
 def _describe(error: BaseException) -> str:
     """One line for the site's own event file (never sent): typed errors read as they are."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return text if isinstance(error, FedSegError) else f"{type(error).__name__}: {text}"
+    text, kind = first_line(error), type(error).__name__
+    return text if isinstance(error, FedSegError) or text == kind else f"{kind}: {text}"
 
 
 def _error(error: BaseException) -> tuple[int, str]:

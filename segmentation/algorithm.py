@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from segmentation.case_cache import CaseCache, default_cache_dir
 from segmentation.checkpoint import Checkpoint
 from segmentation.datalist import CaseEntry, DatasetIndex
-from segmentation.errors import CheckpointError, ConfigError
+from segmentation.errors import CheckpointError, ConfigError, first_line
 from segmentation.events import EventWriter
 from segmentation.inference import segment
 from segmentation.io import read_labeled_pair, read_volume
@@ -292,8 +292,8 @@ class SegmentationAlgorithm:
             if checkpoint.optimizer_state is not None:
                 algorithm.optimizer.load_state_dict(checkpoint.optimizer_state)
         except (RuntimeError, ValueError, KeyError) as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise CheckpointError(f"the checkpoint's state does not fit its network ({reason})") from None
+            raise CheckpointError(f"the checkpoint's state does not fit its network ({first_line(error)})"
+                                  ) from None
         for group in algorithm.optimizer.param_groups:  # the current settings win over the stored ones
             group["lr"] = algorithm.config.learning_rate
             group["weight_decay"] = algorithm.config.weight_decay

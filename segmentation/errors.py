@@ -63,3 +63,10 @@ class CheckpointError(FedSegError):
 
 class ConfigError(FedSegError):
     """A configuration value is missing or invalid; the message names the key and the reason."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of `error`'s text, or its type name when it has none: the short reason a
+    one-line message can carry."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

@@ -19,7 +19,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
-from segmentation.errors import FedSegError, GeometryMismatchError
+from segmentation.errors import FedSegError, GeometryMismatchError, first_line
 from segmentation.volume import Volume
 
 # A model's labels are anatomy it learned, without a finer code for what each one is.
@@ -83,7 +83,7 @@ def write_dicom_seg(
             content_description=f"Automatic segmentation by {algorithm_name}",
         )
     except (ValueError, TypeError, AttributeError, KeyError) as error:  # the source lacks what SEG needs
-        raise FedSegError(f"cannot build a DICOM-SEG from this series: {_first_line(error)}") from None
+        raise FedSegError(f"cannot build a DICOM-SEG from this series: {first_line(error)}") from None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(path)
@@ -143,8 +143,3 @@ def _software_version() -> str:
         return metadata.version("fedseg-workbench")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

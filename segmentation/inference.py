@@ -17,7 +17,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from segmentation.checkpoint import Checkpoint
-from segmentation.errors import CheckpointError
+from segmentation.errors import CheckpointError, first_line
 from segmentation.geometry import Grid, scores_to_grid
 from segmentation.network import default_device
 from segmentation.plan import Plan
@@ -125,5 +125,5 @@ def _build_model(checkpoint: Checkpoint, device: torch.device) -> torch.nn.Modul
     try:
         return checkpoint.build_model(device)
     except RuntimeError as error:  # load_state_dict: missing, unexpected or mis-shaped weights
-        reason = str(error).splitlines()[0]
-        raise CheckpointError(f"the checkpoint's weights do not fit its network ({reason})") from None
+        raise CheckpointError(f"the checkpoint's weights do not fit its network ({first_line(error)})"
+                              ) from None

@@ -8,7 +8,7 @@ import traceback
 
 from PySide6.QtWidgets import QMessageBox, QWidget
 
-from segmentation.errors import FedSegError
+from segmentation.errors import FedSegError, first_line
 
 log = logging.getLogger("fedseg.gui")
 
@@ -23,8 +23,7 @@ def error_sentence(error: BaseException, action: str) -> str:
     elif isinstance(error, MemoryError):
         text = f"{action} needs more memory than this computer has free"
     else:
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        text = f"something unexpected went wrong while {action.lower()} ({detail})"
+        text = f"something unexpected went wrong while {action.lower()} ({first_line(error)})"
     text = text[:1].upper() + text[1:]
     return text if text.endswith((".", "?", "!")) else text + "."
 

@@ -19,8 +19,12 @@ from pydicom.uid import (
     RLETransferSyntaxes,
 )
 
-from segmentation.errors import MissingPixelDataError, NotDicomError, UnsupportedTransferSyntaxError
-from segmentation.io.messages import first_line
+from segmentation.errors import (
+    MissingPixelDataError,
+    NotDicomError,
+    UnsupportedTransferSyntaxError,
+    first_line,
+)
 
 _HINTS = (
     (JPEG2000TransferSyntaxes, "pip install pylibjpeg pylibjpeg-openjpeg"),

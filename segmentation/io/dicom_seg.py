@@ -17,8 +17,7 @@ import highdicom as hd
 import numpy as np
 from pydicom import Dataset
 
-from segmentation.errors import GeometryMismatchError, StudyReadError
-from segmentation.io.messages import first_line
+from segmentation.errors import GeometryMismatchError, StudyReadError, first_line
 from segmentation.volume import Volume
 
 # What highdicom needs of every source image to build a SEG that references it (checked by name, so

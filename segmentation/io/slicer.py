@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import slicerio
 
-from segmentation.errors import StudyReadError, UnsupportedFormatError
-from segmentation.io.messages import first_line
+from segmentation.errors import StudyReadError, UnsupportedFormatError, first_line
 from segmentation.volume import Volume
 
 
