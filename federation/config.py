@@ -265,16 +265,15 @@ class SiteConfig:
     event_file: Path
     server_address: str
     clientappio_port: int
-    join_timeout: float  # seconds to wait for the server to accept this site before giving up (0: forever)
     tls_enabled: bool
     ca_certificate: Path | None
     node_private_key: Path | None
     he_secret_context: Path | None  # set exactly when the site encrypts ([he] enabled)
     he_fingerprint: str | None = None
+    join_timeout: float = 60.0  # seconds until a site the server has not accepted gives up (0: never)
 
 
 MAX_PORT = 65535
-DEFAULT_JOIN_TIMEOUT = 60.0
 NETWORK_DIMS = 2  # the federation trains FedGIN's 2D U-Net on slices
 _SERVER_TABLES = ("server", "federation", "model", "validation", "tls", "auth", "he")
 _SITE_TABLES = ("site", "server", "tls", "auth", "he")
@@ -436,7 +435,7 @@ def load_site_config(path: str | Path) -> SiteConfig:
     address = server.string("address")
     _check_address(server, "address", address)
     clientappio_port = server.integer("clientappio_port", 9094, maximum=MAX_PORT)
-    join_timeout = server.number("join_timeout", DEFAULT_JOIN_TIMEOUT)
+    join_timeout = server.number("join_timeout", SiteConfig.join_timeout)
     server.finish()
 
     tls = document.table("tls")

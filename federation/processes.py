@@ -102,6 +102,16 @@ class ChildProcess:
     def log_tail(self, lines: int = 15) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
+    def interrupt(self) -> None:
+        """Ctrl-C for this child alone: a `fedseg` command then finishes its step, saves and stops what it
+        started, in order (Windows has no SIGINT for another process: it is terminated)."""
+        if not self.alive():
+            return
+        if os.name == "nt":
+            self.popen.terminate()
+        else:
+            self.popen.send_signal(signal.SIGINT)
+
     def stop(self, grace: float = _STOP_GRACE_SECONDS) -> int:
         """Ask the child to end (Flower shuts down cleanly on SIGTERM), kill it after `grace` seconds; the
         exit status."""
@@ -133,6 +143,12 @@ class ChildProcess:
                 pass
 
 
+def _hear_ctrl_c() -> None:
+    """In the child before exec: SIGINT back to its default, so a parent started with SIGINT ignored (a
+    background job) can still stop its children the way it asks them to."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_child(name: str, command: Sequence[str], environment: Mapping[str, str], log_path: Path,
                 cwd: Path | None = None) -> ChildProcess:
     """Start `command` in its own session (Windows: process group) with stdout and stderr appended to
@@ -143,6 +159,7 @@ def start_child(name: str, command: Sequence[str], environment: Mapping[str, str
         popen = subprocess.Popen(
             list(command), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=dict(environment), cwd=cwd, start_new_session=os.name == "posix",
+            preexec_fn=_hear_ctrl_c if os.name == "posix" else None,
             creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),  # Windows: see _end
         )
     return ChildProcess(name, popen, log_path, start)

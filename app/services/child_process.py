@@ -1,28 +1,27 @@
 """A `fedseg` subcommand run as a child process: its output goes to a log file, its events to a file.
 
-Stopping sends SIGINT, which `fedseg` commands treat as "finish this step, save, exit"; killing is
-the fallback. The child runs in its own session so a Ctrl-C in the GUI's terminal does not reach it.
+The process itself is federation.processes' ChildProcess, the one wrapper every child of FedSeg goes
+through (its own session, so a Ctrl-C in the GUI's terminal does not reach it). Stopping interrupts it
+(SIGINT), which `fedseg` commands treat as "finish this step, save, exit"; killing ends its whole
+session and is the fallback.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from segmentation.events import EventTail
 
+if TYPE_CHECKING:
+    from federation.processes import ChildProcess
+
 ERROR_PREFIX = "fedseg: error: "
 EXIT_INTERRUPTED = 130  # app.cli's exit status after Ctrl-C (SIGINT): the command saved and stopped
-
-
-def _hear_ctrl_c() -> None:
-    """In the child before exec: SIGINT back to its default, so a GUI started with SIGINT ignored (a
-    background job) can still stop its children the way it asks them to."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class FedsegChild:
@@ -34,7 +33,7 @@ class FedsegChild:
         self.events_path = events_path
         self.tail: EventTail | None = None
         self.stop_requested = False  # the user asked it to stop: however it then ends, it was not a failure
-        self._process: subprocess.Popen | None = None
+        self._child: ChildProcess | None = None
 
     @property
     def command(self) -> list[str]:
@@ -42,15 +41,11 @@ class FedsegChild:
 
     def start(self) -> None:
         """Start the child; events already in the file are not reported again."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        from federation.processes import start_child  # Flower is not imported: only the process helpers
+
         self.tail = EventTail(self.events_path)
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", "FLWR_TELEMETRY_ENABLED": "0"}
-        with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=environment, start_new_session=os.name == "posix",
-                preexec_fn=_hear_ctrl_c if os.name == "posix" else None,
-            )
+        self._child = start_child(f"fedseg {self.arguments[0]}", self.command, environment, self.log_path)
 
     def events(self) -> list[dict]:
         """Events written since the last call."""
@@ -58,37 +53,37 @@ class FedsegChild:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._child is not None and self._child.alive()
 
     @property
     def exit_code(self) -> int | None:
-        return None if self._process is None else self._process.poll()
+        return None if self._child is None else self._child.popen.poll()
 
     def request_stop(self) -> None:
         """Ask the child to stop cleanly (it saves its state first)."""
         if self.running:
             self.stop_requested = True
-            if os.name == "posix":
-                self._process.send_signal(signal.SIGINT)  # type: ignore[union-attr]
-            else:
-                self._process.terminate()  # type: ignore[union-attr]
+            self._child.interrupt()  # type: ignore[union-attr]
+
+    def wait(self, timeout: float) -> int:
+        """The exit status once the child has ended; subprocess.TimeoutExpired after `timeout` seconds."""
+        if self._child is None:
+            raise RuntimeError("the child was never started")
+        return self._child.popen.wait(timeout)
 
     def kill(self, timeout: float = 5.0) -> None:
-        """Stop the child now: SIGINT, then SIGKILL after `timeout` seconds."""
+        """Stop the child now: interrupt it, then end its whole session after `timeout` seconds."""
         if not self.running:
             return
         self.request_stop()
         try:
-            self._process.wait(timeout)  # type: ignore[union-attr]
+            self.wait(timeout)
         except subprocess.TimeoutExpired:
-            self._process.kill()  # type: ignore[union-attr]
-            self._process.wait()  # type: ignore[union-attr]
+            self._child.stop(grace=0)  # type: ignore[union-attr]
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
+        """The last lines this child wrote (progress bars' carriage returns as line breaks)."""
+        text = self._child.log_text() if self._child is not None else ""
         return "\n".join(text.replace("\r", "\n").splitlines()[-lines:])
 
     def failure_message(self) -> str:

@@ -167,7 +167,7 @@ def test_a_failing_child_reports_its_one_line_error(tmp_path):
                         tmp_path / "events.jsonl")
     assert child.command[:3] == [sys.executable, "-m", "app.cli"]
     child.start()
-    child._process.wait(60)
+    child.wait(60)
     assert child.exit_code == 2 and not child.running
     assert child.failure_message() == f"{tmp_path / 'missing.nii.gz'} does not exist"
     assert not child.stop_requested  # a failure the user did not ask for: the page shows a dialog
@@ -178,7 +178,7 @@ def test_a_child_stopped_while_starting_remembers_it_was_asked_to(tmp_path):
                         tmp_path / "child.log", tmp_path / "events.jsonl")
     child.start()
     child.request_stop()  # SIGINT before the command has even imported its modules
-    child._process.wait(60)
+    child.wait(60)
     assert child.stop_requested and child.exit_code not in (None, 0)
 
 
