@@ -18,6 +18,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import tomli_w
+
 from federation.certificates import TlsFiles, default_names, existing_or_new_tls_files
 from federation.config import ServerConfig, SiteConfig
 from federation.he.checkpoint import ENCRYPTED_CHECKPOINT_NAME
@@ -47,29 +49,16 @@ logger = logging.getLogger(__name__)
 
 APP_NAME = "fedseg-federation"
 # The Flower app project `flwr run` bundles: only this pyproject, the code is the installed package.
-_APP_PYPROJECT = f"""\
-[build-system]
-requires = ["setuptools>=68"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "{APP_NAME}"
-version = "1.0.0"
-description = "FedSeg Workbench: federated segmentation with the installed fedseg package"
-license = "Apache-2.0"
-dependencies = []
-
-[tool.flwr.app]
-publisher = "fedseg"
-
-[tool.flwr.app.components]
-serverapp = "federation.server_app:app"
-clientapp = "federation.client_app:app"
-
-[tool.flwr.app.config]
-{SERVER_CONFIG_KEY} = ""
-{RESUME_KEY} = false
-"""
+_APP_PYPROJECT = {
+    "build-system": {"requires": ["setuptools>=68"], "build-backend": "setuptools.build_meta"},
+    "project": {"name": APP_NAME, "version": "1.0.0", "license": "Apache-2.0", "dependencies": [],
+                "description": "FedSeg Workbench: federated segmentation with the installed fedseg package"},
+    "tool": {"flwr": {"app": {
+        "publisher": "fedseg",
+        "components": {"serverapp": "federation.server_app:app", "clientapp": "federation.client_app:app"},
+        "config": {SERVER_CONFIG_KEY: "", RESUME_KEY: False},
+    }}},
+}
 _CONNECTED = "SuperNode ID:"  # what flower-supernode 1.41 logs once the SuperLink accepted it
 FINISHED = "finished"
 
@@ -77,7 +66,7 @@ FINISHED = "finished"
 def write_app_project(folder: Path) -> Path:
     """The app project folder `flwr run` takes (rewritten each time, so it always matches this version)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "pyproject.toml").write_text(_APP_PYPROJECT, encoding="utf-8")
+    (folder / "pyproject.toml").write_text(tomli_w.dumps(_APP_PYPROJECT), encoding="utf-8")
     return folder
 
 

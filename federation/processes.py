@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from federation.certificates import TlsFiles
 from segmentation.errors import ConfigError, FedSegError
 
@@ -265,18 +267,15 @@ class FlowerCli:
         self.flwr_home = flwr_home
         self.environment = flower_environment(flwr_home)
         flwr_home.mkdir(parents=True, exist_ok=True)
-        security = "insecure = true"
-        if ca_certificate is not None:
-            security = f"root-certificates = {_toml_value(Path(ca_certificate).resolve())}"
-        (flwr_home / "config.toml").write_text(
-            f'[superlink]\ndefault = "{CONNECTION_NAME}"\n\n[superlink.{CONNECTION_NAME}]\n'
-            f'address = "{address}"\n{security}\n', encoding="utf-8",
-        )
+        security = ({"insecure": True} if ca_certificate is None
+                    else {"root-certificates": str(Path(ca_certificate).resolve())})
+        superlink = {"default": CONNECTION_NAME, CONNECTION_NAME: {"address": address, **security}}
+        (flwr_home / "config.toml").write_text(tomli_w.dumps({"superlink": superlink}), encoding="utf-8")
 
     def submit(self, app_dir: Path, run_config: Mapping[str, Any]) -> int:
         """`flwr run`: bundle the app project, start a run with these run-config values; its run ID."""
         overrides = self.flwr_home / "run-config.toml"
-        overrides.write_text(_toml_table(run_config), encoding="utf-8")
+        overrides.write_text(tomli_w.dumps(dict(run_config)), encoding="utf-8")
         reply = self._call("run", str(app_dir), CONNECTION_NAME, "--run-config", str(overrides))
         return int(reply["run-id"])
 
@@ -328,19 +327,6 @@ def _last_json_object(text: str) -> dict[str, Any]:
     return {}
 
 
-def _toml_table(values: Mapping[str, Any]) -> str:
-    """key = value lines of flat settings (what --node-config and --run-config files hold)."""
-    return "".join(f"{key} = {_toml_value(value)}\n" for key, value in values.items())
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
-
-
 # -- SuperNode ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -365,7 +351,7 @@ def supernode_command(settings: SuperNodeSettings) -> list[str]:
     # leaves the mode of a file from an earlier start as it was).
     node_config.unlink(missing_ok=True)
     node_config.touch(mode=0o600)
-    node_config.write_text(_toml_table(settings.node_config), encoding="utf-8")
+    node_config.write_text(tomli_w.dumps(dict(settings.node_config)), encoding="utf-8")
     command = [
         flower_command("flower-supernode"), "--superlink", settings.superlink,
         "--port", str(settings.runtime_port), "--node-config", str(node_config),

@@ -26,6 +26,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from federation.config import ServerConfig, load_server_config, load_site_config
 from federation.demo.settings import DemoSettings
 from federation.he.context import (
@@ -54,6 +56,7 @@ _NODE_POLL_SECONDS = 5.0  # between `flwr supernode list` calls (each costs a fe
 _STATUS_POLL_SECONDS = 10.0
 
 EventCallback = Callable[[dict[str, Any]], None]
+WRITTEN_BY = "# Written by `fedseg demo`.\n"
 StageCallback = Callable[[str], None]
 
 
@@ -61,32 +64,17 @@ def server_toml(settings: DemoSettings, labels: Mapping[int, str], port: int,
                 he: HeKeyFiles | None = None) -> str:
     """The demo server: every site takes part in every round; TLS with generated certificates; with
     `he` encrypted aggregation with its public context."""
-    names = json.dumps([labels[value] for value in sorted(labels)])
-    channels = json.dumps(list(settings.channels))
-    return f"""\
-# Written by `fedseg demo`.
-[server]
-host = "127.0.0.1"
-fleet_port = {port}
-run_dir = "run"
-
-[federation]
-rounds = {settings.rounds}
-min_sites = {len(settings.sites)}
-round_timeout = {settings.round_timeout}
-local_epochs = {settings.local_epochs}
-augmentation = "gin"
-augmentation_probability = {settings.augmentation_probability}
-
-[model]
-labels = {names}
-channels = {channels}
-batch_size = {settings.batch_size}
-learning_rate = {settings.learning_rate}
-
-[tls]
-enabled = true
-""" + ("" if he is None else "\n" + he.server_table())
+    document: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "fleet_port": port, "run_dir": "run"},
+        "federation": {"rounds": settings.rounds, "min_sites": len(settings.sites),
+                       "round_timeout": settings.round_timeout, "local_epochs": settings.local_epochs,
+                       "augmentation": "gin", "augmentation_probability": settings.augmentation_probability},
+        "model": {"labels": [labels[value] for value in sorted(labels)], "channels": list(settings.channels),
+                  "batch_size": settings.batch_size, "learning_rate": settings.learning_rate},
+        "tls": {"enabled": True},
+        **({"he": he.server_table()} if he is not None else {}),
+    }
+    return WRITTEN_BY + tomli_w.dumps(document)
 
 
 def site_event_file(folder: Path, name: str) -> Path:
@@ -101,21 +89,14 @@ def site_model_file(folder: Path, name: str) -> Path:
 
 def site_toml(name: str, dataset: DatasetIndex, server_port: int, ca_certificate: Path,
               he: HeKeyFiles | None = None) -> str:
-    return f"""\
-# Written by `fedseg demo`.
-[site]
-name = "{name}"
-modality = "{dataset.modality}"
-data_dir = {json.dumps(str(dataset.root))}
-event_file = {json.dumps(str(site_event_file(Path(), name)))}
-
-[server]
-address = "127.0.0.1:{server_port}"
-clientappio_port = {free_port()}
-
-[tls]
-ca_certificate = {json.dumps(str(ca_certificate))}
-""" + ("" if he is None else "\n" + he.site_table())
+    document: dict[str, Any] = {
+        "site": {"name": name, "modality": dataset.modality, "data_dir": str(dataset.root),
+                 "event_file": str(site_event_file(Path(), name))},
+        "server": {"address": f"127.0.0.1:{server_port}", "clientappio_port": free_port()},
+        "tls": {"ca_certificate": str(ca_certificate)},
+        **({"he": he.site_table()} if he is not None else {}),
+    }
+    return WRITTEN_BY + tomli_w.dumps(document)
 
 
 def demo_he_keys(folder: Path) -> HeKeyFiles:

@@ -15,10 +15,9 @@ ciphertext). Why these parameters: docs/security.md.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from federation.keys import write_new_file
 from segmentation.errors import ConfigError
@@ -196,13 +195,13 @@ class HeKeyFiles:
     public_context: Path
     fingerprint: str
 
-    def server_table(self) -> str:
+    def server_table(self) -> dict[str, Any]:
         """The [he] table of a server.toml that uses these keys."""
-        return f"[he]\nenabled = true\npublic_context = {json.dumps(str(self.public_context))}\n"
+        return {"enabled": True, "public_context": str(self.public_context)}
 
-    def site_table(self) -> str:
+    def site_table(self) -> dict[str, Any]:
         """The [he] table of a site.toml that uses these keys."""
-        return f"[he]\nenabled = true\nsecret_context = {json.dumps(str(self.secret_context))}\n"
+        return {"enabled": True, "secret_context": str(self.secret_context)}
 
 
 def write_he_keys(out_dir: str | Path, parameters: CkksParameters = DEFAULT_PARAMETERS) -> HeKeyFiles:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tomli_w
 from fed_replies import FakeGrid
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
@@ -462,7 +463,7 @@ def test_the_server_refuses_to_start_with_a_secret_context(keys, tmp_path, capsy
     error = capsys.readouterr().err
     assert "holds a secret key, which the server must never have" in error and error.count("\n") == 1
     assert not (tmp_path / "run").exists()
-    (tmp_path / "server.toml").write_text(server_toml("run") + files.server_table())
+    (tmp_path / "server.toml").write_text(server_toml("run") + tomli_w.dumps({"he": files.server_table()}))
     config = load_server_config(tmp_path / "server.toml")
     assert (config.he.enabled, config.he.fingerprint) == (True, files.fingerprint)
 
@@ -478,6 +479,7 @@ def test_site_toml_needs_the_secret_context_when_it_encrypts(keys, tmp_path):
     (tmp_path / "site.toml").write_text(site + f'secret_context = "{files.public_context}"\n')
     with pytest.raises(ConfigError, match="holds no secret key"):
         load_site_config(tmp_path / "site.toml")
-    (tmp_path / "site.toml").write_text(site.replace("[he]\nenabled = true\n", files.site_table()))
+    (tmp_path / "site.toml").write_text(site.replace("[he]\nenabled = true\n",
+                                                     tomli_w.dumps({"he": files.site_table()})))
     config = load_site_config(tmp_path / "site.toml")
     assert (config.he_secret_context, config.he_fingerprint) == (files.secret_context, files.fingerprint)
