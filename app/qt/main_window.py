@@ -7,9 +7,10 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QEventLoop, QSize, Qt, Signal
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (
+    QApplication,
     QButtonGroup,
     QFrame,
     QHBoxLayout,
@@ -127,19 +128,30 @@ class MainWindow(QMainWindow):
 
     # -- pages -------------------------------------------------------------------------------
     def page(self, name: str) -> QWidget:
-        """The page called `name`, built on first use."""
+        """The page called `name`, built on first use: a busy cursor and a status line meanwhile, since a
+        first visit may load matplotlib or SimpleITK (a second or two on a slow computer)."""
         if name not in self.pages:
             spec = next(spec for spec in PAGES if spec.name == name)
             module_name, class_name = spec.factory.split(":")
-            page_class = getattr(importlib.import_module(module_name), class_name)
-            self.pages[name] = page_class(self.workbench, self)
+            opening = f"Opening {spec.title}…"
+            self.show_status(opening)
+            QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+            if self._painted:  # paint the cue (before the first paint the window is not up yet)
+                QApplication.processEvents(QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents)
+            try:
+                page_class = getattr(importlib.import_module(module_name), class_name)
+                self.pages[name] = page_class(self.workbench, self)
+            finally:
+                QApplication.restoreOverrideCursor()
+                if self.status.text() == opening:
+                    self.show_status("")
             self.stack.addWidget(self.pages[name])
         return self.pages[name]
 
     def navigate(self, name: str) -> QWidget:
+        self.nav_buttons[name].setChecked(True)  # the sidebar answers the click before the page is built
         page = self.page(name)
         self.stack.setCurrentWidget(page)
-        self.nav_buttons[name].setChecked(True)
         return page
 
     @property

@@ -111,3 +111,4 @@ def test_keys_made_in_the_keys_dialog_fill_the_form_and_the_badges(qtbot, window
     assert page.he.path is not None and page.he.path.parent == folder and page.he.path.is_file()
     assert [text for text, _ in badges(page)][1:] == ["Node key", "HE"]
     qtbot.waitUntil(lambda: page.fingerprint.text() not in ("—", "reading…"), timeout=30_000)
+
