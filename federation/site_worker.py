@@ -13,18 +13,22 @@ This module stays light (no PyTorch): the ClientApp process imports it.
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
+import time
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Listener
 from typing import Any, NamedTuple
 
 from flwr.app import RecordDict
-from flwr.supercore.app_utils import start_parent_process_monitor
 
 logger = logging.getLogger(__name__)
 
 NODE_WORKER_ADDRESS = "site-worker"  # node config: host:port of the site's worker
 NODE_WORKER_KEY = "site-worker-key"  # node config: the connection key, hex
 KEY_ENVIRONMENT = "FEDSEG_SITE_WORKER_KEY"  # how the worker gets the key (never on its command line)
+PARENT_POLL_SECONDS = 0.5
 
 
 class SiteAnswer(NamedTuple):
@@ -50,7 +54,7 @@ def serve(port: int, key: bytes, parent_pid: int | None = None, host: str = "127
     """Answer messages one at a time. With parent_pid, a KeyboardInterrupt ends it once that process
     (`fedseg site`) is gone: a site killed with SIGKILL cannot stop its worker itself."""
     if parent_pid is not None:
-        start_parent_process_monitor(parent_pid)  # Flower's own, as its ClientApp processes use it
+        watch_parent(parent_pid)
     with Listener((host, port), authkey=key) as listener:
         # Listening first: a ClientApp that connects meanwhile waits for the engine in the backlog.
         from federation.site_work import answer  # loaded once, here, not in every round
@@ -68,3 +72,24 @@ def serve(port: int, key: bytes, parent_pid: int | None = None, host: str = "127
                     connection.send(tuple(answer(kind, content, node_config, state)))
                 except (OSError, EOFError):
                     logger.warning("the ClientApp went away before its answer")
+
+
+def watch_parent(parent_pid: int) -> None:
+    """Interrupt the main thread once `parent_pid` is no longer this process's parent (it ended, even by
+    SIGKILL, and the worker was handed to another). The SIGINT goes to the main thread itself, so the
+    accept() it is blocked in returns; a signal raised from this thread (Flower's monitor does that) only
+    takes effect at the main thread's next bytecode, i.e. never while no ClientApp connects. Windows keeps
+    no parent link and cannot signal a thread: there Flower's own monitor watches the process."""
+    if not hasattr(signal, "pthread_kill"):
+        from flwr.supercore.app_utils import start_parent_process_monitor
+
+        start_parent_process_monitor(parent_pid)
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_SECONDS)
+        logger.info("the site process %d is gone; the worker stops", parent_pid)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

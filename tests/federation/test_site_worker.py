@@ -3,9 +3,16 @@ authenticated local connection and gets the same answer the ClientApp would have
 key and a missing worker fail cleanly.
 """
 
+import os
 import secrets
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
+import time
 from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client
 
 import numpy as np
 import pytest
@@ -14,7 +21,7 @@ from test_client_app import TRAINING, context, fingerprint_query, instruction
 
 from federation import client_app
 from federation.processes import free_port
-from federation.site_worker import ask_worker, serve
+from federation.site_worker import KEY_ENVIRONMENT, ask_worker, serve
 from federation.task import named_weights
 from segmentation.algorithm import SegmentationAlgorithm
 
@@ -83,3 +90,47 @@ def test_a_site_whose_worker_is_gone_answers_with_a_code_only(server_identity, s
     site = with_worker(context(site_dir, tmp_path / "events.jsonl"), f"127.0.0.1:{free_port()}", "00" * 32)
     reply = client_app.app(instruction(MessageType.EVALUATE, {}), site)
     assert reply.has_error() and (reply.error.code, reply.error.reason) == (100, "failed")
+
+
+def test_an_idle_worker_ends_when_its_site_process_is_killed(tmp_path):
+    """`fedseg site` SIGKILLed while its worker waits in accept(): the worker must not outlive it."""
+    port, key = free_port(), secrets.token_hex(32)
+    parent = subprocess.Popen(  # stands in for `fedseg site`: starts the worker, then waits
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import os, subprocess, sys, time
+            environment = {{**os.environ, "{KEY_ENVIRONMENT}": "{key}"}}
+            worker = subprocess.Popen([sys.executable, "-m", "app.cli", "_site-worker", "--port", "{port}",
+                                       "--parent-pid", str(os.getpid())], env=environment)
+            print(worker.pid, flush=True)
+            time.sleep(600)
+        """)], stdout=subprocess.PIPE, text=True)
+    worker_pid = int(parent.stdout.readline())
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # a wrong key is refused once the worker has loaded the engine and waits in accept()
+            try:
+                Client(("127.0.0.1", port), authkey=b"not the key").close()
+            except AuthenticationError:
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the worker never listened"
+                time.sleep(0.5)
+        time.sleep(1.0)  # back in accept(), idle
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while _running(worker_pid):
+            assert time.monotonic() < deadline, "the worker outlived its site process"
+            time.sleep(0.2)
+    finally:
+        if _running(worker_pid):
+            os.kill(worker_pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan is reaped by init, but a moment later)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            return stream.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
