@@ -97,7 +97,7 @@ def predict_volume(
 ) -> Volume:
     """The checkpoint's uint8 label map of `volume`, in the volume's geometry, named by its labels."""
     device = torch.device(device) if device is not None else default_device()
-    model = _build_model(checkpoint, device)
+    model = load_model(checkpoint, device)
     label = segment(model, volume, checkpoint.plan, device, batch_size, progress)
     return volume.with_array(label, labels=dict(checkpoint.labels))
 
@@ -112,7 +112,7 @@ def label_volumes_ml(mask: Volume) -> dict[str, float]:
     return {names[value]: float(counts[value]) * voxel_ml for value in sorted(names) if value != 0}
 
 
-def _build_model(checkpoint: Checkpoint, device: torch.device) -> torch.nn.Module:
+def load_model(checkpoint: Checkpoint, device: torch.device) -> torch.nn.Module:
     """The checkpoint's network in eval mode, after checking it can label a one-channel image."""
     network = checkpoint.network
     if network.in_channels != 1:

@@ -37,7 +37,8 @@ def seg_path(chest, chest_mask, tmp_path_factory):
 def test_dicom_seg_reads_back_to_the_same_mask(chest, chest_mask, seg_path):
     back = read_label_map(seg_path, chest.volume, chest.datasets)
     assert back.shape == chest_mask.shape
-    assert {value: name for value, name in back.labels.items() if value} == {1: "bone", 2: "lung", 3: "nodule"}
+    assert {value: name for value, name in back.labels.items() if value} == {1: "bone", 2: "lung",
+                                                                              3: "nodule"}
     np.testing.assert_array_equal(back.array, chest_mask.array)
 
 
