@@ -10,7 +10,7 @@ from typing import Any
 import platformdirs
 import tomli_w
 
-from segmentation.atomic import write_text_atomic
+from segmentation.atomic import set_aside, write_text_atomic
 
 APP_NAME = "fedseg-workbench"
 SETTINGS_NAME = "settings.toml"
@@ -71,7 +71,8 @@ def default_settings_path() -> Path:
 
 
 class SettingsStore:
-    """Loads and atomically saves Settings at one path; a damaged file falls back to defaults."""
+    """Loads and atomically saves Settings at one path. A file that cannot be read is renamed aside
+    (settings.toml.damaged-YYYYmmdd-HHMMSS) before the defaults are used, so saving them loses nothing."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or default_settings_path()
@@ -84,8 +85,16 @@ class SettingsStore:
             data = tomllib.loads(self.path.read_text(encoding="utf-8"))
             return _from_dict(Settings, data)
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, TypeError, ValueError) as error:
-            self.problem = f"{self.path} could not be read ({type(error).__name__}); using default settings"
+            self.problem = f"{self.path} could not be read ({type(error).__name__}); {self._set_aside()}"
             return Settings()
+
+    def _set_aside(self) -> str:
+        """Keep the unreadable file under a new name; the rest of the sentence for `problem`."""
+        try:
+            kept = set_aside(self.path, "damaged")
+        except OSError as error:
+            return f"it could not be set aside ({error.strerror}); using default settings"
+        return f"it was kept as {kept}; using default settings"
 
     def save(self, settings: Settings) -> None:
         write_text_atomic(self.path, tomli_w.dumps(asdict(settings)))

@@ -47,9 +47,31 @@ def test_settings_round_trip_recent_files_and_damaged_files(tmp_path):
     assert loaded.recent_studies.count("/data/study5.nii.gz") == 1
     store.path.write_text("[training]\nepochs = 'many'\n", encoding="utf-8")
     damaged = SettingsStore(store.path)
-    assert damaged.load() == Settings() and "could not be read" in damaged.problem
-    store.path.write_text("not = [toml", encoding="utf-8")
-    assert SettingsStore(store.path).load() == Settings()
+    assert damaged.load() == Settings() and "could not be read (ValueError)" in damaged.problem
+
+
+def test_a_damaged_settings_file_is_kept_aside_and_never_overwritten(tmp_path):
+    path = tmp_path / "config" / "settings.toml"
+    path.parent.mkdir()
+    garbage = b"workspace = '/data\n[[not toml \xff\x00"
+    path.write_bytes(garbage)
+    store = SettingsStore(path)
+    assert store.load() == Settings()
+    (kept,) = [item for item in path.parent.iterdir() if item != path]
+    assert kept.name.startswith("settings.toml.damaged-") and kept.read_bytes() == garbage
+    assert not path.exists()
+    assert store.problem == (f"{path} could not be read (UnicodeDecodeError); it was kept as {kept}; "
+                             "using default settings")
+    settings = store.load()
+    settings.add_recent_dataset("/data/site")
+    store.save(settings)
+    assert kept.read_bytes() == garbage and SettingsStore(path).load().recent_datasets == ["/data/site"]
+    path.write_text("not = [toml", encoding="utf-8")  # damaged again within the same second
+    again = SettingsStore(path)
+    assert again.load() == Settings() and "(TOMLDecodeError)" in again.problem
+    assert kept.read_bytes() == garbage
+    kept_again = {item for item in path.parent.iterdir()} - {kept}
+    assert [item.read_text() for item in kept_again] == ["not = [toml"]
 
 
 def test_settings_of_an_earlier_version_with_an_image_size_still_load(tmp_path):
@@ -238,12 +260,14 @@ def test_demo_workspace_is_made_once(tmp_path, monkeypatch):
 
 def test_site_form_writes_a_site_toml_the_federation_accepts(tmp_path):
     data = generate_dataset(tmp_path / "data", "ct", 2, 0, size=16).root
-    form = SiteForm(name="CT Hospital", modality="ct", data_dir=str(data), server_address="127.0.0.1:9092")
+    form = SiteForm(name="CT Hospital", modality="ct", data_dir=str(data), server_address="127.0.0.1:9092",
+                    unencrypted=True)
     config = write_site_config(form, tmp_path / "site")
     assert (config.name, config.modality, config.server_address) == ("CT Hospital", "ct", "127.0.0.1:9092")
     assert not config.tls_enabled and config.event_file == tmp_path / "site" / "events.jsonl"
     with pytest.raises(ConfigError, match="name"):
-        write_site_config(SiteForm("a/b", "ct", str(data), "127.0.0.1:9092"), tmp_path / "bad")
+        write_site_config(SiteForm("a/b", "ct", str(data), "127.0.0.1:9092", unencrypted=True),
+                          tmp_path / "bad")
     job = SiteJob(config)
     assert job.arguments == ["site", "--config", str(tmp_path / "site" / "site.toml")]
 

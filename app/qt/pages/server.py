@@ -368,7 +368,7 @@ class ServerPage(Page):
         self.log = QPlainTextEdit()
         self.log.setObjectName("Log")
         self.log.setReadOnly(True)
-        self.log.setPlaceholderText("`fedseg server` writes here once it starts.")
+        self.log.setPlaceholderText("The server process writes here once it starts.")
         log.body.addWidget(self.log)
         right.addWidget(log, 1)
         row.addLayout(right, 1)

@@ -7,13 +7,15 @@ import platform
 from PySide6.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QVBoxLayout
 
 from app import __version__
+from app.qt.theme import PALETTE
 from app.qt.widgets.common import Card, Page, PathField, button, hint
 from app.services.workbench import Workbench
 
 
 class SettingsPage(Page):
     def __init__(self, workbench: Workbench, shell) -> None:
-        super().__init__("Settings", "Saved as you change them, in a TOML file in your configuration folder.")
+        super().__init__("Settings", "Saved as you change them, in a TOML file in your configuration "
+                                     "folder; a file that cannot be read is kept under another name.")
         self.workbench, self.shell = workbench, shell
         row = QHBoxLayout()
         row.setSpacing(12)
@@ -50,6 +52,10 @@ class SettingsPage(Page):
             label.setWordWrap(True)
             form.addRow(caption, label)
         about.body.addLayout(form)
+        self.settings_problem = hint(workbench.store.problem)
+        self.settings_problem.setStyleSheet(f"color: {PALETTE['warn']};")
+        self.settings_problem.setVisible(bool(workbench.store.problem))
+        about.body.addWidget(self.settings_problem)
         right.addWidget(about)
         privacy = Card("What leaves this site")
         privacy.body.addWidget(hint(

@@ -28,6 +28,8 @@ def window(qtbot, tmp_path):
     main.show()
     yield main
     for page in main.pages.values():
+        if hasattr(page, "confirm_close"):  # closing after the test asks no question (unsaved data, a server)
+            page.confirm_close = lambda: True
         owners = (page, getattr(page, "session", None), getattr(page, "demo", None))  # the pages' controllers
         for job in (getattr(owner, "job", None) for owner in owners):
             if job is not None and hasattr(job, "kill"):

@@ -66,9 +66,12 @@ def test_dataset_page_lists_problems_and_saves_a_loadable_index(qtbot, window, t
     assert len(page.draft.rows) == 4
     page.draft.remove([3])
     page.draft.split(0.3)
+    original = (tmp_path / "site" / "dataset.json").read_bytes()
     page.save_to(tmp_path / "site")
     saved = json.loads((tmp_path / "site" / "dataset.json").read_text())
     assert (saved["numTraining"], saved["numTest"]) == (2, 1) and saved["fedseg"]["modality"] == "mr-t1"
+    (backup,) = (tmp_path / "site").glob("dataset.json.backup-*")  # its own file, replaced and kept
+    assert backup.read_bytes() == original and str(backup) in window.status.text()
     assert window.workbench.settings.recent_datasets[0] == str(tmp_path / "site")
 
 
