@@ -152,3 +152,10 @@ def _summary(path: Path, checkpoint) -> ModelSummary:
     return ModelSummary(path, dict(checkpoint.labels), checkpoint.epoch, checkpoint.round,
                         checkpoint.augmentation, checkpoint.train_modality, checkpoint.network.spatial_dims,
                         checkpoint.plan)
+
+
+def export_model_bundle(checkpoint_path: Path, out: Path, overwrite: bool = False) -> Path:
+    """The checkpoint as a MONAI bundle in `out` (segmentation.bundle; torch loads here, on first use)."""
+    from segmentation.bundle import export_bundle
+
+    return export_bundle(checkpoint_path, out, overwrite=overwrite)

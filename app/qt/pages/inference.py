@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.models.orientation import ViewAxis
-from app.qt.dialogs import show_error
+from app.qt.dialogs import ask, show_error
 from app.qt.viewer.panels import swatch
 from app.qt.viewer.view_grid import ViewPanel
 from app.qt.widgets.common import Card, Page, PathField, button, hint
@@ -34,11 +34,13 @@ from app.services.inference import (
     describe_model,
     export_dicom_seg,
     export_mask,
+    export_model_bundle,
     latest_global_model,
     segment,
 )
 from app.services.workbench import Workbench
 
+REPLACE_BUNDLE = "Write into it"
 MODEL_HINT = "Choose a checkpoint: a local run's model.pt or the federation's global model."
 NO_GLOBAL_MODEL = ("No site of this workbench keeps a global model yet: a site saves it in its folder once "
                    "its federation finished a round (join one on the Federation page, or run the demo).")
@@ -87,6 +89,11 @@ class InferencePage(Page):
         self.use_global.clicked.connect(self.use_global_model)
         self._show_global_model(None)
         card.body.addWidget(self.use_global)
+        self.export_bundle = button("Export as MONAI bundle…", "export")
+        self.export_bundle.setToolTip("A MONAI bundle of this model (labels, plan, inference config, "
+                                      "weights) for MONAI Label, MONAI Deploy or MONAI's bundle runner")
+        self.export_bundle.clicked.connect(self.choose_bundle_folder)
+        card.body.addWidget(self.export_bundle)
         self.model_info = hint(MODEL_HINT)
         card.body.addWidget(self.model_info)
         study_title = QLabel("Study")
@@ -246,6 +253,25 @@ class InferencePage(Page):
         if chosen:
             self.export(Path(chosen), dicom=True)
 
+    def choose_bundle_folder(self) -> None:
+        """Export the chosen checkpoint as a MONAI bundle into a folder; a folder with files in it is
+        replaced only after asking (the bundle's own files; others stay)."""
+        model = self.model_path.path
+        if model is None:
+            return
+        suggestion = str(self.workbench.settings.workspace_dir / "exports" / f"{model.parent.name}-bundle")
+        chosen = QFileDialog.getExistingDirectory(self, "Export as a MONAI bundle into", suggestion)
+        if not chosen:
+            return
+        out = Path(chosen)
+        overwrite = out.is_dir() and any(out.iterdir())
+        question = f"{out} holds files already. Write the bundle's files into it (other files stay)?"
+        if overwrite and ask(self, "The folder is not empty", question, (REPLACE_BUNDLE,)) != REPLACE_BUNDLE:
+            return
+        run_in_background(self, lambda _report: export_model_bundle(model, out, overwrite=overwrite),
+                          lambda written: self.shell.show_status(f"Wrote the MONAI bundle to {written}"),
+                          lambda error: show_error(self, "Export failed", error, "exporting the bundle"))
+
     def export(self, path: Path, dicom: bool) -> None:
         """Write the last result (off the GUI thread); the status bar says where it went."""
         result, study = self.result, self.viewer.study
@@ -282,6 +308,7 @@ class InferencePage(Page):
     def refresh(self) -> None:
         has_study, has_model = self.viewer.has_study, self.model_path.path is not None
         self.segment_button.setEnabled(has_study and has_model and not self.busy)
+        self.export_bundle.setEnabled(has_model)
         has_result = self.result is not None
         self.export_nifti.setEnabled(has_result and not self.busy)
         study = self.viewer.study

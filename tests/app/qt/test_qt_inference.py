@@ -55,3 +55,32 @@ def test_one_click_takes_the_latest_global_model_and_a_misfit_study_is_flagged(q
     qtbot.waitUntil(page.fit_info.isVisible, timeout=30_000)
     assert page.fit_info.text().startswith("Warning: the study's voxels are 0.25 x 0.25 mm")
     assert page.segment_button.isEnabled()
+
+
+def test_the_model_is_exported_as_a_monai_bundle_and_a_full_folder_asks_first(qtbot, window, tmp_path,
+                                                                               monkeypatch, questions):
+    import json
+
+    from PySide6.QtWidgets import QFileDialog
+
+    from app.qt.pages.inference import REPLACE_BUNDLE
+
+    page = window.navigate("inference")
+    page.model_path.set_path(keep_global_model(tmp_path / "site", server_round=3))
+    out = tmp_path / "bundle"
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args: str(out))
+    page.export_bundle.click()
+    metadata = out / "configs" / "metadata.json"
+    qtbot.waitUntil(metadata.is_file, timeout=60_000)
+    assert json.loads(metadata.read_text())["network_data_format"]["outputs"]["pred"]["num_channels"] == 3
+    assert questions.asked == []  # a new folder: nothing to ask
+    (out / "notes.txt").write_text("the operator's notes")
+    questions.answers = ["Cancel"]
+    before = metadata.stat().st_mtime_ns
+    page.export_bundle.click()
+    assert len(questions.asked) == 1 and "holds files already" in questions.asked[0]
+    assert metadata.stat().st_mtime_ns == before
+    questions.answers = [REPLACE_BUNDLE]
+    page.export_bundle.click()
+    qtbot.waitUntil(lambda: metadata.stat().st_mtime_ns != before, timeout=60_000)
+    assert (out / "notes.txt").read_text() == "the operator's notes"
