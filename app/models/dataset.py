@@ -29,6 +29,7 @@ class CaseCheck:
     spacing: tuple[float, float, float] | None = None
     label_voxels: dict[int, int] = field(default_factory=dict)
     modality: str = "unknown"
+    label_names: dict[int, str] = field(default_factory=dict)  # what the label file calls its values
 
     @property
     def ok(self) -> bool:
@@ -89,6 +90,7 @@ class DatasetDraft:
         self.labels: dict[int, str] = dict(DEFAULT_LABELS)
         self.rows: list[CaseRow] = []
         self.dirty = False
+        self.adopts_labels = True  # a new draft names its labels after its label files; an opened one not
 
     @property
     def has_unsaved_changes(self) -> bool:
@@ -97,13 +99,15 @@ class DatasetDraft:
 
     # -- whole drafts --------------------------------------------------------------------------
     def reset(self) -> None:
-        """A new, empty draft that belongs to no folder."""
+        """A new, empty draft that belongs to no folder; it takes its labels from its label files."""
         self.load(None, DEFAULT_NAME, "ct", DEFAULT_LABELS, [])
+        self.adopts_labels = True
 
     def load(self, root: Path | None, name: str, modality: str, labels: dict[int, str],
              rows: list[CaseRow]) -> None:
         self.root, self.name, self.modality, self.labels, self.rows = root, name, modality, dict(labels), rows
         self.dirty = False
+        self.adopts_labels = False  # a dataset.json names its labels: other values are problems
         self.changed.emit()
 
     def mark_saved(self, root: Path) -> None:
@@ -162,7 +166,12 @@ class DatasetDraft:
             self._edited()
 
     def set_check(self, index: int, check: CaseCheck) -> None:
+        """A row's check; a new draft also takes the label values (and names) its label files bring."""
         self.rows[index] = replace(self.rows[index], check=check)
+        new = {value: name for value, name in check.label_names.items() if value not in self.labels}
+        if self.adopts_labels and new:
+            self.labels = dict(sorted({**self.labels, **new}.items()))
+            self.dirty = True
         self.changed.emit()
 
     def _edited(self) -> None:

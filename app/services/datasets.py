@@ -74,9 +74,10 @@ def open_study_case(viewer: ViewerModel) -> tuple[Path, Path | None, str | None]
 
 
 def check_case(
-    image: Path, label: Path | None, labels: dict[int, str], series_uid: str | None = None
+    image: Path, label: Path | None, labels: dict[int, str] | None, series_uid: str | None = None
 ) -> CaseCheck:
-    """Read a pair and say what is wrong with it, if anything (never raises for bad files)."""
+    """Read a pair and say what is wrong with it, if anything (never raises for bad files). With
+    `labels` None (a new dataset that takes its labels from its files) no label value is a problem."""
     from segmentation.io import read_labeled_pair, read_volume
 
     try:
@@ -91,9 +92,11 @@ def check_case(
         return CaseCheck(f"{image.name} cannot be read: {error.strerror}")
     counts = np.bincount(np.asarray(label_volume.array).ravel().astype(np.int64))
     voxels = {int(value): int(counts[value]) for value in np.flatnonzero(counts)}
-    unknown = sorted(set(voxels) - set(labels))
+    unknown = sorted(set(voxels) - set(labels)) if labels is not None else []
     problem = f"label values {unknown} are not in the dataset's labels" if unknown else ""
-    return CaseCheck(problem, _size(volume), tuple(float(v) for v in volume.spacing), voxels, volume.modality)
+    names = {value: label_volume.labels.get(value, f"label {value}") for value in voxels if value}
+    return CaseCheck(problem, _size(volume), tuple(float(v) for v in volume.spacing), voxels, volume.modality,
+                     names)
 
 
 def replacing_needs_asking(draft: DatasetDraft, root: Path) -> bool:

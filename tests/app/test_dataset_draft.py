@@ -265,3 +265,26 @@ def test_saved_cases_point_at_their_files_relative_to_the_folder(tmp_path):
     assert data["training"][0] == {"image": "./images/case_0.nii.gz", "label": "./labels/case_0.nii.gz"}
     assert data["test"] == [{"image": str(outside[0]), "label": str(outside[1])}]
     assert [row.split for row in draft.rows] == [TRAINING, TRAINING, VALIDATION]
+
+
+def test_a_new_dataset_takes_its_labels_from_its_label_files_and_an_opened_one_flags_others(tmp_path):
+    blank = Volume(np.zeros((2, 8, 8), np.float32), spacing=(1.0, 1.0, 2.0))
+    image = write_volume(blank, tmp_path / "a.nii.gz")
+    array = np.zeros((2, 8, 8), np.uint8)
+    array[0, :2], array[1, 4:] = 1, 3
+    named = Volume(array, spacing=(1.0, 1.0, 2.0), labels={0: "background", 1: "liver", 3: "spleen"})
+    label = write_volume(named, tmp_path / "a.seg.nrrd")  # a Slicer segmentation names its segments
+    draft = DatasetDraft()
+    draft.add_pairs([(image, label)])
+    check = check_case(image, label, None if draft.adopts_labels else draft.labels)
+    assert check.ok and check.label_names == {1: "liver", 3: "spleen"}
+    draft.set_check(0, check)
+    assert draft.labels == {0: "background", 1: "liver", 3: "spleen"}
+    assert draft.check_text(draft.rows[0]) == "OK"
+    opened = DatasetDraft()
+    opened.load(tmp_path, "liver only", "ct", {0: "background", 1: "liver"}, [CaseRow(image, label)])
+    assert not opened.adopts_labels
+    check = check_case(image, label, opened.labels)
+    opened.set_check(0, check)
+    assert opened.labels == {0: "background", 1: "liver"}
+    assert opened.check_text(opened.rows[0]) == "label values [3] are not in the dataset's labels"

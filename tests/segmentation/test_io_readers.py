@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import slicerio
 from pydicom.data import get_testdata_file
 
 from segmentation.errors import (
@@ -69,6 +70,18 @@ def test_slicer_segmentation_round_trip_keeps_names(chest, tmp_path):
     assert back.labels == CHEST_LABELS
     np.testing.assert_array_equal(back.array, label.array)
     assert back.geometry_differences(label) == []
+
+
+def test_slicer_segmentation_round_trip_keeps_label_values_with_gaps_and_no_background_segment(tmp_path):
+    array = np.zeros((2, 6, 6), np.uint8)
+    array[0, :2], array[1, 3:] = 1, 3  # no label 2: a value must not shift to close the gap
+    label = Volume(array, spacing=(1.0, 1.0, 2.0), labels={0: "background", 1: "liver", 3: "spleen"})
+    path = write_volume(label, tmp_path / "gaps.seg.nrrd")
+    back = read_volume(path)
+    assert back.labels == {1: "liver", 3: "spleen"}
+    np.testing.assert_array_equal(back.array, array)
+    assert [segment["name"] for segment in slicerio.read_segmentation(str(path))["segments"]] == ["liver",
+                                                                                                 "spleen"]
 
 
 def test_boolean_mask_is_written_as_uint8(tmp_path):

@@ -326,7 +326,7 @@ class DatasetPage(Page):
     def check_all(self) -> None:
         """Read every unchecked pair on a worker; each result shows up as it comes."""
         todo = [(index, row) for index, row in enumerate(self.draft.rows) if row.check is None]
-        labels = dict(self.draft.labels)
+        labels = None if self.draft.adopts_labels else dict(self.draft.labels)
         if not todo:
             return
         self.check_status.setText(f"Checking {len(todo)} case(s)…")
