@@ -7,6 +7,7 @@ crosshair; each view asks the model for its slice pixels. Views subscribe to the
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -74,6 +75,7 @@ class ViewerModel:
         self.study: Study | None = None
         self.label_volume: Volume | None = None
         self.label_source = ""
+        self.label_path: Path | None = None  # the file the overlay was read from (None: a prediction)
         self.layers: dict[int, LabelLayer] = {}
         self.overlay_visible = True
         self.opacity = DEFAULT_OPACITY
@@ -101,8 +103,9 @@ class ViewerModel:
         self.study_changed.emit()
         self.set_labels(labels, label_source)
 
-    def set_labels(self, labels: Volume | None, source: str = "") -> None:
-        """Overlay a label map on the study (None removes the overlay); it must share the study's grid."""
+    def set_labels(self, labels: Volume | None, source: str = "", path: Path | None = None) -> None:
+        """Overlay a label map on the study (None removes the overlay); it must share the study's grid.
+        `path` is the file it was read from, if any (a dataset case can then take it along)."""
         if labels is not None:
             if self.study is None:
                 raise GeometryMismatchError("open a study before its labels")
@@ -112,7 +115,7 @@ class ViewerModel:
                 raise GeometryMismatchError(f"the labels do not line up with the study: {detail}")
         self._clear_labels()
         if labels is not None:
-            self.label_volume, self.label_source = labels, source
+            self.label_volume, self.label_source, self.label_path = labels, source, path
             self._labels = self._reorientation.apply(labels.array)
             present = {int(v) for v in np.flatnonzero(np.bincount(labels.array.ravel()))} - {0}
             values = present | set(labels.labels)
@@ -131,6 +134,7 @@ class ViewerModel:
 
     def _clear_labels(self) -> None:
         self.label_volume, self.label_source, self._labels, self.layers = None, "", None, {}
+        self.label_path = None
 
     @property
     def has_study(self) -> bool:

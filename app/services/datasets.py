@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from app.models.dataset import TRAINING, VALIDATION, CaseCheck, CaseRow, DatasetDraft
-from app.services.studies import labels_beside
 from segmentation.atomic import set_aside
 from segmentation.errors import DatasetError, FedSegError
 
@@ -64,13 +63,11 @@ def series_row(folder: Path, series_uids: list[str], chosen: str | None, label: 
 
 def open_study_case(viewer: ViewerModel) -> tuple[Path, Path | None, str | None]:
     """The viewer's study as (image file or DICOM folder, the label file its overlay was read from,
-    its series UID); a label overlay that is not a file beside the study (a prediction) is left out."""
+    its series UID); an overlay read from no file (a prediction) is left out."""
     study = viewer.study
     if study is None:
         raise DatasetError("no study is open in the viewer; open one there first")
-    beside = labels_beside(study.source)
-    label = beside if beside is not None and beside.name == viewer.label_source else None
-    return study.source, label, study.series_uid if study.source.is_dir() else None
+    return study.source, viewer.label_path, study.series_uid if study.source.is_dir() else None
 
 
 def check_case(

@@ -238,14 +238,14 @@ def test_the_viewers_study_becomes_a_case_with_the_label_file_it_was_read_with(t
     with pytest.raises(DatasetError, match="no study is open"):
         open_study_case(viewer)
     image, label = _pair(tmp_path / "msd", "liver_7")
-    images_tr, labels_tr = image.parent.with_name("imagesTr"), label.parent.with_name("labelsTr")
-    os.rename(image.parent, images_tr)
-    os.rename(label.parent, labels_tr)
-    image, label = images_tr / image.name, labels_tr / label.name
+    elsewhere = tmp_path / "corrections" / "liver_7-edited.nii.gz"  # a label file from anywhere
+    elsewhere.parent.mkdir()
+    os.rename(label, elsewhere)
     volume = Volume(np.zeros((3, 6, 5), np.int16), spacing=(1.0, 1.0, 2.0))
     labels = Volume(np.zeros((3, 6, 5), np.uint8), spacing=(1.0, 1.0, 2.0))
-    viewer.set_study(Study(volume, image, image.name), labels, label.name)
-    assert open_study_case(viewer) == (image, label, None)
+    viewer.set_study(Study(volume, image, image.name))
+    viewer.set_labels(labels, elsewhere.name, elsewhere)
+    assert open_study_case(viewer) == (image, elsewhere, None)
     viewer.set_labels(labels, "prediction of model.pt")
     assert open_study_case(viewer) == (image, None, None)
     folder = tmp_path / "series"

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 class _Loaded:
     study: Study
     labels: Volume | None
-    label_source: str
+    label_path: Path | None
 
 
 class StudyOpener(QObject):
@@ -66,7 +66,7 @@ class StudyOpener(QObject):
         study = self.workbench.viewer.study
         self.busy.emit(f"Reading {path.name}…")
         run_in_background(self, lambda _report: load_label_map(path, study),
-                          lambda volume: self._show_labels(volume, path.name),
+                          lambda volume: self._show_labels(volume, path),
                           self._failed_labels)
 
     def _loaded(self, request: _Request, result: _Loaded | list) -> None:
@@ -79,13 +79,13 @@ class StudyOpener(QObject):
             return
         self.workbench.viewer.set_study(result.study)
         self.workbench.remember_study(request.path)
-        if result.labels is not None:
-            self._show_labels(result.labels, result.label_source)
+        if result.labels is not None and result.label_path is not None:
+            self._show_labels(result.labels, result.label_path)
 
-    def _show_labels(self, volume: Volume, source: str) -> None:
+    def _show_labels(self, volume: Volume, path: Path) -> None:
         self.busy.emit("")
         try:
-            self.workbench.viewer.set_labels(volume, source)
+            self.workbench.viewer.set_labels(volume, path.name, path)
         except FedSegError as error:
             show_error(self.parent_widget, "Could not show the labels", error)
 
@@ -129,4 +129,4 @@ def _read(request: _Request) -> _Loaded:
     path = request.path
     label_path = request.labels or labels_beside(path)
     label_volume = load_label_map(label_path, study) if label_path is not None else None
-    return _Loaded(study, label_volume, label_path.name if label_path is not None else "")
+    return _Loaded(study, label_volume, label_path if label_volume is not None else None)
