@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
-    QMessageBox,
     QProgressBar,
     QTableWidget,
     QTableWidgetItem,
@@ -30,7 +29,7 @@ from PySide6.QtWidgets import (
 from app.models.colors import hex_color, label_color
 from app.models.dataset import DEFAULT_NAME, VALIDATION, CaseRow, DatasetDraft
 from app.models.study import MODALITY_CAPTIONS
-from app.qt.dialogs import show_error
+from app.qt.dialogs import ask, show_error
 from app.qt.theme import PALETTE
 from app.qt.viewer.panels import swatch
 from app.qt.viewer.series_picker import SeriesPicker
@@ -50,6 +49,7 @@ from app.services.studies import SeriesChoice, list_series_choices
 from app.services.workbench import Workbench
 from segmentation.errors import FedSegError
 
+SAVE, DISCARD, REPLACE = "Save", "Discard", "Replace"
 IMAGE_FILTER = "Images (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.mhd);;All files (*)"
 LABEL_FILTER = ("Label maps (*.nii *.nii.gz *.nrrd *.seg.nrrd *.mha *.mhd *.dcm);;"
                 "Slicer segmentations (*.seg.nrrd);;DICOM-SEG (*.dcm);;All files (*)")
@@ -215,13 +215,11 @@ class DatasetPage(Page):
         """Whether the draft may be dropped: nothing unsaved, or the user saved or discarded it."""
         if not self.draft.has_unsaved_changes:
             return True
-        buttons = QMessageBox.StandardButton
-        answer = QMessageBox.question(
-            self, "Unsaved changes", f"The dataset “{self.draft.name}” has changes that are not saved. "
-            "Save them first?", buttons.Save | buttons.Discard | buttons.Cancel, buttons.Save)
-        if answer == buttons.Save:
+        answer = ask(self, "Unsaved changes", f"The dataset “{self.draft.name}” has changes that are not "
+                     "saved. Save them first?", (SAVE, DISCARD))
+        if answer == SAVE:
             return self.save()
-        return answer == buttons.Discard
+        return answer == DISCARD
 
     def save(self) -> bool:
         """Save into the draft's own folder (a new draft asks for one); True when written."""
@@ -247,13 +245,9 @@ class DatasetPage(Page):
         return True
 
     def _replace_confirmed(self, root: Path) -> bool:
-        box = QMessageBox(QMessageBox.Icon.Question, "Replace dataset.json?",
-                          f"{root} already holds the dataset.json of another dataset. Replace it? The old "
-                          "file is kept beside it under a new name.", QMessageBox.StandardButton.Cancel, self)
-        replace = box.addButton("Replace", QMessageBox.ButtonRole.DestructiveRole)
-        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        box.exec()
-        return box.clickedButton() is replace
+        text = (f"{root} already holds the dataset.json of another dataset. Replace it? The old file is kept "
+                "beside it under a new name.")
+        return ask(self, "Replace dataset.json?", text, (REPLACE,)) == REPLACE
 
     # -- cases ---------------------------------------------------------------------------------
     def choose_pairs(self) -> None:

@@ -21,7 +21,7 @@ from segmentation.volume import Volume
 
 class Dialogs:
     """Scripted answers for the page's questions and file dialogs, and a record of what was asked. A
-    question with no answer left is answered Discard/Cancel (closing the window at teardown asks too)."""
+    question with no answer left is answered Cancel."""
 
     def __init__(self, monkeypatch) -> None:
         self.asked: list[str] = []
@@ -29,14 +29,9 @@ class Dialogs:
         self.folders: list[str] = []  # what folder dialogs return, in order ("" cancels)
         self.files: list[str] = []
         self.starts: list[str] = []
-        monkeypatch.setattr(QMessageBox, "question", self._question)
         monkeypatch.setattr(QMessageBox, "exec", lambda box: self._exec(box))
         monkeypatch.setattr(QFileDialog, "getExistingDirectory", self._folder)
         monkeypatch.setattr(QFileDialog, "getOpenFileName", self._file)
-
-    def _question(self, _parent, title, text, _buttons, _default):
-        self.asked.append(f"{title}: {text}")
-        return getattr(QMessageBox.StandardButton, self.answers.pop(0) if self.answers else "Discard")
 
     def _exec(self, box):
         self.asked.append(f"{box.windowTitle()}: {box.text()}")
