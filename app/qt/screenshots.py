@@ -2,9 +2,10 @@
 
 Uses a fresh workspace and settings file (the user's are untouched): the demo workspace, the real
 chest CT with its labels, a short real training run on the CT demo site, a segmentation of a held-out
-CT phantom with that model, and the local demo federation (`fedseg demo --join-site ct`, real Flower
-processes, which this workbench joins as its CT site) for the federation and metrics pages. Takes about
-10 minutes on 2 CPU cores. Runs offscreen unless QT_QPA_PLATFORM says otherwise.
+CT phantom with that model, the local demo federation (`fedseg demo --join-site ct`, real Flower
+processes, which this workbench joins as its CT site) for the federation and metrics pages, and a
+server the Server page starts, which two site processes join, for the operator's view. Takes about
+20 minutes on 2 CPU cores. Runs offscreen unless QT_QPA_PLATFORM says otherwise.
 """
 
 from __future__ import annotations
@@ -120,10 +121,52 @@ def render_screenshots(out: Path, workspace: Path) -> list[Path]:
     wait(lambda: True)
     shoot("metrics")
 
+    sites = _operate_a_server(window, demo, wait)  # the operator's view of a run it started
+    shoot("server")
+    operator = window.pages["server"].operator
+    operator.stop()
+    wait(lambda: not operator.running, timeout=120)  # closing the window would ask about it otherwise
+    for site in sites:
+        site.kill()
+
     window.navigate("settings")
     shoot("settings")
     window.close()
     return written
+
+
+def _operate_a_server(window, demo, wait) -> list:
+    """On the Server page, as an operator would: a form for this computer (generated TLS, two rounds),
+    Save and Start; then two sites join it with the workbench's own site processes; returns them once
+    the server has finished its first round."""
+    from app.services.federation_site import SiteForm, SiteJob, write_site_config
+    from app.services.server_operator import ServerForm
+    from federation.config import FederationSettings, ModelSettings
+    from federation.processes import free_port
+
+    page = window.navigate("server")
+    port = free_port()
+    page.fields.set_form(ServerForm(
+        host="127.0.0.1", fleet_port=port,
+        federation=FederationSettings(rounds=2, min_sites=2, local_epochs=2, round_timeout=900.0),
+        model=ModelSettings(labels=("background", "liver", "kidney", "spleen", "pancreas"),
+                            channels=tuple(int(c) for c in TRAINING["channels"].split(",")),
+                            batch_size=TRAINING["batch_size"], learning_rate=TRAINING["lr"]),
+    ))
+    page.generate_certificates()
+    page.save(start=True)
+    wait(lambda: page.operator.running, timeout=120)
+    ca_certificate = page.fields.form().tls.ca_certificate
+    sites = []
+    for name, modality in (("CT Hospital", "ct"), ("MR-T1 Clinic", "mr-t1")):
+        form = SiteForm(name, modality, str(demo.sites[modality]), f"127.0.0.1:{port}", ca_certificate,
+                        clientappio_port=free_port())
+        job = SiteJob(write_site_config(form, page.path.parent / "sites" / form.name.replace(" ", "-")))
+        job.start()
+        sites.append(job)
+    wait(lambda: page.operator.run.completed >= 1, timeout=1800)
+    page.refresh()
+    return sites
 
 
 def _hover(grid) -> None:

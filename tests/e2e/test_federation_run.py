@@ -40,8 +40,8 @@ def test_two_sites_train_two_rounds_through_real_flower_processes(tmp_path, laun
     sites = [launched(name, "site", "--config", str(write_site(tmp_path, name, folder, port)))
              for name, folder in folders.items()]
 
-    assert server.wait(RUN_TIMEOUT) == 0, (tmp_path / "server.out").read_text()
-    output = (tmp_path / "server.out").read_text()
+    assert server.wait(RUN_TIMEOUT) == 0, (tmp_path / "server.out").read_text(encoding="utf-8")
+    output = (tmp_path / "server.out").read_text(encoding="utf-8")
     assert "run finished" in output and "Hospital A" in output
 
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -43,7 +43,8 @@ def secret_key_bytes(secret_context: Path, folder: Path) -> bytes:
 def test_two_sites_train_an_encrypted_round_through_real_flower_processes(tmp_path, launched):
     keys = launched("keys", "keys", "he", "--out", "he")
     assert keys.wait(60) == 0
-    fingerprint = re.search(r"fingerprint:\s+(\S+)", (tmp_path / "keys.out").read_text()).group(1)
+    keys_output = (tmp_path / "keys.out").read_text(encoding="utf-8")
+    fingerprint = re.search(r"fingerprint:\s+(\S+)", keys_output).group(1)
 
     folders = site_datasets(tmp_path / "data", ("Hospital A", "Hospital B"), cases=2, test_fraction=0.5)
     port = free_port()
@@ -58,8 +59,8 @@ def test_two_sites_train_an_encrypted_round_through_real_flower_processes(tmp_pa
                           extra='[he]\nenabled = true\nsecret_context = "he/secret.ctx"\n')
         sites.append(launched(name, "site", "--config", str(path)))
 
-    assert server.wait(RUN_TIMEOUT) == 0, (tmp_path / "server.out").read_text()
-    output = (tmp_path / "server.out").read_text()
+    assert server.wait(RUN_TIMEOUT) == 0, (tmp_path / "server.out").read_text(encoding="utf-8")
+    output = (tmp_path / "server.out").read_text(encoding="utf-8")
     assert f"HE key {fingerprint}" in output and "encrypted global model" in output
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert {(r["phase"], r["site"], r["status"]) for r in records} == {
@@ -73,7 +74,8 @@ def test_two_sites_train_an_encrypted_round_through_real_flower_processes(tmp_pa
     for site in sites:
         site.send_signal(signal.SIGTERM)
     assert [site.wait(60) for site in sites] == [0, 0]
-    assert all(f"HE key {fingerprint}" in (tmp_path / f"{name}.out").read_text() for name in folders)
+    outputs = [(tmp_path / f"{name}.out").read_text(encoding="utf-8") for name in folders]
+    assert all(f"HE key {fingerprint}" in output for output in outputs)
 
     stored = load_encrypted_checkpoint(run_dir / "model.he")
     site_model = load_checkpoint(tmp_path / "Hospital B" / "global-model.pt")
