@@ -2,11 +2,13 @@
 Fingerprint Extraction).
 
 The server asks every connected site for the fingerprint of its training data (numbers only: case
-geometries and foreground intensity statistics) in a query message. Each reply is judged like any other:
-one that is malformed, or whose labels are not server.toml's [model] labels, is left out with a logged
-reason code, and an error code from a site leaves that site out too. The accepted fingerprints are
-merged and the plan is made with nnU-Net's rules for the federation's network, with server.toml's
-expert overrides. A resumed run never comes here: it keeps the plan its checkpoint holds.
+geometries, foreground intensity statistics and the range of tissue quantiles inside the bodies) in a
+query message. Each reply is judged like any other: one that is malformed, or whose labels are not
+server.toml's [model] labels, is left out with a logged reason code, and an error code from a site leaves
+that site out too. The accepted fingerprints are merged (Fingerprint.merge: cases pooled, statistics
+combined, tissue ranges widened to the lowest low and the highest high) and the plan is made with
+nnU-Net's rules for the federation's network, with server.toml's expert overrides. A resumed run never
+comes here: it keeps the plan its checkpoint holds.
 """
 
 from __future__ import annotations

@@ -60,6 +60,14 @@ def body_region(array: np.ndarray, also: np.ndarray | None = None) -> tuple[slic
     return tuple(region)
 
 
+def body_values(array: np.ndarray) -> np.ndarray:
+    """The intensities inside the body (of an even sample of a large study): the voxels above the body
+    threshold, or every voxel (the whole array is the box) when no body stands out."""
+    values = _sample(array)
+    threshold = body_threshold(values)
+    return values if threshold is None else values[values > threshold]
+
+
 def _sample(array: np.ndarray) -> np.ndarray:
     values = np.asarray(array, dtype=np.float32).ravel()
     return values[:: values.size // _SAMPLE] if values.size > _SAMPLE else values

@@ -1,5 +1,5 @@
-"""A dataset's fingerprint: each labelled case's geometry (the box around its body, as training sees it)
-and each modality's foreground intensities.
+"""A dataset's fingerprint: each labelled case's geometry (the box around its body, as training sees it),
+each modality's foreground intensities and the range of its cases' tissue quantiles inside the body.
 
 Numbers only (no path, name or identifier), so a site may send it to a federation's server. Torch-free.
 """
@@ -10,12 +10,21 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from segmentation.body import body_region
+from segmentation.body import body_region, body_values
 from segmentation.datalist import CaseEntry
 from segmentation.errors import DatasetError
 from segmentation.geometry import canonical_spacing_and_size, check_spacing, orientation_code
 from segmentation.io import read_labeled_pair
-from segmentation.plan import CaseFingerprint, Fingerprint, IntensityFingerprint, Plan, make_plan
+from segmentation.plan import (
+    CaseFingerprint,
+    Fingerprint,
+    IntensityFingerprint,
+    Plan,
+    TissueRange,
+    make_plan,
+    tissue_quantiles,
+    tissue_scale,
+)
 from segmentation.settings import NetworkConfig
 from segmentation.volume import Volume, normalize_modality
 
@@ -29,19 +38,22 @@ def fingerprint_cases(cases: Sequence[CaseEntry], labels: dict[int, str], seed: 
     if not labelled:
         raise DatasetError("there are no labelled cases to take a fingerprint of")
     rng = np.random.default_rng(seed)
-    geometries, samples = [], {}
+    geometries, samples, tissue = [], {}, {}
     for case in labelled:
         image, label = read_labeled_pair(case.image, case.label, series_uid=case.series_uid)
         check_spacing(image, str(case.image))
         spacing, size = canonical_spacing_and_size(body_box(image, label))
         geometries.append(CaseFingerprint(spacing, size, orientation_code(image.direction)))
+        modality = normalize_modality(case.modality)
         foreground = np.asarray(image.array)[np.asarray(label.array) > 0]
         if foreground.size > SAMPLES_PER_CASE:
             foreground = rng.choice(foreground, SAMPLES_PER_CASE, replace=False)
-        samples.setdefault(normalize_modality(case.modality), []).append(foreground)
+        samples.setdefault(modality, []).append(foreground)
+        case_range = TissueRange.of_case(tissue_quantiles(body_values(image.array), tissue_scale(modality)))
+        tissue[modality] = tissue[modality].combine(case_range) if modality in tissue else case_range
     intensities = {modality: IntensityFingerprint.of(np.concatenate(values))
                    for modality, values in samples.items()}
-    return Fingerprint(dict(labels), tuple(geometries), intensities)
+    return Fingerprint(dict(labels), tuple(geometries), intensities, tissue)
 
 
 def body_box(image: Volume, label: Volume) -> Volume:

@@ -1,10 +1,12 @@
 """The plan: how every study becomes network input, fixed once from the data's fingerprint (nnU-Net's rules).
 
 A fingerprint holds numbers only (per case: canonical spacing, size and the storage orientation; per
-modality: foreground intensity statistics), so sites of a federation can share it and merge theirs into
-one plan before round 1 (FednnU-Net's Federated Fingerprint Extraction). The plan says: canonical
-orientation (RAS), target spacing, patch size, normalization and labels. It travels with the model
-config and inside every checkpoint, and training, evaluation and inference all follow it.
+modality: foreground intensity statistics and the range of the tissue quantiles inside the bodies), so
+sites of a federation can share it and merge theirs into one plan before round 1 (FednnU-Net's Federated
+Fingerprint Extraction). The plan says: canonical orientation (RAS), target spacing, patch size,
+normalization and labels, and what the training studies' tissue looked like (so that inference notices a
+study of another body region). It travels with the model config and inside every checkpoint, and
+training, evaluation and inference all follow it.
 
 Torch-free: the GUI, the CLI's help and the federation's supervisors read plans without loading torch.
 """
@@ -15,6 +17,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,13 @@ MEMORY_BUDGET_MB = 2048.0
 # the width after concatenation) on the way up. A count for choosing patches, not a measurement.
 _MAPS_PER_LEVEL = 12
 _PERCENTILES = (0.5, 50.0, 99.5)
+# The per-image intensity window (percentiles of the image) that normalization clips and scales to [0, 1].
+LOWER_PERCENTILE, UPPER_PERCENTILE = 0.5, 99.5
+# Quantiles (percent) of the intensities inside a study's body that describe its tissue mix: a chest's
+# air-filled lungs, a head's skull or an abdomen's soft tissue each move them their own way.
+TISSUE_QUANTILES = (5.0, 25.0, 50.0, 75.0, 95.0)
+HOUNSFIELD = "HU"
+WINDOW = "window"
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,79 @@ def _percentile_key(percentile: float) -> str:
     return f"p{percentile:g}"
 
 
+def tissue_scale(modality: str) -> str:
+    """The units tissue quantiles of a modality are compared in: HOUNSFIELD for CT, whose units are
+    absolute; WINDOW for any other (MR's units are a scanner's arbitrary gain, and an untagged study may be
+    a CT or an MR): the body's own LOWER..UPPER_PERCENTILE window scaled to 0..1, the plan's per-image
+    normalization. Dividing by the body's median would undo the gain only where zero means no signal,
+    and blows up on a signed image whose median is near zero."""
+    return HOUNSFIELD if modality == "ct" else WINDOW
+
+
+def tissue_quantiles(body: np.ndarray, scale: str, levels: Sequence[float] = TISSUE_QUANTILES
+                     ) -> tuple[float, ...]:
+    """The quantiles (percent `levels`) of a study's body intensities (segmentation.body.body_values) in
+    `scale`'s units; a body of one intensity is all 0 on the WINDOW scale, as normalization makes it."""
+    values = np.asarray(body, dtype=np.float64).ravel()
+    if scale == WINDOW:
+        low, high = np.percentile(values, (LOWER_PERCENTILE, UPPER_PERCENTILE))
+        values = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    return tuple(float(v) for v in np.percentile(values, levels))
+
+
+@dataclass(frozen=True)
+class TissueRange:
+    """What the training studies of one modality showed inside their bodies: for each of
+    TISSUE_QUANTILES, the lowest and the highest value any of them had (in its tissue_scale's units)."""
+
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not len(self.low) == len(self.high) == len(TISSUE_QUANTILES):
+            raise ConfigError(f"a tissue range needs {len(TISSUE_QUANTILES)} low and high quantiles")
+        if any(low > high for low, high in zip(self.low, self.high, strict=True)):
+            raise ConfigError("a tissue range's low quantiles must not exceed its high ones")
+
+    @classmethod
+    def of_case(cls, quantiles: Sequence[float]) -> TissueRange:
+        """The range of one study: its own quantiles at both ends."""
+        return cls(tuple(quantiles), tuple(quantiles))
+
+    def combine(self, other: TissueRange) -> TissueRange:
+        """The range of both sets of studies (exact, unlike pooled percentiles): min of lows, max of highs."""
+        return TissueRange(tuple(map(min, self.low, other.low)), tuple(map(max, self.high, other.high)))
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"low": list(self.low), "high": list(self.high)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TissueRange:
+        """Validated: numbers only; anything else raises ConfigError, KeyError, TypeError or ValueError."""
+        return cls(tuple(_finite(v) for v in data["low"]), tuple(_finite(v) for v in data["high"]))
+
+
+def _combine_tissue(first: Fingerprint, second: Fingerprint) -> dict[str, TissueRange]:
+    """Each modality's tissue range over both datasets; none for a modality that one of them has cases of
+    but no range for (a site of an earlier version), since a range of some sites' studies only is too
+    narrow and would warn about studies like the others'."""
+    combined = {}
+    for modality in sorted(set(first.tissue) | set(second.tissue)):
+        ranges = [fingerprint.tissue.get(modality) for fingerprint in (first, second)
+                  if modality in fingerprint.tissue or modality in fingerprint.intensities]
+        if None not in ranges:
+            combined[modality] = reduce(TissueRange.combine, ranges)  # type: ignore[arg-type]
+    return combined
+
+
+def _tissue_from_dict(data: Any) -> dict[str, TissueRange]:
+    return {_code(modality): TissueRange.from_dict(ranges) for modality, ranges in data.items()}
+
+
+def _tissue_to_dict(tissue: dict[str, TissueRange]) -> dict[str, dict[str, list[float]]]:
+    return {modality: ranges.to_dict() for modality, ranges in sorted(tissue.items())}
+
+
 @dataclass(frozen=True)
 class Fingerprint:
     """What a dataset (or a whole federation, merged) looks like, in numbers only."""
@@ -98,16 +181,17 @@ class Fingerprint:
     labels: dict[int, str]
     cases: tuple[CaseFingerprint, ...]
     intensities: dict[str, IntensityFingerprint] = field(default_factory=dict)
+    tissue: dict[str, TissueRange] = field(default_factory=dict)
 
     def merge(self, other: Fingerprint) -> Fingerprint:
         """Both datasets as one (FednnU-Net's FFE: every site's case geometries pooled, intensity
-        statistics combined per modality); the labels must agree."""
+        statistics combined and tissue ranges widened per modality); the labels must agree."""
         if self.labels != other.labels:
             raise ConfigError(f"the datasets name different labels: {self.labels} vs {other.labels}")
         intensities = dict(self.intensities)
         for modality, stats in other.intensities.items():
             intensities[modality] = intensities[modality].combine(stats) if modality in intensities else stats
-        return Fingerprint(self.labels, self.cases + other.cases, intensities)
+        return Fingerprint(self.labels, self.cases + other.cases, intensities, _combine_tissue(self, other))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -115,6 +199,7 @@ class Fingerprint:
             "labels": {str(k): v for k, v in sorted(self.labels.items())},
             "cases": [asdict(case) for case in self.cases],
             "intensities": {modality: asdict(stats) for modality, stats in sorted(self.intensities.items())},
+            "tissue": _tissue_to_dict(self.tissue),
         }
 
     @classmethod
@@ -135,7 +220,8 @@ class Fingerprint:
                 )
                 for modality, stats in data["intensities"].items()
             }
-            return cls(_parse_labels(data["labels"]), cases, intensities)
+            tissue = _tissue_from_dict(data.get("tissue", {}))  # absent from earlier versions' fingerprints
+            return cls(_parse_labels(data["labels"]), cases, intensities, tissue)
         except ConfigError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -151,17 +237,19 @@ class Plan:
     `patch_size` is in array order: (y, x) for 2D, (z, y, x) for 3D. Intensities are windowed per image
     to their own percentiles (modality-agnostic, what GIN needs) unless `modality_statistics` (domain-
     specific normalization) z-scores each modality with its own statistics. `overridden` names the
-    fields an expert set by hand instead of the automatic rule.
+    fields an expert set by hand instead of the automatic rule. `tissue` is the training studies' tissue
+    range per modality (None in plans made before it was kept), which inference compares a study with.
     """
 
     labels: dict[int, str]
     spatial_dims: int
     target_spacing: tuple[float, float, float]
     patch_size: tuple[int, ...]
-    lower_percentile: float = 0.5
-    upper_percentile: float = 99.5
+    lower_percentile: float = LOWER_PERCENTILE
+    upper_percentile: float = UPPER_PERCENTILE
     modality_statistics: dict[str, Any] | None = field(default=None, hash=False)
     overridden: tuple[str, ...] = ()
+    tissue: dict[str, TissueRange] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         if self.spatial_dims not in (2, 3):
@@ -211,6 +299,7 @@ class Plan:
             "upper_percentile": self.upper_percentile,
             "modality_statistics": self.modality_statistics,
             "overridden": list(self.overridden),
+            "tissue": _tissue_to_dict(self.tissue) if self.tissue is not None else None,
         }
 
     @classmethod
@@ -224,20 +313,22 @@ class Plan:
         if data.get("orientation", CANONICAL_ORIENTATION) != CANONICAL_ORIENTATION:
             raise ConfigError(f"plans use the {CANONICAL_ORIENTATION} orientation, got "
                               f"{data['orientation']!r}")
+        tissue = data.get("tissue")  # absent from plans made before it was kept
         try:
             return cls(
                 labels=_parse_labels(data["labels"]),
                 spatial_dims=int(data["spatial_dims"]),
                 target_spacing=_floats(data["target_spacing"], 3),
                 patch_size=tuple(_integer(n) for n in data["patch_size"]),
-                lower_percentile=_finite(data.get("lower_percentile", 0.5)),
-                upper_percentile=_finite(data.get("upper_percentile", 99.5)),
+                lower_percentile=_finite(data.get("lower_percentile", LOWER_PERCENTILE)),
+                upper_percentile=_finite(data.get("upper_percentile", UPPER_PERCENTILE)),
                 modality_statistics=data.get("modality_statistics"),
                 overridden=tuple(str(name) for name in data.get("overridden", ())),
+                tissue=_tissue_from_dict(tissue) if tissue is not None else None,
             )
         except KeyError as error:
             raise ConfigError(f"the plan lacks {error}") from None
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, AttributeError) as error:
             raise ConfigError(f"malformed plan ({error})") from None
 
 
@@ -317,7 +408,8 @@ def make_plan(
         patch_size = _automatic_patch(fingerprint, spatial_dims, spacing, channels, batch_size,
                                       memory_budget_mb, multiple)
     plan = Plan(labels=dict(fingerprint.labels), spatial_dims=spatial_dims,
-                target_spacing=spacing, patch_size=tuple(int(n) for n in patch_size), overridden=overridden)
+                target_spacing=spacing, patch_size=tuple(int(n) for n in patch_size), overridden=overridden,
+                tissue=dict(fingerprint.tissue) or None)
     plan.check_network(spatial_dims, multiple)
     return plan
 

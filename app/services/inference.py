@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from app.models.model_fit import UNKNOWN, FitNote, StudyGeometry, fit_notes
+from app.models.model_fit import PROFILE_LEVELS, UNKNOWN, FitNote, StudyGeometry, fit_notes
 from app.models.study import MODALITY_CAPTIONS, Study
 from segmentation.errors import ConfigError
 from segmentation.events import read_events
@@ -114,21 +114,25 @@ def _kept_round(event_file: Path) -> int | None:
 
 
 def check_fit(model: ModelSummary, study: Study) -> tuple[FitNote, ...]:
-    """Whether the study fits the model (modality, voxel size, the body's extent): notes and warnings for
-    the page, never an error."""
+    """Whether the study fits the model (modality, voxel size, the body's extent, its tissue): notes and
+    warnings for the page, never an error."""
     return fit_notes(model.train_modality, model.augmentation, model.plan, study_geometry(study))
 
 
 def study_geometry(study: Study) -> StudyGeometry:
-    """The study's modality, spacing and body extent along the canonical axes (its body's box, as the
-    plan's fingerprint measures its training studies)."""
-    from segmentation.body import body_region
+    """The study's modality, spacing and body extent along the canonical axes (its body's box) and its body
+    intensities' percentiles on both tissue scales, as the plan's fingerprint measures its training
+    studies."""
+    from segmentation.body import body_region, body_values
     from segmentation.geometry import canonical_spacing_and_size
+    from segmentation.plan import HOUNSFIELD, WINDOW, tissue_quantiles
 
     array = np.asarray(study.image.array)
     spacing, size = canonical_spacing_and_size(study.image.with_array(array[body_region(array)]))
     extent = tuple(float(s * n) for s, n in zip(spacing, size, strict=True))
-    return StudyGeometry(study.modality, spacing, extent)  # type: ignore[arg-type]
+    body = body_values(array)
+    tissue = {scale: tissue_quantiles(body, scale, PROFILE_LEVELS) for scale in (HOUNSFIELD, WINDOW)}
+    return StudyGeometry(study.modality, spacing, extent, tissue)  # type: ignore[arg-type]
 
 
 def export_mask(mask: Volume, path: Path) -> Path:

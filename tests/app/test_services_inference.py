@@ -1,20 +1,29 @@
 """The Inference page's plain-Python side: finding the federation's latest global model among this
 workbench's sites, describing a global model by the round that made it, and saying when a study does not
-fit a model (modality, voxel size, the body's extent) as notes that never stop segmentation.
+fit a model (modality, voxel size, the body's extent, its tissue) as notes that never stop segmentation.
 
-Expected values are written out by hand from the checkpoints, plans and volumes each test makes.
+Expected values are written out by hand from the checkpoints, plans and volumes each test makes; the
+tissue check also end to end: a model planned on the demo's CT phantoms warns about slicerio's chest CT
+and about none of the phantoms held out from it.
 """
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from app.models.model_fit import FitNote, StudyGeometry, fit_notes
+from app.models.model_fit import PROFILE_LEVELS, FitNote, StudyGeometry, fit_notes
 from app.models.study import Study
+from app.services.demo import chest_ct_files
 from app.services.inference import check_fit, describe_model, latest_global_model, study_geometry
-from segmentation.plan import Plan
+from app.services.studies import load_study
+from federation.demo.settings import SITE_STORAGE
+from segmentation.datalist import load_dataset
+from segmentation.fingerprint import fingerprint_cases
+from segmentation.plan import Plan, TissueRange, make_plan
+from segmentation.synth import generate_dataset
 from segmentation.volume import Volume
 
 LABELS = {0: "background", 1: "liver", 2: "spleen"}
@@ -22,13 +31,15 @@ PLAN_2D = Plan(labels=LABELS, spatial_dims=2, target_spacing=(2.0, 2.0, 5.0), pa
 PLAN_3D = Plan(labels=LABELS, spatial_dims=3, target_spacing=(1.0, 1.0, 2.0), patch_size=(32, 64, 64))
 
 
-def write_model(path: Path, round: int = 0, epoch: int = 0, modality: str = "unknown") -> Path:
-    """A tiny untrained 2D U-Net checkpoint (PLAN_2D) that names the federated round that made it."""
+def write_model(path: Path, round: int = 0, epoch: int = 0, modality: str = "unknown",
+                plan: Plan = PLAN_2D) -> Path:
+    """A tiny untrained 2D U-Net checkpoint (PLAN_2D unless given) that names the federated round that made
+    it."""
     from segmentation.checkpoint import Checkpoint, save_checkpoint
     from segmentation.settings import NetworkConfig
 
-    network = NetworkConfig(out_channels=3, channels=(8, 16))
-    save_checkpoint(Checkpoint(network, PLAN_2D, network.build().state_dict(), augmentation="gin",
+    network = NetworkConfig(out_channels=len(plan.labels), channels=(8, 16))
+    save_checkpoint(Checkpoint(network, plan, network.build().state_dict(), augmentation="gin",
                                train_modality=modality, epoch=epoch, round=round), path)
     return path
 
@@ -165,3 +176,106 @@ def test_check_fit_reads_the_model_and_measures_the_study(tmp_path):
     assert [note.warning for note in notes] == [False, True, True]  # modality, voxels, the body's extent
     assert "MR T2" in notes[0].text and "0.25 x 0.25 mm along x, y" in notes[1].text
     assert "spans 6 x 6 mm along x, y" in notes[2].text  # (20 + 2 x 2 spare voxels) x 0.25 mm
+
+
+# -- does the study show tissue like the training studies'? -----------------------------------------------
+
+CT_TISSUE = TissueRange((-850, -150, -80, 20, 80), (-800, -100, -50, 40, 90))
+
+
+def tissue_geometry(modality: str, hounsfield=(), window=()) -> StudyGeometry:
+    """A study like PLAN_2D's in geometry, whose body has these percentiles (at PROFILE_LEVELS)."""
+    tissue = {scale: tuple(float(v) for v in profile)
+              for scale, profile in (("HU", hounsfield), ("window", window)) if len(profile)}
+    return StudyGeometry(modality, (2.0, 2.0, 5.0), (300.0, 200.0, 150.0), tissue)
+
+
+def test_a_body_whose_tissue_no_training_study_had_is_a_warning_in_hounsfield_units():
+    plan = Plan(LABELS, 2, (2.0, 2.0, 5.0), (32, 32), tissue={"ct": CT_TISSUE})
+    # Within every quantile's range: the training studies' own mix.
+    alike = np.interp(PROFILE_LEVELS, [0, 5, 25, 50, 75, 95, 100], [-1000, -825, -125, -65, 30, 85, 300])
+    assert fit_notes("ct", "gin", plan, tissue_geometry("ct", alike)) == ()
+    # Evenly spread from -1000 to 100 HU: 850 of 1100 HU (77%) lie below -150, the low end of the range of
+    # the 25% quantile, where the training studies had at most 25% of their bodies.
+    spread = np.linspace(-1000, 100, 101)
+    (warning,) = fit_notes("ct", "gin", plan, tissue_geometry("ct", spread))
+    assert warning == FitNote("this study's tissue looks unlike the training studies' (77% of its body is "
+                              "below -150 HU; the training studies had at most 25% there): it may show "
+                              "another body region; check the labels it names", warning=True)
+    # An untagged study is judged by the plan's only modality; one of another modality is not judged (the
+    # modality note says it), nor is an untagged study when the plan knows several.
+    assert fit_notes("ct", "gin", plan, tissue_geometry("unknown", spread)) == (warning,)
+    (note,) = fit_notes("ct", "gin", plan, tissue_geometry("mr-t1", spread))
+    assert not note.warning
+    two = Plan(LABELS, 2, (2.0, 2.0, 5.0), (32, 32), tissue={"ct": CT_TISSUE, "mr-t1": CT_TISSUE})
+    assert fit_notes("ct,mr-t1", "gin", two, tissue_geometry("unknown", spread)) == ()
+    assert fit_notes("ct", "gin", PLAN_2D, tissue_geometry("ct", spread)) == ()  # a plan made before ranges
+
+
+def test_other_modalities_are_judged_on_the_bodys_own_intensity_range():
+    tissue = TissueRange((0.05, 0.3, 0.5, 0.65, 0.85), (0.06, 0.4, 0.6, 0.75, 0.9))
+    plan = Plan(LABELS, 2, (2.0, 2.0, 5.0), (32, 32), tissue={"mr-t1": tissue})
+    even = np.linspace(0.0, 1.0, 101)  # at most 5 points beyond any quantile's range
+    assert fit_notes("mr-t1", "gin", plan, tissue_geometry("mr-t1", hounsfield=even * 900, window=even)) == ()
+    # Mostly dark: the share below 0.3 is the cube root of 0.3, 67%, where the training studies had 25%.
+    dark = even ** 3
+    (warning,) = fit_notes("mr-t1", "gin", plan, tissue_geometry("mr-t1", hounsfield=even * 900, window=dark))
+    assert "(67% of its body is darker than 0.30 of its own intensity range; the training studies had at " \
+           "most 25% there)" in warning.text
+
+
+@pytest.fixture(scope="module")
+def phantom_model(tmp_path_factory) -> Path:
+    """A model planned on the demo CT site's phantoms (stored as that site stores them), 3 training cases."""
+    root = tmp_path_factory.mktemp("phantoms")
+    generate_dataset(root / "train", "ct", 4, seed=1, size=32, geometry=SITE_STORAGE["ct"].geometry(32))
+    dataset = load_dataset(root / "train")
+    plan = make_plan(fingerprint_cases(dataset.training, dataset.labels), 2, (8, 16), batch_size=4)
+    return write_model(root / "model.pt", modality="ct", plan=plan)
+
+
+def test_held_out_phantoms_of_every_demo_sites_storage_fit_the_model(phantom_model, tmp_path):
+    model = describe_model(phantom_model)
+    for site, storage in SITE_STORAGE.items():
+        generate_dataset(tmp_path / site, "ct", 3, seed=7, size=32, geometry=storage.geometry(32))
+        held_out = load_dataset(tmp_path / site)
+        for case in held_out.training + held_out.test:
+            study = load_study(case.image)  # DICOM says CT; the NIfTI files do not say
+            assert check_fit(model, study) == (), (site, case.case_id)
+
+
+def test_the_chest_ct_gets_a_tissue_warning_from_an_abdominal_phantom_model(phantom_model, tmp_path):
+    model = describe_model(phantom_model)
+    chest = load_study(chest_ct_files()[0])
+    assert chest.modality == "unknown"  # the NRRD does not say: judged by the model's only modality
+    (warning,) = [note for note in check_fit(model, chest) if "tissue" in note.text]
+    assert warning.warning and "it may show another body region; check the labels it names" in warning.text
+    share, level, allowed = re.search(r"\((\d+)% of its body is below (-?\d+) HU; the training studies had "
+                                      r"at most (\d+)% there\)", warning.text).groups()
+    # The phantoms' lowest 5% is lung (about -850 HU); half the chest's scan lies below it. Its body is
+    # every voxel the scanner measured (-3024 HU pads the corners outside its circle).
+    assert -900 < int(level) < -800 and allowed == "5"
+    array = np.asarray(chest.image.array)
+    measured = array[array > -3024]
+    assert int(share) == pytest.approx(100 * np.mean(measured < int(level)), abs=1.5)
+
+    generate_dataset(tmp_path / "mr", "mr-t1", 2, seed=2, size=32)  # the demo's MR T1 site
+    mr = load_study(load_dataset(tmp_path / "mr").training[0].image).with_modality("mr-t1")
+    (note,) = check_fit(model, mr)
+    assert not note.warning and "MR T1" in note.text  # another modality: the note says it, no tissue check
+
+
+def test_checkpoints_made_before_tissue_ranges_were_kept_still_load_and_check(tmp_path):
+    import torch
+
+    path = write_model(tmp_path / "old.pt", epoch=2, modality="ct",
+                       plan=Plan(LABELS, 2, (2.0, 2.0, 5.0), (32, 32), tissue={"ct": CT_TISSUE}))
+    payload = torch.load(path, weights_only=True)
+    del payload["plan"]["tissue"]  # as format 2 checkpoints of the earlier version hold their plans
+    torch.save(payload, path)
+    model = describe_model(path)
+    assert model.plan.tissue is None and model.plan == PLAN_2D
+    array = np.full((3, 40, 40), -1000.0, np.float32)
+    array[:, 5:35, 5:35] = -900.0  # all lung-like: unlike CT_TISSUE, but the old plan cannot say
+    study = Study(Volume(array, spacing=(2.0, 2.0, 5.0), modality="ct"), Path("x.nii.gz"), "x")
+    assert check_fit(model, study) == ()

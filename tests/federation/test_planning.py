@@ -110,6 +110,11 @@ def test_the_plan_merges_the_accepted_fingerprints_and_takes_the_overrides(sites
     assert [a.verdict.code for a in answers] == [ACCEPTED, ACCEPTED, OTHER_LABELS]
     plan, fingerprint = federated_plan(answers, config)
     assert plan == union_plan(sites["Site A"], sites["Site B"]) and len(fingerprint.cases) == 4
+    # The plan's tissue range holds both sites' studies: the lower of their lows, the higher of their highs.
+    a, b = (json.loads(fingerprint_text(sites[name]))["tissue"]["ct"] for name in ("Site A", "Site B"))
+    assert a != b
+    assert list(plan.tissue["ct"].low) == [min(pair) for pair in zip(a["low"], b["low"], strict=True)]
+    assert list(plan.tissue["ct"].high) == [max(pair) for pair in zip(a["high"], b["high"], strict=True)]
     assert merged_fingerprint(answers) == merged_fingerprint(answers[::-1])  # reply order does not matter
 
     path.write_text(server_toml("run", model="target_spacing = [0.8, 0.8, 2.5]\npatch_size = [32, 24]\n"))

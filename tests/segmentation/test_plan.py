@@ -11,6 +11,7 @@ from segmentation.plan import (
     Fingerprint,
     IntensityFingerprint,
     Plan,
+    TissueRange,
     estimate_patch_memory_mb,
     make_plan,
     read_plan,
@@ -21,9 +22,9 @@ from segmentation.plan import (
 LABELS = {0: "background", 1: "liver"}
 
 
-def fingerprint(*cases, intensities=None) -> Fingerprint:
+def fingerprint(*cases, intensities=None, tissue=None) -> Fingerprint:
     return Fingerprint(LABELS, tuple(CaseFingerprint(spacing, size, "LPS") for spacing, size in cases),
-                       intensities or {})
+                       intensities or {}, tissue or {})
 
 
 def test_target_spacing_is_the_median_per_axis():
@@ -67,20 +68,59 @@ def test_merging_fingerprints_pools_cases_and_intensity_statistics():
         site_a.merge(Fingerprint({0: "background", 1: "heart"}, (), {}))
 
 
+def test_merging_fingerprints_widens_each_modalitys_tissue_range_to_hold_both():
+    case = ((1, 1, 1), (10, 10, 10))
+    stats = IntensityFingerprint.of(np.arange(10.0))
+    site_a = fingerprint(case, intensities={"ct": stats}, tissue={
+        "ct": TissueRange((-900, -100, 0, 40, 80), (-850, -90, 10, 50, 90))})
+    site_b = fingerprint(case, intensities={"ct": stats, "mr-t1": stats}, tissue={
+        "ct": TissueRange((-950, -120, -10, 45, 70), (-800, -70, 5, 60, 100)),
+        "mr-t1": TissueRange((0.1, 0.2, 0.3, 0.4, 0.5), (0.2, 0.3, 0.4, 0.5, 0.6))})
+    merged = site_a.merge(site_b)
+    assert merged.tissue == {"ct": TissueRange((-950, -120, -10, 40, 70), (-800, -70, 10, 60, 100)),
+                             "mr-t1": site_b.tissue["mr-t1"]}
+    assert site_b.merge(site_a).tissue == merged.tissue
+    plan = make_plan(merged, 2, (8, 16), batch_size=2)
+    assert plan.tissue == merged.tissue
+    assert make_plan(fingerprint(case), 2, (8, 16), batch_size=2).tissue is None
+
+    # A site of an earlier version has CT cases but no tissue range: the CT range of the other site alone
+    # would be too narrow, so the merge keeps none; its MR T1 range stands.
+    earlier = fingerprint(case, intensities={"ct": stats})
+    assert earlier.merge(site_b).tissue == site_b.merge(earlier).tissue == {"mr-t1": site_b.tissue["mr-t1"]}
+
+
+def test_plans_and_fingerprints_without_tissue_ranges_still_load(tmp_path):
+    """Plans and fingerprints written before the tissue range was kept have no "tissue" key."""
+    old_plan = Plan(LABELS, 2, (0.7, 0.7, 2.5), (192, 160))
+    data = old_plan.to_dict()
+    del data["tissue"]
+    (tmp_path / "plan.json").write_text(json.dumps(data))
+    assert read_plan(tmp_path / "plan.json") == old_plan and old_plan.tissue is None
+    old_fingerprint = fingerprint(((1, 1, 1), (10, 10, 10)))
+    data = old_fingerprint.to_dict()
+    del data["tissue"]
+    assert Fingerprint.from_dict(data) == old_fingerprint
+
+
 def test_fingerprints_and_plans_round_trip_and_refuse_anything_malformed(tmp_path):
+    tissue = {"mr-t1": TissueRange((0.05, 0.2, 0.4, 0.6, 0.9), (0.1, 0.3, 0.5, 0.7, 0.95))}
     original = fingerprint(((0.7, 0.7, 2.5), (512, 512, 100)),
-                           intensities={"mr-t1": IntensityFingerprint.of(np.arange(10.0))})
+                           intensities={"mr-t1": IntensityFingerprint.of(np.arange(10.0))}, tissue=tissue)
     assert Fingerprint.from_dict(json.loads(json.dumps(original.to_dict()))) == original
     for broken in ({"format": "x"}, {**original.to_dict(), "cases": [{"spacing": [1, 1], "size": [1, 1, 1],
                                                                        "orientation": "LPS"}]},
                    {**original.to_dict(), "cases": [{"spacing": [1, 1, float("nan")], "size": [1, 1, 1],
                                                      "orientation": "LPS"}]},
                    {**original.to_dict(), "cases": [{"spacing": [1, 1, 1], "size": [1, 1, 1],
-                                                     "orientation": "/home/site/patient 7"}]}):
+                                                     "orientation": "/home/site/patient 7"}]},
+                   {**original.to_dict(), "tissue": {"/home/site/patient 7": tissue["mr-t1"].to_dict()}},
+                   {**original.to_dict(), "tissue": {"ct": {"low": [0, 0, 0, 0, "x"], "high": [1] * 5}}},
+                   {**original.to_dict(), "tissue": {"ct": {"low": [0] * 5, "high": [1] * 4}}}):
         with pytest.raises(ConfigError):
             Fingerprint.from_dict(broken)
 
-    plan = Plan(LABELS, 2, (0.7, 0.7, 2.5), (192, 160), overridden=("patch_size",))
+    plan = Plan(LABELS, 2, (0.7, 0.7, 2.5), (192, 160), overridden=("patch_size",), tissue=tissue)
     write_plan(plan, tmp_path / "plan.json", fingerprint=original)
     assert read_plan(tmp_path / "plan.json") == plan
     (tmp_path / "bad.json").write_text("{not json")
@@ -88,7 +128,11 @@ def test_fingerprints_and_plans_round_trip_and_refuse_anything_malformed(tmp_pat
                              ('{"format": "fedseg-plan/1", "labels": {"0": "b", "1": "l"}}', "lacks"),
                              (json.dumps({**plan.to_dict(), "patch_size": [192]}), "2 positive patch sides"),
                              (json.dumps({**plan.to_dict(), "target_spacing": [0, 1, 1]}), "positive"),
-                             (json.dumps({**plan.to_dict(), "orientation": "LPS"}), "RAS")):
+                             (json.dumps({**plan.to_dict(), "orientation": "LPS"}), "RAS"),
+                             (json.dumps({**plan.to_dict(), "tissue": {"ct": {"low": [1] * 5,
+                                                                              "high": [0] * 5}}}),
+                              "must not exceed"),
+                             (json.dumps({**plan.to_dict(), "tissue": ["ct"]}), "malformed plan")):
         (tmp_path / "bad.json").write_text(content)
         with pytest.raises(ConfigError, match=message):
             read_plan(tmp_path / "bad.json")
