@@ -1,8 +1,9 @@
 """A training job's progress and curves, rebuilt from its events (segmentation.events' schema).
 
 The same model follows `fedseg train` in a child process and any recorded events.jsonl: apply()
-each event dict in order. ETA and rate come only from steps timed in the current session, so a
-resumed run does not count its earlier epochs as instant.
+each event dict in order. The ETA comes only from this session's progress events (their own "time"
+fields), so a resumed run does not count its earlier epochs as instant; it times steps and epoch ends
+(validation and checkpoint) apart, since an epoch's end can cost as much as several steps.
 """
 
 from __future__ import annotations
@@ -31,6 +32,45 @@ class JobState(Enum):
 
 
 @dataclass
+class Pace:
+    """This session's timing from its progress events: time over steps within an epoch, and time across
+    an epoch's end (its validation and checkpoint, plus the steps on either side). The first step only
+    starts the clock: it also holds the start-up."""
+
+    step_seconds: float = 0.0
+    steps: int = 0
+    end_seconds: float = 0.0
+    end_steps: int = 0
+    ends: int = 0
+    last: tuple[int, int, float] | None = None  # (epoch, steps done, time) of the latest progress event
+
+    def add(self, epoch: int, done: int, time: float) -> None:
+        if self.last is not None:
+            last_epoch, last_done, last_time = self.last
+            if epoch == last_epoch:
+                self.step_seconds += time - last_time
+                self.steps += done - last_done
+            elif epoch == last_epoch + 1:
+                self.end_seconds += time - last_time
+                self.end_steps += done - last_done
+                self.ends += 1
+        self.last = (epoch, done, time)
+
+    @property
+    def first_estimate(self) -> bool:
+        """No epoch's end timed yet: what is left is estimated from the steps alone."""
+        return self.ends == 0
+
+    def remaining(self, steps: int, ends: int) -> float | None:
+        """Seconds for `steps` more steps and `ends` more epoch ends; None before two steps were timed."""
+        if self.steps <= 0 and not self.ends:
+            return None
+        per_step = self.step_seconds / self.steps if self.steps > 0 else 0.0  # one-step epochs: none within
+        per_end = max(self.end_seconds - self.end_steps * per_step, 0.0) / self.ends if self.ends else 0.0
+        return steps * per_step + ends * per_end
+
+
+@dataclass
 class Curves:
     """Loss per step (x in fractional epochs), loss and validation Dice per finished epoch."""
 
@@ -54,8 +94,7 @@ class TrainingRunModel:
         self.loss: float | None = None
         self.dice: float | None = None
         self.curves = Curves()
-        self._timing: tuple[float, int] | None = None  # (time, steps done) of this session's first step
-        self._latest: tuple[float, int] | None = None
+        self.pace = Pace()
 
     # -- state ---------------------------------------------------------------------------------
     def set_state(self, state: JobState, message: str = "") -> None:
@@ -82,7 +121,7 @@ class TrainingRunModel:
     def _on_started(self, event: dict[str, Any]) -> None:
         self.epochs = int(event.get("epochs", self.epochs))
         self.epoch = int(event.get("start_epoch", self.epoch))
-        self.step, self._timing, self._latest = 0, None, None
+        self.step, self.pace = 0, Pace()
         if self.state is not JobState.STOPPING:
             self.state, self.message = JobState.RUNNING, ""
 
@@ -92,10 +131,7 @@ class TrainingRunModel:
         self.loss = _number(event.get("loss"))
         if self.loss is not None:
             self.curves.step_loss.append((self.epoch - 1 + self.step / max(self.steps, 1), self.loss))
-        sample = (float(event.get("time", 0.0)), self.steps_done)
-        if self._timing is None:
-            self._timing = sample
-        self._latest = sample
+        self.pace.add(self.epoch, self.steps_done, float(event.get("time", 0.0)))
 
     def _on_epoch(self, event: dict[str, Any]) -> None:
         epoch = int(event["epoch"])
@@ -141,14 +177,20 @@ class TrainingRunModel:
 
     @property
     def eta_seconds(self) -> float | None:
-        """Seconds left at this session's average step rate; None until two steps were timed."""
-        if self._timing is None or self._latest is None or not self.total_steps:
+        """Seconds left after the latest step: the steps left at this session's time per step, and the
+        epoch ends left (the latest step's own included) at its time per epoch end; None until two steps
+        were timed."""
+        if self.pace.last is None or not self.total_steps:
             return None
-        (start, done_start), (now, done_now) = self._timing, self._latest
-        if done_now <= done_start or now <= start:
-            return None
-        per_step = (now - start) / (done_now - done_start)
-        return max(self.total_steps - done_now, 0) * per_step
+        ends = max(self.epochs - self.pace.last[0] + 1, 0)
+        return self.pace.remaining(max(self.total_steps - self.steps_done, 0), ends)
+
+    @property
+    def eta_text(self) -> str:
+        """The ETA for people: '~0:45' while it is a first estimate (steps only), '0:40' once an epoch's
+        end was timed, '—' while unknown."""
+        eta = self.eta_seconds
+        return ("~" if eta is not None and self.pace.first_estimate else "") + format_duration(eta)
 
 
 def format_duration(seconds: float | None) -> str:

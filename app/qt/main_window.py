@@ -178,7 +178,7 @@ class MainWindow(QMainWindow):
 
     def _demo_ready(self, demo: DemoWorkspace) -> None:
         self.demo = demo
-        for folder in demo.sites.values():
+        for folder in reversed(demo.sites.values()):  # the CT site last: first in the recent list
             self.workbench.settings.add_recent_dataset(folder)
         self.workbench.save()
         self.workbench.recent_changed.emit()

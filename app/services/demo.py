@@ -5,6 +5,7 @@ the local demo federation (`fedseg demo`) run in the background."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +14,11 @@ from app.services.child_process import FedsegChild
 
 # Modality -> seed: each demo site has its own patients.
 DEMO_SITES = {"ct": 1, "mr-t1": 2, "mr-t2": 3}
-DEMO_CASES = 4
+# 16 training and 4 test phantoms per site: enough for a first local training with the page's defaults to
+# reach the federation demo's single-site Dice on the test cases (bench/first_training.py).
+DEMO_CASES = 20
 DEMO_SIZE = 64
+DEMO_STAMP = "fedseg-demo.json"  # in each site folder: the settings the demo made it with
 CHEST_CT = "CTChest4.nrrd"
 CHEST_LABELS = "Segmentation.seg.nrrd"
 DEMO_ROUNDS = 3
@@ -48,20 +52,55 @@ def chest_ct_files() -> tuple[Path, Path]:
 
 
 def prepare_demo_workspace(root: Path, progress: Callable[[str], None] | None = None) -> DemoWorkspace:
-    """Make the site datasets that are missing under root/demo (seconds) and return the workspace."""
+    """Make the site datasets under root/demo that are missing or were made with other demo settings (an
+    earlier workbench's fewer cases), in seconds, and return the workspace. A site folder that holds a
+    file the demo does not write is left as it is, so nothing of the user's is ever removed."""
+    sites = {}
+    for modality, seed in DEMO_SITES.items():
+        sites[modality] = root / "demo" / f"site-{modality}"
+        _prepare_site(sites[modality], modality, seed, progress or (lambda message: None))
+    chest_ct, chest_labels = chest_ct_files()
+    return DemoWorkspace(root / "demo", sites, chest_ct, chest_labels)
+
+
+def _prepare_site(folder: Path, modality: str, seed: int, progress: Callable[[str], None]) -> None:
+    from segmentation.atomic import write_text_atomic
     from segmentation.datalist import DATASET_JSON
     from segmentation.synth import generate_dataset
 
-    sites = {}
-    for modality, seed in DEMO_SITES.items():
-        folder = root / "demo" / f"site-{modality}"
-        if not (folder / DATASET_JSON).is_file():
-            if progress is not None:
-                progress(f"making the {modality.upper()} demo site")
-            generate_dataset(folder, modality, DEMO_CASES, seed, size=DEMO_SIZE, overwrite=True)
-        sites[modality] = folder
-    chest_ct, chest_labels = chest_ct_files()
-    return DemoWorkspace(root / "demo", sites, chest_ct, chest_labels)
+    stamp = {"cases": DEMO_CASES, "size": DEMO_SIZE, "seed": seed}
+    made = (folder / DATASET_JSON).is_file()
+    if made and _read_stamp(folder) == stamp:
+        return
+    foreign = _foreign_file(folder, modality)
+    if foreign is not None:
+        progress(f"kept {folder} as it is: {foreign.relative_to(folder)} is not a demo file")
+        return
+    progress(f"{'remaking' if made else 'making'} the {modality.upper()} demo site ({DEMO_CASES} cases)")
+    generate_dataset(folder, modality, DEMO_CASES, seed, size=DEMO_SIZE, overwrite=True)
+    write_text_atomic(folder / DEMO_STAMP, json.dumps(stamp) + "\n")
+
+
+def _read_stamp(folder: Path) -> object:
+    try:
+        return json.loads((folder / DEMO_STAMP).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def _foreign_file(folder: Path, modality: str) -> Path | None:
+    """The first file under a site folder that the demo does not write, if any: the demo writes
+    dataset.json, its stamp and segmentation.synth's cases (synth_<modality>_NNN in imagesTr, labelsTr,
+    imagesTs, labelsTs); hidden files (a crashed write's temporary, a desktop's index) do not count."""
+    from segmentation.datalist import DATASET_JSON
+
+    case = re.compile(rf"(images|labels)(Tr|Ts)/synth_{modality.replace('-', '')}_\d+(\.nii\.gz|/.+)")
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        if path.is_file() and not path.name.startswith(".") and relative not in (DATASET_JSON, DEMO_STAMP) \
+                and not case.fullmatch(relative):
+            return path
+    return None
 
 
 class DemoFederationJob(FedsegChild):

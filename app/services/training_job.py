@@ -3,23 +3,33 @@
 The plan (target spacing, patch size) is automatic: `fedseg train` makes it from the training data and
 writes RUN/plan.json before it trains. An expert may override spacing and patch size; both are checked
 here, before the child starts, so a typo is a sentence at once rather than a failed process later.
+
+A run's length is proposed in steps, not epochs: an epoch is a pass over every slice of every training
+case, so a fixed epoch count is a few seconds on a small dataset and days on a large one. The page turns
+the remembered length in steps into the epochs nearest to it on the chosen dataset (TrainingLength).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import SimpleITK as sitk
+
 from app.services.child_process import FedsegChild
-from segmentation.errors import ConfigError, DatasetError
+from segmentation.datalist import DATASET_JSON, CaseEntry, load_dataset
+from segmentation.errors import ConfigError, DatasetError, FedSegError, StudyReadError
+from segmentation.geometry import canonical_axes
+from segmentation.io.formats import detect_format
 from segmentation.plan import check_patch_size, check_target_spacing, read_plan
 from segmentation.settings import CHECKPOINT_NAME, EVENTS_NAME, FEDGIN_CHANNELS, PLAN_NAME, NetworkConfig
 
 LOG_NAME = "train.log"
-DATASET_JSON = "dataset.json"
 AUTOMATIC_PLAN = "automatic from the training data"
 SPACING_AXES = ("X", "Y", "Z")
+SIZE_SAMPLE = 8  # training cases whose headers are read to size a dataset (evenly spread, scaled to all)
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,73 @@ class TrainingRequest:
                               "train on")
         if not self.resume and has_checkpoint:
             raise ConfigError(f"{self.out} already holds a run; resume it or choose another run folder")
+
+
+@dataclass(frozen=True)
+class TrainingLength:
+    """A run's length on one dataset: `epochs` passes of `steps_per_epoch` batches."""
+
+    epochs: int
+    steps_per_epoch: int
+
+    @classmethod
+    def of(cls, epochs: int, slices: int, batch_size: int) -> TrainingLength:
+        """`epochs` on a dataset of `slices` 2D slices, which an epoch of a 2D plan cuts into about one
+        patch each (segmentation.patches)."""
+        return cls(epochs, max(1, math.ceil(slices / max(batch_size, 1))))
+
+    def nearest(self, steps: int) -> TrainingLength:
+        """The epochs of this dataset nearest to `steps` optimisation steps, one at least."""
+        return replace(self, epochs=max(1, round(steps / self.steps_per_epoch)))
+
+    @property
+    def steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def describe(self) -> str:
+        """'about 496 steps, 16 per epoch'."""
+        return f"about {self.steps:,} steps, {self.steps_per_epoch:,} per epoch"
+
+
+def dataset_slices(data: Path | None) -> int | None:
+    """training_slices() of a dataset folder; None where there is none or it cannot be read (its own
+    check says why when training starts)."""
+    if data is None or not (data / DATASET_JSON).is_file():
+        return None
+    try:
+        return training_slices(data)
+    except FedSegError:
+        return None
+
+
+def training_slices(data: Path) -> int:
+    """About how many 2D slices the training cases of a dataset folder hold, from the headers of up to
+    SIZE_SAMPLE of them scaled to all, so that sizing a dataset of hundreds of studies stays quick.
+    A FedSegError says when the folder or a sampled study cannot be read."""
+    cases = load_dataset(data).training
+    if not cases:
+        raise DatasetError(f"{data} has no training cases")
+    sample = cases[::math.ceil(len(cases) / SIZE_SAMPLE)]
+    return round(sum(map(_axial_slices, sample)) * len(cases) / len(sample))
+
+
+def _axial_slices(case: CaseEntry) -> int:
+    """A study's slices along its axis nearest to S (what a 2D plan cuts) from its header alone; a DICOM
+    folder counts its files, one per slice of the usual axial series."""
+    if case.image.is_dir():
+        return sum(1 for path in case.image.rglob("*") if path.is_file())
+    image_format = detect_format(case.image)
+    if image_format.image_io is None:  # a single DICOM file: one slice
+        return 1
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO(image_format.image_io)
+    reader.SetFileName(str(case.image))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise StudyReadError(f"{case.image} is not a readable {image_format.name} file") from None
+    size = reader.GetSize()
+    return 1 if len(size) < 3 else int(size[canonical_axes(reader.GetDirection())[2]])
 
 
 def previous_events(run_dir: Path) -> list[dict[str, Any]]:

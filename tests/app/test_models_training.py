@@ -64,3 +64,48 @@ def test_format_duration():
     assert format_duration(None) == "—"
     assert format_duration(65.4) == "1:05"
     assert format_duration(3725) == "1:02:05"
+
+
+def timed_run(epochs=4, steps=6, startup=5.0, step_seconds=0.5, end_seconds=3.0):
+    """A run's events on a clock of known costs: start-up, steps, and each epoch's end (validation and
+    checkpoint); the finished event's time is when the run really ended."""
+    events = [{"kind": "started", "time": 0.0, "job": "train", "epochs": epochs, "start_epoch": 0}]
+    now = startup
+    for epoch in range(1, epochs + 1):
+        for step in range(1, steps + 1):
+            now += step_seconds
+            events.append(progress(epoch, step, time=now, steps=steps, epochs=epochs))
+        now += end_seconds
+        events.append(epoch_event(epoch, 1.0, {"liver": 0.5}) | {"time": now})
+    events.append({"kind": "finished", "time": now, "job": "train", "metrics": {}})
+    return events
+
+
+def test_the_eta_counts_each_epochs_validation_once_an_epoch_has_ended():
+    events = timed_run(epochs=20, steps=5)
+    end = events[-1]["time"]
+    model = TrainingRunModel()
+    first, later = [], {}
+    for event in events[:-1]:
+        model.apply(event)
+        if event["kind"] == "progress" and model.eta_seconds is not None:
+            seen = (model.eta_seconds, end - event["time"], model.eta_text)
+            if model.pace.first_estimate:
+                first.append(seen)
+            else:
+                later[round(model.fraction, 2)] = seen
+    # Within the first epoch only steps were timed: a first estimate, short by the epoch ends to come.
+    assert len(first) == 4 and all(eta < real and text.startswith("~") for eta, real, text in first)
+    # From the second epoch on it is the real time left: at 10%, 25% and 50% of the run, and all along.
+    assert {0.1, 0.25, 0.5} <= set(later)
+    for eta, real, text in later.values():
+        assert eta == pytest.approx(real) and not text.startswith("~")
+
+
+def test_one_step_epochs_are_timed_across_their_ends():
+    events = timed_run(epochs=5, steps=1, step_seconds=1.0, end_seconds=2.0)
+    end = events[-1]["time"]
+    model = TrainingRunModel()
+    model.apply_all(events[:4])  # started, epoch 1's step and end, epoch 2's step
+    assert model.eta_seconds is not None and not model.pace.first_estimate
+    assert model.eta_seconds == pytest.approx(end - events[3]["time"], abs=1.0)  # within one step

@@ -11,7 +11,7 @@ from app.services.child_process import FedsegChild
 from app.services.demo import DemoFederationJob
 from app.services.federation_site import SiteForm, SiteJob, check_reachable, write_site_config
 from app.services.inference import describe_model, export_dicom_seg, export_mask, segment
-from app.services.settings import RECENT_LIMIT, Settings, SettingsStore
+from app.services.settings import RECENT_LIMIT, Settings, SettingsStore, TrainingDefaults
 from app.services.studies import labels_beside, list_series_choices, load_label_map, load_study
 from app.services.training_job import (
     AUTOMATIC_PLAN,
@@ -45,7 +45,7 @@ def test_settings_round_trip_recent_files_and_damaged_files(tmp_path):
     assert loaded == settings
     assert loaded.recent_studies[0] == "/data/study5.nii.gz" and len(loaded.recent_studies) == RECENT_LIMIT
     assert loaded.recent_studies.count("/data/study5.nii.gz") == 1
-    store.path.write_text("[training]\nepochs = 'many'\n", encoding="utf-8")
+    store.path.write_text("[training]\nsteps = 'many'\n", encoding="utf-8")
     damaged = SettingsStore(store.path)
     assert damaged.load() == Settings() and "could not be read (ValueError)" in damaged.problem
 
@@ -79,7 +79,7 @@ def test_settings_of_an_earlier_version_with_an_image_size_still_load(tmp_path):
     path.write_text("[training]\nepochs = 7\nimage_size = 128\n", encoding="utf-8")
     store = SettingsStore(path)
     settings = store.load()
-    assert settings.training.epochs == 7 and not store.problem
+    assert settings.training == TrainingDefaults() and not store.problem  # a fixed epoch count is dropped
     assert not hasattr(settings.training, "image_size")
 
 

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from app.commands.train import AUGMENTATION_CHOICES
 from app.models.augmentation import AUGMENTATION_CAPTIONS
 from app.models.colors import label_color
-from app.models.training import JobState, TrainingRunModel, format_duration
+from app.models.training import JobState, TrainingRunModel
 from app.qt.dialogs import show_error
 from app.qt.widgets.common import Badge, Card, MetricTile, Page, PathField, button, combo, hint
 from app.qt.widgets.plots import Canvas, rgb_to_mpl, style_axes, style_legend
@@ -34,12 +34,15 @@ from app.services.training_job import (
     PlanOverride,
     RunPlan,
     TrainingJob,
+    TrainingLength,
     TrainingRequest,
     can_resume,
+    dataset_slices,
     previous_events,
 )
 from app.services.workbench import Workbench
 from segmentation.errors import ConfigError, FedSegError
+from segmentation.settings import FEDGIN_CHANNELS
 
 POLL_MS = 300
 REDRAW_MS = 400  # the curves are redrawn at most this often (a redraw costs tens of milliseconds)
@@ -98,6 +101,7 @@ class TrainingPage(Page):
         self.model = workbench.training
         self.job: TrainingJob | None = None
         self.run_plan = RunPlan()
+        self.slices: int | None = None  # the chosen dataset's training slices, while known
         self.timer = QTimer(self)
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self.poll)
@@ -138,7 +142,17 @@ class TrainingPage(Page):
         form.addRow("Augmentation", self.augmentation)
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 10_000)
-        form.addRow("Epochs", self.epochs)
+        self.epochs.setToolTip("Proposed for each dataset from the length of your last run in steps; an "
+                               "epoch is a pass over every slice of every training case")
+        self.epochs.valueChanged.connect(self._show_length)
+        self.length_note = QLabel()
+        self.length_note.setObjectName("Muted")
+        self.length_note.setWordWrap(True)
+        epochs = QVBoxLayout()
+        epochs.setSpacing(2)
+        epochs.addWidget(self.epochs)
+        epochs.addWidget(self.length_note)
+        form.addRow("Epochs", epochs)
         self.learning_rate = QDoubleSpinBox()
         self.learning_rate.setDecimals(5)
         self.learning_rate.setRange(0.00001, 1.0)
@@ -146,8 +160,9 @@ class TrainingPage(Page):
         form.addRow("Learning rate", self.learning_rate)
         self.batch_size = QSpinBox()
         self.batch_size.setRange(1, 512)
+        self.batch_size.valueChanged.connect(self._show_length)
         form.addRow("Batch size", self.batch_size)
-        self.channels = QLineEdit("32,64,128,256")
+        self.channels = QLineEdit(",".join(map(str, FEDGIN_CHANNELS)))
         self.channels.setToolTip("U-Net feature channels per level (the method's FedGIN widths by default)")
         form.addRow("U-Net widths", self.channels)
         self.plan = QLabel()
@@ -227,6 +242,9 @@ class TrainingPage(Page):
         self.tile_loss = MetricTile("loss")
         self.tile_dice = MetricTile("validation Dice")
         self.tile_eta = MetricTile("time left")
+        self.tile_eta.setToolTip("From this session's time per step and per epoch end (validation and "
+                                 "checkpoint); '~' marks a first estimate from the steps alone, until an "
+                                 "epoch has ended")
         for tile in (self.tile_epoch, self.tile_loss, self.tile_dice, self.tile_eta):
             tiles.addWidget(tile, 1)
         card.body.addLayout(tiles)
@@ -241,7 +259,6 @@ class TrainingPage(Page):
     def _load_defaults(self) -> None:
         defaults = self.workbench.settings.training
         self.augmentation.setCurrentIndex(max(self.augmentation.findData(defaults.augmentation), 0))
-        self.epochs.setValue(defaults.epochs)
         self.learning_rate.setValue(defaults.learning_rate)
         self.batch_size.setValue(defaults.batch_size)
         recent = self.workbench.settings.recent_datasets
@@ -253,10 +270,27 @@ class TrainingPage(Page):
         self.data.set_path(folder)
 
     def _data_changed(self, text: str) -> None:
+        """A new dataset: a run folder named after it, and the epochs nearest to the remembered length in
+        steps on it (the epochs stay as they are while its size is unknown)."""
         if text.strip():
             name = Path(text.strip()).name or "run"
             self.out.set_path(self.workbench.settings.workspace_dir / "runs" / name)
+        self.slices = dataset_slices(self.data.path)
+        length = self.length()
+        if length is not None:
+            self.epochs.setValue(length.nearest(self.workbench.settings.training.steps).epochs)
+        self._show_length()
         self.refresh()
+
+    def length(self) -> TrainingLength | None:
+        """The epochs set, in steps of the chosen dataset (None while its size is unknown)."""
+        if self.slices is None:
+            return None
+        return TrainingLength.of(self.epochs.value(), self.slices, self.batch_size.value())
+
+    def _show_length(self) -> None:
+        length = self.length()
+        self.length_note.setText(length.describe() if length is not None else "")
 
     def request(self, resume: bool) -> TrainingRequest:
         if self.data.path is None or self.out.path is None:
@@ -333,7 +367,10 @@ class TrainingPage(Page):
 
     def _remember(self, request: TrainingRequest) -> None:
         defaults = self.workbench.settings.training
-        defaults.augmentation, defaults.epochs = request.augmentation, request.epochs
+        length = self.length()
+        if length is not None:
+            defaults.steps = length.steps
+        defaults.augmentation = request.augmentation
         defaults.learning_rate, defaults.batch_size = request.learning_rate, request.batch_size
         self.workbench.remember_dataset(request.data)
 
@@ -357,7 +394,7 @@ class TrainingPage(Page):
         self.tile_epoch.set(f"{model.epoch} / {model.epochs}" if model.epochs else "—")
         self.tile_loss.set(f"{model.loss:.4f}" if model.loss is not None else "—")
         self.tile_dice.set(f"{model.dice:.3f}" if model.dice is not None else "—")
-        self.tile_eta.set(format_duration(model.eta_seconds) if active else "—")
+        self.tile_eta.set(model.eta_text if active else "—")
 
     def _model_changed(self) -> None:
         self.refresh()

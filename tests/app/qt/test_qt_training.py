@@ -170,3 +170,22 @@ def test_legends_sit_beside_the_curves_never_over_them(qtbot, window):
         assert legend is not None
         box, area = legend.get_window_extent(renderer), axes.get_window_extent(renderer)
         assert box.x0 >= area.x1 - 1  # wholly to the right of the plotting area
+
+
+def test_each_dataset_gets_the_epochs_nearest_to_the_remembered_length_in_steps(qtbot, window, tiny_dataset,
+                                                                                 tmp_path, started):
+    defaults = window.workbench.settings.training
+    defaults.steps = 24
+    page = window.navigate("training")
+    page.set_dataset(tiny_dataset)  # one training phantom of 8 slices: one batch of 16 per epoch
+    assert page.epochs.value() == 24 and page.length_note.text() == "about 24 steps, 1 per epoch"
+    page.batch_size.setValue(4)  # two batches per epoch now; the epochs stay as set
+    assert page.epochs.value() == 24 and page.length_note.text() == "about 48 steps, 2 per epoch"
+    page.epochs.setValue(5)
+    page.out.set_path(tmp_path / "run")
+    page.start.click()
+    page.timer.stop()
+    assert started and defaults.steps == 10  # the length is remembered in steps
+    larger = generate_dataset(tmp_path / "site-mr", "mr-t1", 4, 0, size=32).root  # 3 x 8 slices
+    page.set_dataset(larger)
+    assert page.epochs.value() == 2 and page.length_note.text() == "about 12 steps, 6 per epoch"
