@@ -18,7 +18,8 @@ from typing import Any
 
 import SimpleITK as sitk
 
-from app.services.child_process import FedsegChild
+from app.models.training import JobState, TrainingRunModel
+from app.services.child_process import EXIT_INTERRUPTED, FedsegChild
 from segmentation.datalist import DATASET_JSON, CaseEntry, load_dataset
 from segmentation.errors import ConfigError, DatasetError, FedSegError, StudyReadError
 from segmentation.geometry import canonical_axes
@@ -237,3 +238,59 @@ class TrainingJob(FedsegChild):
         if not self.request.resume:
             (self.request.out / PLAN_NAME).unlink(missing_ok=True)
         super().start()
+
+
+class TrainingSession:
+    """The Training page's job, without Qt: begin() starts (or resumes) `fedseg train` for a request and
+    replays a resumed run's earlier events into the model; poll() feeds it the child's new events and,
+    once the child has exited, its outcome; stop() asks it to finish its step and save."""
+
+    def __init__(self, model: TrainingRunModel) -> None:
+        self.model = model
+        self.job: TrainingJob | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.job is not None and self.job.running
+
+    def begin(self, request: TrainingRequest) -> None:
+        """Start the child; a FedSegError or OSError says why it cannot (nothing is started then)."""
+        if self.active:
+            raise ConfigError("a training run is in progress; stop it first")
+        job = TrainingJob(request)
+        history = previous_events(request.out) if request.resume else []
+        job.start()
+        self.job = job
+        self.model.reset()
+        self.model.apply_all(history)
+        self.model.set_state(JobState.STARTING, "starting the training process…")
+
+    def stop(self) -> None:
+        if self.active:
+            self.job.request_stop()  # type: ignore[union-attr]
+            self.model.set_state(JobState.STOPPING, "stopping after this step and saving the model…")
+
+    def poll(self) -> str | None:
+        """Take the child's new events; once it has exited, set the final state and return the failure's
+        sentence when it failed (None while it runs, when it ended well, and with no job)."""
+        job = self.job
+        if job is None:
+            return None
+        self.model.apply_all(job.events())
+        if job.running or not self.model.state.active:
+            return None
+        self.model.apply_all(job.events())
+        code = job.exit_code
+        if code not in (0, EXIT_INTERRUPTED):
+            message = job.failure_message()
+            self.model.set_state(JobState.FAILED, message)
+            return message
+        if self.model.state.active:  # the child ended before its final event (e.g. stopped while starting)
+            stopped = "stopped before training began" if code else "training finished"
+            self.model.set_state(JobState.STOPPED if code else JobState.FINISHED, stopped)
+        return None
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """The model.pt of the session's run (there once an epoch ended)."""
+        return self.job.request.out / CHECKPOINT_NAME if self.job is not None else None

@@ -65,3 +65,32 @@ def test_a_dataset_that_cannot_be_sized_leaves_the_epochs_alone(tmp_path):
     assert dataset_slices(dataset.root) == 2 * 8
     dataset.training[0].image.write_bytes(b"not a NIfTI file")
     assert dataset_slices(dataset.root) is None
+
+
+def test_the_training_session_reports_a_failed_child_once_and_refuses_a_second_run(tmp_path):
+    import time
+
+    from app.models.training import JobState, TrainingRunModel
+    from app.services.training_job import TrainingSession
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dataset.json").write_text("{}", encoding="utf-8")  # passes the page's check, not the child's
+    model = TrainingRunModel()
+    session = TrainingSession(model)
+    assert session.poll() is None and session.checkpoint is None
+    session.begin(TrainingRequest(data, tmp_path / "run", epochs=2))
+    assert model.state is JobState.STARTING and session.active
+    with pytest.raises(ConfigError, match="in progress"):
+        session.begin(TrainingRequest(data, tmp_path / "other", epochs=2))
+    failures = []
+    deadline = time.monotonic() + 120
+    while session.active:
+        assert time.monotonic() < deadline
+        failures.append(session.poll())
+        time.sleep(0.2)
+    failures += [session.poll(), session.poll()]
+    reported = [failure for failure in failures if failure]
+    assert len(reported) == 1 and "dataset.json" in reported[0]
+    assert model.state is JobState.FAILED and model.message == reported[0]
+    assert session.checkpoint == tmp_path / "run" / "model.pt"

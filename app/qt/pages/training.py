@@ -28,17 +28,15 @@ from app.models.training import JobState, TrainingRunModel
 from app.qt.dialogs import show_error
 from app.qt.widgets.common import Badge, Card, MetricTile, Page, PathField, button, combo, hint
 from app.qt.widgets.plots import Canvas, rgb_to_mpl, style_axes, style_legend
-from app.services.child_process import EXIT_INTERRUPTED
 from app.services.training_job import (
     SPACING_AXES,
     PlanOverride,
     RunPlan,
-    TrainingJob,
     TrainingLength,
     TrainingRequest,
+    TrainingSession,
     can_resume,
     dataset_slices,
-    previous_events,
 )
 from app.services.workbench import Workbench
 from segmentation.errors import ConfigError, FedSegError
@@ -99,7 +97,7 @@ class TrainingPage(Page):
                          "its own process: keep working while it runs, stop it at any time and resume later.")
         self.workbench, self.shell = workbench, shell
         self.model = workbench.training
-        self.job: TrainingJob | None = None
+        self.session = TrainingSession(self.model)
         self.run_plan = RunPlan()
         self.slices: int | None = None  # the chosen dataset's training slices, while known
         self.timer = QTimer(self)
@@ -318,52 +316,37 @@ class TrainingPage(Page):
         """Start (or resume) training in a child process; problems found at once become a dialog."""
         try:
             request = self.request(resume)
-            job = TrainingJob(request)
-            history = previous_events(request.out) if resume else []
-            job.start()
+            self.session.begin(request)
         except (FedSegError, OSError) as error:
             show_error(self, "Could not start training", error, "starting training")
             return
-        self.job = job
-        self.model.reset()
-        self.model.apply_all(history)
-        self.model.set_state(JobState.STARTING, "starting the training process…")
         self._remember(request)
         self.log.clear()
         self.timer.start()
 
     def request_stop(self) -> None:
-        if self.job is not None and self.job.running:
-            self.job.request_stop()
-            self.model.set_state(JobState.STOPPING, "stopping after this step and saving the model…")
+        self.session.stop()
 
     def poll(self) -> None:
         """Read new events and, once the child has exited, its outcome."""
-        if self.job is None:
+        job = self.session.job
+        if job is None:
             return
-        self.model.apply_all(self.job.events())
-        self.log.setPlainText(self.job.log_tail(12))
+        failure = self.session.poll()
+        self.log.setPlainText(job.log_tail(12))
         self.log.verticalScrollBar().setValue(self.log.verticalScrollBar().maximum())
-        if self.job.running:
+        if self.session.active:
             return
         self.timer.stop()
-        self.model.apply_all(self.job.events())
-        code = self.job.exit_code
-        if code not in (0, EXIT_INTERRUPTED):
-            message = self.job.failure_message()
-            self.model.set_state(JobState.FAILED, message)
-            show_error(self, "Training failed", ConfigError(message))
-        elif self.model.state.active:  # the child ended before its final event (e.g. stopped while starting)
-            stopped = "stopped before training began" if code else "training finished"
-            self.model.set_state(JobState.STOPPED if code else JobState.FINISHED, stopped)
-        self.workbench.settings.last_checkpoint = str(self.job.request.out / "model.pt")
+        self.workbench.settings.last_checkpoint = str(self.session.checkpoint)
         self.workbench.save()
         self.refresh()
+        if failure:
+            show_error(self, "Training failed", ConfigError(failure))
 
     def shutdown(self) -> None:
         """The window is closing: ask a running job to save and stop (it finishes on its own)."""
-        if self.job is not None and self.job.running:
-            self.job.request_stop()
+        self.session.stop()
 
     def _remember(self, request: TrainingRequest) -> None:
         defaults = self.workbench.settings.training
@@ -386,7 +369,8 @@ class TrainingPage(Page):
             widget.setEnabled(not active)
         # A run folder with a model keeps its plan (Resume); Start would refuse it anyway.
         self.override.setEnabled(not active and not (out is not None and can_resume(out)))
-        started = self.job is not None and self.job.request.out == out
+        job = self.session.job
+        started = job is not None and job.request.out == out
         self.plan.setText(self.run_plan.describe(out, started))
         self.badge.set(model.state.value.capitalize(), STATE_TONES[model.state])
         self.message.setText(model.message)

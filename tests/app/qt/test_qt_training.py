@@ -27,7 +27,8 @@ def test_training_drives_progress_and_curves_and_stops_resumably(qtbot, window, 
     assert page.plan.text() == AUTOMATIC_PLAN and not page.override.isChecked()
     page.start.click()
     assert model.state is JobState.STARTING and page.stop.isEnabled() and not page.start.isEnabled()
-    assert "--spacing" not in page.job.arguments and "--patch-size" not in page.job.arguments
+    arguments = page.session.job.arguments
+    assert "--spacing" not in arguments and "--patch-size" not in arguments
     qtbot.waitUntil(lambda: len(model.curves.epoch_loss) >= 2, timeout=120_000)  # the window stays live
     plan = read_plan(tmp_path / "run" / "plan.json")  # written by the child before it trained
     assert page.plan.text() == plan.describe() and "patch" in page.plan.text() and not plan.overridden
@@ -59,7 +60,7 @@ def test_a_run_folder_that_holds_a_run_is_refused_with_a_dialog(qtbot, window, t
     page.start.click()
     dialogs = error_dialogs(page)
     assert dialogs and "already holds a run" in dialogs[0].text()
-    assert page.job is None and window.workbench.training.state is JobState.IDLE
+    assert page.session.job is None and window.workbench.training.state is JobState.IDLE
 
 
 def set_override(page, spacing, patch):
@@ -93,7 +94,7 @@ def test_the_plan_override_passes_its_values_only_when_checked(qtbot, window, ti
     page.timer.stop()
     assert "--spacing" not in started[-1] and "--patch-size" not in started[-1]
     assert not (tmp_path / "run" / "plan.json").exists()  # a failed start's plan is never shown as this run's
-    page.job, started[:] = None, []
+    page.session.job, started[:] = None, []
     window.workbench.training.set_state(JobState.IDLE)  # as if the first child had ended
     page.override.setChecked(True)
     page.start.click()
@@ -118,7 +119,7 @@ def test_an_invalid_plan_override_is_refused_and_starts_nothing(qtbot, window, t
     page.start.click()
     dialogs = error_dialogs(page)
     assert dialogs and message in dialogs[0].text()
-    assert started == [] and page.job is None and window.workbench.training.state is JobState.IDLE
+    assert started == [] and page.session.job is None and window.workbench.training.state is JobState.IDLE
 
 
 def test_a_trained_run_folder_shows_its_plan_and_keeps_it(qtbot, window, tiny_dataset, tmp_path):
