@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 SIZE = (1440, 900)
-TRAINING = {"epochs": 20, "channels": "16,32,64,128", "batch_size": 8, "lr": 0.002}
+OPERATOR_MODEL = {"channels": (16, 32, 64, 128), "batch_size": 16, "learning_rate": 0.002}  # a quick run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,14 +89,11 @@ def render_screenshots(out: Path, workspace: Path) -> list[Path]:
     shoot("dataset")
 
     training = window.navigate("training")
-    training.set_dataset(demo.sites["ct"])
+    training.set_dataset(demo.sites["ct"])  # a first run with the page's own defaults
     training.out.set_path(workspace / "runs" / "site-ct")
-    training.epochs.setValue(TRAINING["epochs"])
-    training.channels.setText(TRAINING["channels"])
-    training.batch_size.setValue(TRAINING["batch_size"])
-    training.learning_rate.setValue(TRAINING["lr"])
+    epochs = training.epochs.value()
     training.begin(resume=False)
-    wait(lambda: workbench.training.epoch >= TRAINING["epochs"] // 2 and workbench.training.steps > 0)
+    wait(lambda: workbench.training.epoch >= epochs // 2 and workbench.training.steps > 0)
     shoot("training-running")
     wait(lambda: workbench.training.state is JobState.FINISHED and not training.timer.isActive())
     shoot("training")
@@ -149,9 +146,7 @@ def _operate_a_server(window, demo, wait) -> list:
     page.fields.set_form(ServerForm(
         host="127.0.0.1", fleet_port=port,
         federation=FederationSettings(rounds=2, min_sites=2, local_epochs=2, round_timeout=900.0),
-        model=ModelSettings(labels=("background", "liver", "kidney", "spleen", "pancreas"),
-                            channels=tuple(int(c) for c in TRAINING["channels"].split(",")),
-                            batch_size=TRAINING["batch_size"], learning_rate=TRAINING["lr"]),
+        model=ModelSettings(labels=("background", "liver", "kidney", "spleen", "pancreas"), **OPERATOR_MODEL),
     ))
     page.generate_certificates()
     page.save(start=True)
