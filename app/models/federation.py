@@ -171,16 +171,24 @@ class SiteRun:
             row.loss = _number(metrics.get("train-loss"))
             row.dice_before = _number(metrics.get("before/dice"))
             row.dice_after = _number(metrics.get("after/dice"))
-            previous = self.rows.get(number - 1)
-            if previous is not None and previous.dice_global is None:  # the model it started from: the
-                previous.dice_global = row.dice_before  # last round's global model, scored here
+            self._started_from(number, row.dice_before)
             self.step = self.steps
             self.state, self.message = SiteState.WAITING, f"round {number} sent; waiting for the next"
         elif kind == "evaluation" and event.get("phase") == "evaluate" and row is not None:
             row.dice_global = _number(metrics.get("dice"))
+        elif kind == "evaluation" and event.get("model") == "global" and row is not None:
+            row.dice_before = _number(metrics.get("dice"))  # scored before training, as the round starts
+            self._started_from(number, row.dice_before)
         elif kind == "error":
             self.message = f"round {number} failed here: {event.get('message', 'unknown error')}"
 
+
+    def _started_from(self, number: int, dice: float | None) -> None:
+        """Round `number` started from the last round's global model: its score here is that round's
+        "Global Dice here" (the final round's comes from the final evaluation)."""
+        previous = self.rows.get(number - 1)
+        if previous is not None and previous.dice_global is None:
+            previous.dice_global = dice
 
     def _connection(self, event: dict[str, Any]) -> None:
         """`fedseg site`'s word on its link: connecting (again, after a server restart), in, or given up."""

@@ -82,9 +82,12 @@ class FedsegChild:
             self._child.stop(grace=0)  # type: ignore[union-attr]
 
     def log_tail(self, lines: int = 30) -> str:
-        """The last lines this child wrote (progress bars' carriage returns as line breaks)."""
+        """The last lines this child wrote, as a terminal shows them: a progress bar that redraws its line
+        (carriage returns) is one line, its latest state."""
         text = self._child.log_text() if self._child is not None else ""
-        return "\n".join(text.replace("\r", "\n").splitlines()[-lines:])
+        screen = [next((part for part in reversed(line.split("\r")) if part), "")
+                  for line in text.rstrip("\n").split("\n")]
+        return "\n".join(screen[-lines:]) if text else ""
 
     def failure_message(self) -> str:
         """The child's own one-line error, or a sentence with its exit status and log."""

@@ -195,6 +195,26 @@ def test_a_failing_child_reports_its_one_line_error(tmp_path):
     assert not child.stop_requested  # a failure the user did not ask for: the page shows a dialog
 
 
+class ProgressChild(FedsegChild):
+    """A child that draws a progress bar the way tqdm does (carriage returns), between two lines."""
+
+    @property
+    def command(self) -> list[str]:
+        bars = "".join(f"\\rbar {n}%" for n in (1, 50, 100))
+        script = f"import sys; sys.stdout.write('joined\\n{bars}\\ndone\\n')"
+        return [sys.executable, "-c", script]
+
+
+def test_the_log_shows_a_progress_bar_as_one_line_in_its_latest_state(tmp_path):
+    earlier = tmp_path / "child.log"
+    earlier.write_text("an earlier session's line\n")
+    child = ProgressChild(["progress"], earlier, tmp_path / "events.jsonl")
+    child.start()
+    child.wait(60)
+    assert child.log_tail(10) == "joined\nbar 100%\ndone"  # this child's output only, as a terminal shows it
+    assert child.log_tail(1) == "done"
+
+
 def test_a_child_stopped_while_starting_remembers_it_was_asked_to(tmp_path):
     child = FedsegChild(["experiment", "cross-modality", "--out", str(tmp_path / "run")],
                         tmp_path / "child.log", tmp_path / "events.jsonl")

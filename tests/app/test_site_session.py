@@ -74,6 +74,13 @@ def test_the_global_dice_here_of_a_round_is_the_next_rounds_starting_score():
     run.apply_all([{"kind": "finished", "round": number, "metrics": {"before/dice": before}}
                    for number, before in ((1, 0.1), (2, 0.35))])
     assert run.rows[1].dice_global == 0.35 and run.rows[2].dice_global is None
+    # Round 3 scores round 2's global model before it trains: shown at once, not when round 3 ends.
+    run.apply_all([{"kind": "started", "round": 3, "epochs": 1},
+                   {"kind": "evaluation", "round": 3, "model": "global", "metrics": {"dice": 0.5}}])
+    assert run.rows[2].dice_global == 0.5 and run.rows[3].dice_before == 0.5
+    run.apply_all([{"kind": "evaluation", "round": 3, "model": "global", "phase": "evaluate",
+                    "metrics": {"dice": 0.6}}])  # the final evaluation: round 3's own global model
+    assert run.rows[3].dice_global == 0.6 and run.rows[2].dice_global == 0.5
 
 
 def test_a_join_that_cannot_reach_the_server_gives_up_with_the_reason(dataset, tmp_path):

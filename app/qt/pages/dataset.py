@@ -389,6 +389,7 @@ class DatasetPage(Page):
         while self.shares.count():
             item = self.shares.takeAt(0)
             if item.widget() is not None:
+                item.widget().hide()  # at once: deleteLater waits for the event loop
                 item.widget().deleteLater()
         values = {name: value for value, name in self.draft.labels.items()}
         if not shares:

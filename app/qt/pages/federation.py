@@ -108,7 +108,7 @@ class FederationPage(Page):
         self.unencrypted.setToolTip("Join without TLS: model updates cross the network readable by anyone on "
                                     "the way. Only for a test federation on one computer or a closed lab.")
         self.unencrypted.toggled.connect(self._channel_changed)
-        form.addRow("", self.unencrypted)
+        form.addRow(self.unencrypted)  # the whole row: its words must show in full
         self.node_key = PathField("file", "This site's node key", placeholder="optional: make one with Keys…")
         self.node_key.set_path(site.node_key or None)
         self.node_key.changed.connect(self._channel_changed)
