@@ -1,6 +1,6 @@
 """TLS certificates for a SuperLink when the operator gives none: a private CA and a server certificate.
 
-flwr 1.41's SuperLink serves its Fleet, Control and Runtime APIs over one HTTPS port with one
+flwr 1.42's SuperLink serves its Fleet, Control and Runtime APIs over one HTTPS port with one
 certificate; the SuperExec it starts connects back over 127.0.0.1, so the certificate always names
 localhost and the loopback addresses besides the machine's own names. Sites trust the CA certificate.
 """

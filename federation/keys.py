@@ -1,6 +1,6 @@
-"""A site's authentication key pair for Flower SuperNode authentication (flwr 1.41).
+"""A site's authentication key pair for Flower SuperNode authentication (flwr 1.42).
 
-flwr 1.41 wants an ECDSA key on a NIST curve in OpenSSH format: flower-supernode reads the private
+flwr 1.42 wants an ECDSA key on a NIST curve in OpenSSH format: flower-supernode reads the private
 key with load_ssh_private_key (--auth-supernode-private-key), and the SuperLink (started with
 --enable-supernode-auth) admits the nodes whose public keys were registered with
 `flwr supernode register KEY.pub`, which reads them with load_ssh_public_key. We make P-384 keys,

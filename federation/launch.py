@@ -59,7 +59,7 @@ _APP_PYPROJECT = {
         "config": {SERVER_CONFIG_KEY: "", RESUME_KEY: False},
     }}},
 }
-_CONNECTED = "SuperNode ID:"  # what flower-supernode 1.41 logs once the SuperLink accepted it
+_CONNECTED = "SuperNode ID:"  # what flower-supernode 1.42 logs once the SuperLink accepted it
 FINISHED = "finished"
 
 

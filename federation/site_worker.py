@@ -1,6 +1,6 @@
 """A site's worker process, which keeps PyTorch, MONAI and the engine loaded between rounds.
 
-Flower 1.41 starts a fresh ClientApp process for every message, and importing PyTorch and MONAI there
+Flower 1.42 starts a fresh ClientApp process for every message, and importing PyTorch and MONAI there
 costs 3 to 5 s of every round (docs/federation.md). So `fedseg site` starts this worker beside its
 SuperNode, and the ClientApp only forwards each message's records to it over an authenticated
 connection on 127.0.0.1 (multiprocessing.connection: HMAC challenge with a key made per start, which

@@ -1,6 +1,6 @@
 """FedAvg and FedProx that check every reply before aggregating, so one bad site cannot end a run.
 
-Stock flwr 1.41 raises out of FedAvg on one wrong-shaped reply and averages NaN straight in. These
+Stock flwr 1.42 raises out of FedAvg on one wrong-shaped reply and averages NaN straight in. These
 subclasses judge each reply with federation.validation, drop the bad ones with a logged reason,
 delegate the averaging to Flower's own helpers, keep the previous global model when fewer than
 `min_valid_replies` survive, and record every site's reply in a SiteHistory. With homomorphic

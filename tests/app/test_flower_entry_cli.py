@@ -16,7 +16,7 @@ def test_a_flower_command_runs_with_its_own_arguments(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["_flower", "flwr", "--version"])
     assert exit_info.value.code in (0, None)
-    assert capsys.readouterr().out.startswith("Flower version: 1.41")
+    assert capsys.readouterr().out.startswith("Flower version: 1.42")
 
 
 def test_an_unknown_name_is_a_one_line_error(capsys):

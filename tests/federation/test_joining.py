@@ -14,7 +14,7 @@ from federation.joining import KEY_REFUSED, TIMEOUT, TLS_MISMATCH, UNREACHABLE, 
 from federation.processes import free_port
 from segmentation.events import read_events
 
-# What flower-supernode 1.41 printed here with a CA that did not sign the server's certificate.
+# What flower-supernode 1.41 and 1.42 print here with a CA that did not sign the server's certificate.
 BAD_CA_LOG = """ERROR :     SSL/TLS handshake error detected.
 ERROR :     Exit Code: 305
 Failed to initialize the connection to the SuperLink.

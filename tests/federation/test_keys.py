@@ -1,4 +1,4 @@
-"""Node keys: in the format flwr 1.41's SuperNode and `flwr supernode register` read, never overwritten."""
+"""Node keys: in the format flwr 1.42's SuperNode and `flwr supernode register` read, never overwritten."""
 
 import argparse
 import stat

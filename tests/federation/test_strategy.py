@@ -1,4 +1,4 @@
-"""The validating strategies survive what ends a stock flwr 1.41 run, and average honest replies exactly."""
+"""The validating strategies survive what ends a stock flwr 1.42 run, and average honest replies exactly."""
 
 import csv
 import io

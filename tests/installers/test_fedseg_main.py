@@ -37,4 +37,4 @@ def test_the_flower_named_form_reaches_flowers_own_command(cli_arguments, capsys
     with pytest.raises(SystemExit) as exit_info:
         main(cli_arguments("/opt/fedseg/flwr", ["--version"]))
     assert exit_info.value.code in (0, None)
-    assert capsys.readouterr().out.startswith("Flower version: 1.41")
+    assert capsys.readouterr().out.startswith("Flower version: 1.42")
