@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPlainTextEdit,
-    QProgressBar,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -27,7 +26,7 @@ from PySide6.QtWidgets import (
 from app.models.federation import SiteRun, SiteState
 from app.models.study import MODALITY_CAPTIONS
 from app.qt.dialogs import show_error
-from app.qt.widgets.common import Badge, Card, Page, PathField, button, combo, hint
+from app.qt.widgets.common import Badge, Card, Page, PathField, StatusCard, button, combo, hint
 from app.qt.worker import run_in_background
 from app.services.federation_site import SiteForm, check_reachable, he_fingerprint
 from app.services.site_session import DemoSession, SiteSession
@@ -173,14 +172,8 @@ class FederationPage(Page):
         return card
 
     def _status_card(self) -> Card:
-        card = Card("Status")
-        self.badge = Badge("Not joined")
-        card.header.addWidget(self.badge)
-        self.message = hint("")
-        card.header.addWidget(self.message, 1)
-        self.bar = QProgressBar()
-        self.bar.setRange(0, 1000)
-        card.body.addWidget(self.bar)
+        card = StatusCard("Status", "Not joined")
+        self.badge, self.message, self.bar = card.badge, card.message, card.bar
         self.plan_line = hint("")
         self.plan_line.setToolTip("Target spacing and patch size every site trains and predicts with")
         card.body.addWidget(self.plan_line)

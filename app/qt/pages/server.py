@@ -21,7 +21,6 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPlainTextEdit,
-    QProgressBar,
     QScrollArea,
     QSpinBox,
     QTableWidget,
@@ -34,7 +33,17 @@ from app.models.augmentation import AUGMENTATION_CAPTIONS
 from app.models.server import ServerState
 from app.qt.dialogs import ask, error_sentence, show_error
 from app.qt.keys_dialog import REPLACE
-from app.qt.widgets.common import Badge, Card, MetricTile, Page, PathField, button, combo, hint, separator
+from app.qt.widgets.common import (
+    Card,
+    MetricTile,
+    Page,
+    PathField,
+    StatusCard,
+    button,
+    combo,
+    hint,
+    separator,
+)
 from app.qt.worker import run_in_background
 from app.services.server_operator import (
     SERVER_TOML,
@@ -405,14 +414,8 @@ class ServerPage(Page):
         return bar
 
     def _status_card(self) -> Card:
-        card = Card("Status")
-        self.badge = Badge("Not running")
-        card.header.addWidget(self.badge)
-        self.message = hint("")
-        card.header.addWidget(self.message, 1)
-        self.bar = QProgressBar()
-        self.bar.setRange(0, 1000)
-        card.body.addWidget(self.bar)
+        card = StatusCard("Status", "Not running")
+        self.badge, self.message, self.bar = card.badge, card.message, card.bar
         tiles = QHBoxLayout()
         self.tile_round = MetricTile("round in progress")
         self.tile_online = MetricTile("sites online")

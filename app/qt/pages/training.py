@@ -16,7 +16,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPlainTextEdit,
-    QProgressBar,
     QSpinBox,
     QVBoxLayout,
 )
@@ -26,7 +25,7 @@ from app.models.augmentation import AUGMENTATION_CAPTIONS
 from app.models.colors import label_color
 from app.models.training import JobState, TrainingRunModel
 from app.qt.dialogs import show_error
-from app.qt.widgets.common import Badge, Card, MetricTile, Page, PathField, button, combo, hint
+from app.qt.widgets.common import Card, MetricTile, Page, PathField, StatusCard, button, combo, hint
 from app.qt.widgets.plots import Canvas, rgb_to_mpl, style_axes, style_legend
 from app.services.training_job import (
     SPACING_AXES,
@@ -227,14 +226,8 @@ class TrainingPage(Page):
         return box
 
     def _progress_card(self) -> Card:
-        card = Card("Progress")
-        self.badge = Badge("Idle")
-        card.header.addWidget(self.badge)
-        self.message = hint("")
-        card.header.addWidget(self.message, 1)
-        self.bar = QProgressBar()
-        self.bar.setRange(0, 1000)
-        card.body.addWidget(self.bar)
+        card = StatusCard("Progress", "Idle")
+        self.badge, self.message, self.bar = card.badge, card.message, card.bar
         tiles = QHBoxLayout()
         self.tile_epoch = MetricTile("epoch")
         self.tile_loss = MetricTile("loss")

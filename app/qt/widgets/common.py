@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QProgressBar,
     QPushButton,
     QSizePolicy,
     QVBoxLayout,
@@ -104,6 +105,21 @@ class Badge(QLabel):
         self.setProperty("tone", tone)
         self.style().unpolish(self)
         self.style().polish(self)
+
+
+class StatusCard(Card):
+    """A job's state as the pages show it: a badge and a sentence beside the title, and a progress bar
+    (0 to 1000) on top of the body."""
+
+    def __init__(self, title: str, state: str) -> None:
+        super().__init__(title)
+        self.badge = Badge(state)
+        self.header.addWidget(self.badge)
+        self.message = hint("")
+        self.header.addWidget(self.message, 1)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.body.addWidget(self.bar)
 
 
 class MetricTile(QWidget):
