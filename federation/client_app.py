@@ -19,7 +19,8 @@ from flwr.clientapp import ClientApp
 from federation.packed import PackingError, is_packed, pack, unpack
 from federation.site_errors import SiteErrorCode
 from federation.site_history import EVALUATE, TRAIN
-from federation.site_worker import NODE_WORKER_ADDRESS, NODE_WORKER_KEY, SiteAnswer, ask_worker
+from federation.site_protocol import NODE_WORKER_ADDRESS, NODE_WORKER_KEY, SiteAnswer
+from federation.site_worker import ask_worker
 
 logger = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from federation.processes import (
 )
 from federation.server_app import RESUME_KEY, SERVER_CONFIG_KEY
 from federation.server_run import EVENTS_NAME
-from federation.site_worker import KEY_ENVIRONMENT, NODE_WORKER_ADDRESS, NODE_WORKER_KEY
+from federation.site_protocol import KEY_ENVIRONMENT, NODE_WORKER_ADDRESS, NODE_WORKER_KEY
 from federation.task import SiteSettings
 from segmentation.errors import ConfigError
 from segmentation.events import EventTail  # noqa: F401  (re-exported: the CLI and demo follow runs with it)

@@ -33,7 +33,7 @@ from federation.he.records import FINGERPRINT_KEY, MAX_MAGNITUDE_KEY, is_encrypt
 from federation.he.site import decrypt_global, encrypt_update, site_context
 from federation.server_run import save_global_model
 from federation.site_history import EVALUATE, SITE_NAME_KEY, TRAIN
-from federation.site_worker import SiteAnswer
+from federation.site_protocol import SiteAnswer
 from federation.task import (
     CONFIG_KEY,
     DATA_FINGERPRINT_KEY,

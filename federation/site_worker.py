@@ -17,27 +17,18 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Listener
-from typing import Any, NamedTuple
+from typing import Any
 
 from flwr.app import RecordDict
 
+from federation.site_protocol import Handler, SiteAnswer
+
 logger = logging.getLogger(__name__)
 
-NODE_WORKER_ADDRESS = "site-worker"  # node config: host:port of the site's worker
-NODE_WORKER_KEY = "site-worker-key"  # node config: the connection key, hex
-KEY_ENVIRONMENT = "FEDSEG_SITE_WORKER_KEY"  # how the worker gets the key (never on its command line)
 PARENT_POLL_SECONDS = 0.5
-
-
-class SiteAnswer(NamedTuple):
-    """A handled message: the reply's records, or an error code and the reason the server may read;
-    `state` is the site's Context.state afterwards."""
-
-    state: RecordDict
-    content: RecordDict | None = None
-    error: tuple[int, str] | None = None
 
 
 def ask_worker(address: str, key: str, kind: str, content: RecordDict, node_config: dict[str, Any],
@@ -50,14 +41,16 @@ def ask_worker(address: str, key: str, kind: str, content: RecordDict, node_conf
         return SiteAnswer(*connection.recv())
 
 
-def serve(port: int, key: bytes, parent_pid: int | None = None, host: str = "127.0.0.1") -> None:
-    """Answer messages one at a time. With parent_pid, a KeyboardInterrupt ends it once that process
-    (`fedseg site`) is gone: a site killed with SIGKILL cannot stop its worker itself."""
+def serve(port: int, key: bytes, load_handler: Callable[[], Handler], parent_pid: int | None = None,
+          host: str = "127.0.0.1") -> None:
+    """Answer messages one at a time with the handler `load_handler` gives (the site's work: it loads
+    the engine, once). With parent_pid, a KeyboardInterrupt ends it once that process (`fedseg site`) is
+    gone: a site killed with SIGKILL cannot stop its worker itself."""
     if parent_pid is not None:
         watch_parent(parent_pid)
     with Listener((host, port), authkey=key) as listener:
         # Listening first: a ClientApp that connects meanwhile waits for the engine in the backlog.
-        from federation.site_work import answer  # loaded once, here, not in every round
+        answer = load_handler()
 
         logger.info("site worker listening on %s:%d", host, port)
         while True:

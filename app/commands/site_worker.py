@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from federation.site_protocol import Handler
 
 COMMAND = "_site-worker"
 
@@ -25,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from federation.site_worker import KEY_ENVIRONMENT, serve
+    from federation.site_protocol import KEY_ENVIRONMENT
+    from federation.site_worker import serve
     from segmentation.errors import ConfigError
 
     try:
@@ -35,7 +40,14 @@ def run(args: argparse.Namespace) -> int:
     if not key:
         raise ConfigError(f"{KEY_ENVIRONMENT} must hold the connection key in hex")
     try:
-        serve(args.port, key, args.parent_pid)
+        serve(args.port, key, _site_work, args.parent_pid)
     except KeyboardInterrupt:  # asked to stop, or its parent is gone
         pass
     return 0
+
+
+def _site_work() -> Handler:
+    """The site's work (federation.site_work loads PyTorch and MONAI): what the worker answers with."""
+    from federation.site_work import answer
+
+    return answer

@@ -21,7 +21,9 @@ from test_client_app import TRAINING, context, fingerprint_query, instruction
 
 from federation import client_app
 from federation.processes import free_port
-from federation.site_worker import KEY_ENVIRONMENT, ask_worker, serve
+from federation.site_protocol import KEY_ENVIRONMENT
+from federation.site_work import answer
+from federation.site_worker import ask_worker, serve
 from federation.task import named_weights
 from segmentation.algorithm import SegmentationAlgorithm
 
@@ -32,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("case_cache")  # conftest: each test its ow
 def worker():
     """A worker serving in this process (a daemon thread); its address and key."""
     port, key = free_port(), secrets.token_bytes(32)
-    threading.Thread(target=serve, args=(port, key), daemon=True).start()
+    threading.Thread(target=serve, args=(port, key, lambda: answer), daemon=True).start()
     return f"127.0.0.1:{port}", key.hex()
 
 
@@ -134,3 +136,11 @@ def _running(pid: int) -> bool:
             return stream.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_the_clientapp_process_loads_no_engine():
+    """Flower starts a ClientApp process per message: with a site worker it must stay light."""
+    code = ("import sys, federation.client_app, federation.site_worker, federation.site_protocol; "
+            "print(sorted(name for name in ('torch', 'monai') if name in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
