@@ -152,6 +152,27 @@ def test_sites_receive_every_sites_numbers_of_earlier_rounds(finished_run):
     assert sorted(shared) == [(1, "Site A"), (1, "Site B"), (2, "Site A"), (2, "Site B")]
 
 
+def test_with_share_site_metrics_off_no_site_hears_of_another(server_identity, site_dirs, tmp_path):
+    path = tmp_path / "server.toml"
+    text = server_toml("run", rounds=2)
+    path.write_text(text.replace("[federation]\n", "[federation]\nshare_site_metrics = false\n"))
+    grid = two_sites(site_dirs, tmp_path)
+    configs = []
+    deliver = grid.answer
+
+    def answer(message):
+        configs.append(dict(message.content.config_records["config"]))
+        return deliver(message)
+
+    grid.answer = answer
+    run_server(grid, load_server_config(path), resume=False)
+    assert sum("model" in config for config in configs) == 6  # 2 sites x (2 train + 1 evaluate) messages
+    assert not any("site-history" in config for config in configs)
+    for site in ("Site A", "Site B"):
+        events = read_events(tmp_path / f"{site}.jsonl")
+        assert not [event for event in events if event["kind"] == "site-metrics"]
+
+
 def test_resume_continues_after_the_checkpointed_round(two_site_run, server_identity):
     grid, path, run_dir = two_site_run
     path.write_text(path.read_text().replace("rounds = 2", "rounds = 3"))
