@@ -4,6 +4,7 @@
   run completes, and the site, started again, takes part in the next round.
 - The server SIGKILLed mid-round and resumed: the run continues after its last checkpointed round, every
   round is recorded once, and model.pt is a complete checkpoint whenever it is read.
+- A site that joins after round 2 takes part in every round from its first one on.
 - A poisoned site (a NaN weight, a wrong shape, num-examples = 1e9, one per round): each reply is dropped
   with its reason, the run completes, and the final model equals the honest site's alone.
 - With node authentication on, a run whose sites are all registered trains and evaluates every one of them;
@@ -61,14 +62,14 @@ class Federation:
         self.port = free_port()
         self.server: FederationServer | None = None
 
-    def write_server(self, rounds: int, auth: str = "") -> Path:
+    def write_server(self, rounds: int, auth: str = "", min_sites: int = 2) -> Path:
         path = self.folder / "server.toml"
-        path.write_text(server_toml(self.port, rounds, ROUND_TIMEOUT, auth))
+        path.write_text(server_toml(self.port, rounds, ROUND_TIMEOUT, auth, min_sites))
         return path
 
-    def start_server(self, rounds: int, auth: str = "") -> FederationServer:
+    def start_server(self, rounds: int, auth: str = "", min_sites: int = 2) -> FederationServer:
         self.server = self.processes.enter_context(FederationServer(load_server_config(
-            self.write_server(rounds, auth))))
+            self.write_server(rounds, auth, min_sites))))
         self.server.start()
         return self.server
 
@@ -255,6 +256,31 @@ def test_a_poisoned_site_is_dropped_every_round_and_the_model_stays_the_honest_o
                                   federation.data["Site A"], monkeypatch)
     for name, array in reference.items():
         np.testing.assert_allclose(final[name], array, rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+def test_a_site_that_joins_after_round_2_takes_part_from_then_on(federation):
+    rounds = 8  # enough rounds left for the late site's start-up (its worker loads PyTorch first)
+    server = federation.start_server(rounds=rounds, min_sites=1)
+    early = federation.start_site("Site A")
+    wait_for(early.connected, 60, "site A to connect")
+    server.submit()
+    tail, seen = EventTail(federation.folder / "run" / EVENTS_NAME, from_start=True), []
+
+    def checkpointed(number: int) -> bool:
+        early.supervise()
+        seen.extend(tail)
+        return any(event["kind"] == "checkpoint" and event["round"] >= number for event in seen)
+
+    wait_for(lambda: checkpointed(2), RUN_TIMEOUT, "round 2's checkpoint")
+    late = federation.start_site("Site B")
+    federation.follow([early, late])
+    records = federation.records()
+    late_rounds = sorted(n for (n, phase, site) in records if site == "Site B" and phase == "train")
+    assert late_rounds and late_rounds[0] > 2  # it was not there for rounds 1 and 2
+    assert late_rounds == list(range(late_rounds[0], rounds + 1))  # and from its first round on, every one
+    assert all(status == "accepted" for (n, _, site), status in records.items() if site == "Site B")
+    assert records[(rounds, "evaluate", "Site B")] == "accepted"
+    assert all(records[(n, "train", "Site A")] == "accepted" for n in range(1, rounds + 1))
 
 
 def test_a_run_with_node_authentication_trains_every_registered_site(federation):

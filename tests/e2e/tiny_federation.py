@@ -23,9 +23,9 @@ def site_datasets(root: Path, names: Iterable[str], cases: int, test_fraction: f
     return folders
 
 
-def server_toml(port: int, rounds: int, round_timeout: float, extra: str = "") -> str:
-    """Two sites, a two-level U-Net (the plan comes from the sites: 16x16 slices); `extra` appends tables
-    ([he], [auth] ...)."""
+def server_toml(port: int, rounds: int, round_timeout: float, extra: str = "", min_sites: int = 2) -> str:
+    """Two sites (a round waits for `min_sites`), a two-level U-Net (the plan comes from the sites: 16x16
+    slices); `extra` appends tables ([he], [auth] ...)."""
     return f"""
 [server]
 host = "127.0.0.1"
@@ -34,7 +34,7 @@ run_dir = "run"
 
 [federation]
 rounds = {rounds}
-min_sites = 2
+min_sites = {min_sites}
 round_timeout = {round_timeout}
 
 [model]
