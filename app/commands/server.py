@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import signal
 import sys
 import time
@@ -50,6 +51,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 # -- fedseg server ---------------------------------------------------------------------------------
 
+def flower_cli_hint(flwr_home: Path, run_id: int) -> str:
+    """How an operator reaches the run with Flower's own CLI: the server's Flower home names the SuperLink
+    connection (with its CA), so stock `flwr ls` and `flwr log` work against it."""
+    from federation.processes import CONNECTION_NAME
+
+    home = shlex.quote(str(flwr_home))
+    return (f"Flower's own CLI: FLWR_HOME={home} flwr ls {CONNECTION_NAME}  "
+            f"(log: FLWR_HOME={home} flwr log {run_id} {CONNECTION_NAME})")
+
+
 def run_server(args: argparse.Namespace) -> int:
     from federation.config import load_server_config
     from federation.launch import EventTail, FederationServer, check_run_folder
@@ -75,6 +86,7 @@ def run_server(args: argparse.Namespace) -> int:
         tail = EventTail(server.events_path)
         run_id = server.submit(resume=args.resume)
         print(f"run {run_id} submitted; it starts when {config.federation.min_sites} site(s) are connected")
+        print(flower_cli_hint(server.settings.flwr_home, run_id), flush=True)
         return _follow(server, tail, table, stop)
 
 

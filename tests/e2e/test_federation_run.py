@@ -3,18 +3,22 @@ and two `fedseg site` processes (SuperNodes, ClientApps) train two rounds on tin
 
 What must hold: the server exits 0 after the run; before round 1 both sites' fingerprints reach the
 server, which writes the plan to plan.json; metrics.jsonl has both sites for every round and the final
-evaluation; model.pt holds round 2 and the plan; each site leaves cleanly on SIGTERM; and no process the
-test started (directly or through Flower) is left behind.
+evaluation; model.pt holds round 2 and the plan; stock `flwr ls` and `flwr log`, run as the server's output
+says, list the run and show its log; each site leaves cleanly on SIGTERM; and no process the test started
+(directly or through Flower) is left behind.
 """
 
 import json
+import os
+import re
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 from tiny_federation import flower_family, live_commands, server_toml, site_datasets, site_toml, wait_for
 
-from federation.processes import free_port
+from federation.processes import flower_command, free_port
 from segmentation.checkpoint import load_checkpoint
 from segmentation.events import read_events
 from segmentation.plan import read_plan
@@ -39,6 +43,19 @@ def test_two_sites_train_two_rounds_through_real_flower_processes(tmp_path, laun
              "the server's certificates")
     sites = [launched(name, "site", "--config", str(write_site(tmp_path, name, folder, port)))
              for name, folder in folders.items()]
+
+    # Stock `flwr ls` and `flwr log`, as the server's output tells an operator to run them, see the run.
+    hint = re.compile(r"run (\d+) submitted.*\nFlower's own CLI: FLWR_HOME=(\S+) flwr ls (\S+)")
+    wait_for(lambda: hint.search((tmp_path / "server.out").read_text(encoding="utf-8")) is not None, 60,
+             "the server to submit its run")
+    run_id, home, connection = hint.search((tmp_path / "server.out").read_text(encoding="utf-8")).groups()
+    environment = {**os.environ, "FLWR_HOME": home}
+    listed = subprocess.run([flower_command("flwr"), "ls", connection, "--format", "json"], env=environment,
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and run_id in listed.stdout, listed.stderr
+    log = subprocess.run([flower_command("flwr"), "log", run_id, connection, "--show"], env=environment,
+                         capture_output=True, text=True, timeout=60)
+    assert log.returncode == 0 and "flwr-serverapp" in log.stdout, log.stderr
 
     assert server.wait(RUN_TIMEOUT) == 0, (tmp_path / "server.out").read_text(encoding="utf-8")
     output = (tmp_path / "server.out").read_text(encoding="utf-8")
