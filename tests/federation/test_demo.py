@@ -371,9 +371,10 @@ def test_the_he_option_turns_encryption_on(monkeypatch, capsys):
 
 class FakeFederation:
     """Stands in for the demo's Flower processes: records which sites were started; the SuperLink counts
-    them online, and with `outside_joins` also the announced outside site."""
+    them online, and with `outside_joins` also the announced outside site. The submitted run writes
+    `events` (by default just "finished") and Flower reports it as `status`."""
 
-    def __init__(self, folder, outside_joins=True):
+    def __init__(self, folder, outside_joins=True, events=({"kind": "finished"},), status="running"):
         self.folder, self.outside_joins = folder, outside_joins
         self.started, self.submitted = [], False
         federation = self
@@ -395,13 +396,13 @@ class FakeFederation:
             def submit(self):
                 federation.submitted = True
                 self.events_path.parent.mkdir(parents=True, exist_ok=True)
-                self.events_path.write_text(json.dumps({"kind": "finished"}) + "\n")
+                self.events_path.write_text("".join(json.dumps(event) + "\n" for event in events))
 
             def check_alive(self):
                 pass
 
             def status(self):
-                return "running"
+                return status
 
             def __enter__(self):
                 return self
@@ -433,11 +434,12 @@ class FakeFederation:
 
 @pytest.fixture
 def fake_federation(tmp_path, monkeypatch):
-    def install(outside_joins=True):
-        fake = FakeFederation(tmp_path / "federation", outside_joins)
+    def install(outside_joins=True, **run):
+        fake = FakeFederation(tmp_path / "federation", outside_joins, **run)
         monkeypatch.setattr("federation.demo.federated.FederationServer", fake.server)
         monkeypatch.setattr("federation.demo.federated.FederationSite", fake.site)
         monkeypatch.setattr("federation.demo.federated._NODE_POLL_SECONDS", 0.0)
+        monkeypatch.setattr("federation.demo.federated._STATUS_POLL_SECONDS", 0.0)
         return fake
 
     datasets = {TINY.site_name(modality): site_dataset(tmp_path / "data" / modality,
@@ -496,3 +498,22 @@ def test_the_join_site_option_reaches_the_demo_and_must_be_one_of_its_sites(tmp_
     error = capsys.readouterr().err
     assert error == "fedseg: error: the joining site must be one of the demo's sites (ct), got mr-t2\n"
     assert not (tmp_path / "data").exists()  # refused before any work
+
+
+ACCEPTED_ROUND_1 = {"kind": "site-metrics", "round": 1, "site": "CT Hospital", "phase": "train",
+                    "status": "accepted", "metrics": {}}
+
+
+@pytest.mark.parametrize(("events", "status", "message"), [
+    ([ACCEPTED_ROUND_1, {"kind": "checkpoint", "round": 1}, {"kind": "error", "message": "boom"}],
+     "finished:completed", "the demo run failed: boom"),
+    ([{"kind": "checkpoint", "round": 1}], "finished:completed", "round 1: no site's reply was accepted"),
+    ([ACCEPTED_ROUND_1, {"kind": "checkpoint", "round": 1}], "finished:failed",
+     "the demo run ended as finished:failed"),
+])
+def test_a_failed_run_stops_the_demo_with_the_reason(tmp_path, fake_federation, events, status, message):
+    """Each check on its own: Flower calling the run finished never hides the run's own failure."""
+    install, datasets = fake_federation
+    install(events=events, status=status)
+    with pytest.raises(FlowerProcessError, match=message):
+        run_federation(tmp_path / "federation", TINY, datasets)
