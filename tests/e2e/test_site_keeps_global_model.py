@@ -1,9 +1,12 @@
-"""A plaintext demo federation through real Flower processes on 127.0.0.1 (tiny data): when it ends,
-every site holds the federation's final global model in its own folder, labelled with the last round,
-equal to the server's model; the workbench finds it and segments a site's study with it onto the
-study's own grid."""
+"""A plaintext demo federation through real Flower processes on 127.0.0.1 (tiny data), with its
+baselines: when it ends, every site holds the federation's final global model in its own folder,
+labelled with the last round, equal to the server's model; the workbench finds it and segments a site's
+study with it onto the study's own grid; and the report scores the federated, local-only and
+centralized models on every site's test set."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -23,10 +26,10 @@ TINY = DemoSettings(sites=("ct", "mr-t1"), rounds=2, local_epochs=1, train_cases
                     volume_size=16, channels=(8, 16))
 
 
-def test_a_plaintext_site_ends_the_demo_with_the_global_model_and_segments_with_it(tmp_path, monkeypatch):
+def test_a_plaintext_demo_leaves_every_site_the_global_model_and_scores_its_baselines(tmp_path, monkeypatch):
     monkeypatch.setenv("FEDSEG_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "workspace" / "demo-federation"
-    run_demo(out, TINY)
+    run_demo(out, TINY, baselines=True)
     server = load_checkpoint(out / "federation" / "run" / "model.pt")
     assert server.round == TINY.rounds
     for modality in TINY.sites:
@@ -46,3 +49,11 @@ def test_a_plaintext_site_ends_the_demo_with_the_global_model_and_segments_with_
     assert np.allclose(result.mask.direction, study.image.direction)
     assert np.allclose(result.mask.origin, study.image.origin)
     assert set(np.unique(result.mask.array)) <= set(server.labels)
+
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    names = [SITE_NAMES[modality] for modality in TINY.sites]
+    expected = {"federated", "centralized", *(f"local-only {name}" for name in names)}
+    assert {row["model"] for row in report["results"]} == expected
+    assert {(row["model"], row["test_site"]) for row in report["results"]} == {
+        (model, name) for model in expected for name in names}
+    assert set(report["verdict"]["checks"]) >= {"federated_vs_centralized"}
