@@ -16,12 +16,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import SimpleITK as sitk
-
 from app.models.training import JobState, TrainingRunModel
 from app.services.child_process import EXIT_INTERRUPTED, FedsegChild
 from segmentation.datalist import DATASET_JSON, CaseEntry, load_dataset
-from segmentation.errors import ConfigError, DatasetError, FedSegError, StudyReadError
+from segmentation.errors import ConfigError, DatasetError, FedSegError
 from segmentation.geometry import canonical_axes
 from segmentation.io.formats import detect_format
 from segmentation.plan import check_patch_size, check_target_spacing, read_plan
@@ -155,16 +153,12 @@ def _axial_slices(case: CaseEntry) -> int:
     folder counts its files, one per slice of the usual axial series."""
     if case.image.is_dir():
         return sum(1 for path in case.image.rglob("*") if path.is_file())
+    from segmentation.io.readers import read_header
+
     image_format = detect_format(case.image)
     if image_format.image_io is None:  # a single DICOM file: one slice
         return 1
-    reader = sitk.ImageFileReader()
-    reader.SetImageIO(image_format.image_io)
-    reader.SetFileName(str(case.image))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        raise StudyReadError(f"{case.image} is not a readable {image_format.name} file") from None
+    reader = read_header(case.image, image_format)
     size = reader.GetSize()
     return 1 if len(size) < 3 else int(size[canonical_axes(reader.GetDirection())[2]])
 

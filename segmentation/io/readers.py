@@ -112,7 +112,8 @@ def _read_image(
     return _read_with_simpleitk(path, fmt), []
 
 
-def _read_with_simpleitk(path: Path, fmt: FileFormat) -> Volume:
+def read_header(path: Path, fmt: FileFormat) -> sitk.ImageFileReader:
+    """A SimpleITK reader of `path` with its header read and no voxels (size, spacing, direction)."""
     reader = sitk.ImageFileReader()
     reader.SetImageIO(fmt.image_io)
     reader.SetFileName(str(path))
@@ -120,6 +121,11 @@ def _read_with_simpleitk(path: Path, fmt: FileFormat) -> Volume:
         reader.ReadImageInformation()
     except RuntimeError:
         raise StudyReadError(f"{path} is not a readable {fmt.name} file") from None
+    return reader
+
+
+def _read_with_simpleitk(path: Path, fmt: FileFormat) -> Volume:
+    reader = read_header(path, fmt)
     if fmt is NRRD and any(key.startswith("Segment0_") for key in reader.GetMetaDataKeys()):
         return read_slicer_segmentation(path)  # a Slicer segmentation saved without ".seg"
     dimension, components = reader.GetDimension(), reader.GetNumberOfComponents()
