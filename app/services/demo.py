@@ -5,7 +5,6 @@ the local demo federation (`fedseg demo`) run in the background."""
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ DEMO_SITES = {"ct": 1, "mr-t1": 2, "mr-t2": 3}
 # reach the federation demo's single-site Dice on the test cases (bench/first_training.py).
 DEMO_CASES = 20
 DEMO_SIZE = 64
-DEMO_STAMP = "fedseg-demo.json"  # in each site folder: the settings the demo made it with
+TEST_FRACTION = 0.2  # the last fifth of a site's phantoms are its test cases
 CHEST_CT = "CTChest4.nrrd"
 CHEST_LABELS = "Segmentation.seg.nrrd"
 DEMO_ROUNDS = 3
@@ -64,43 +63,17 @@ def prepare_demo_workspace(root: Path, progress: Callable[[str], None] | None = 
 
 
 def _prepare_site(folder: Path, modality: str, seed: int, progress: Callable[[str], None]) -> None:
-    from segmentation.atomic import write_text_atomic
-    from segmentation.datalist import DATASET_JSON
-    from segmentation.synth import generate_dataset
+    """The site made (or remade) as the federation demo makes its sites, with the workbench's settings."""
+    from federation.demo.data import NotDemoFolder, geometry_spec, site_dataset
+    from segmentation.synth.scan import DEFAULT_GEOMETRY
 
-    stamp = {"cases": DEMO_CASES, "size": DEMO_SIZE, "seed": seed}
-    made = (folder / DATASET_JSON).is_file()
-    if made and _read_stamp(folder) == stamp:
-        return
-    foreign = _foreign_file(folder, modality)
-    if foreign is not None:
-        progress(f"kept {folder} as it is: {foreign.relative_to(folder)} is not a demo file")
-        return
-    progress(f"{'remaking' if made else 'making'} the {modality.upper()} demo site ({DEMO_CASES} cases)")
-    generate_dataset(folder, modality, DEMO_CASES, seed, size=DEMO_SIZE, overwrite=True)
-    write_text_atomic(folder / DEMO_STAMP, json.dumps(stamp) + "\n")
-
-
-def _read_stamp(folder: Path) -> object:
+    tests = max(1, round(DEMO_CASES * TEST_FRACTION))
+    spec = {"modality": modality, "seed": seed, "train_cases": DEMO_CASES - tests, "test_cases": tests,
+            "size": DEMO_SIZE, "geometry": geometry_spec(DEFAULT_GEOMETRY)}
     try:
-        return json.loads((folder / DEMO_STAMP).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-
-
-def _foreign_file(folder: Path, modality: str) -> Path | None:
-    """The first file under a site folder that the demo does not write, if any: the demo writes
-    dataset.json, its stamp and segmentation.synth's cases (synth_<modality>_NNN in imagesTr, labelsTr,
-    imagesTs, labelsTs); hidden files (a crashed write's temporary, a desktop's index) do not count."""
-    from segmentation.datalist import DATASET_JSON
-
-    case = re.compile(rf"(images|labels)(Tr|Ts)/synth_{modality.replace('-', '')}_\d+(\.nii\.gz|/.+)")
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder).as_posix()
-        if path.is_file() and not path.name.startswith(".") and relative not in (DATASET_JSON, DEMO_STAMP) \
-                and not case.fullmatch(relative):
-            return path
-    return None
+        site_dataset(folder, spec, progress)
+    except NotDemoFolder as error:
+        progress(f"kept {folder} as it is: {error.foreign.relative_to(folder)} is not a demo file")
 
 
 class DemoFederationJob(FedsegChild):

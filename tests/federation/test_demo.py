@@ -13,7 +13,7 @@ import federation.demo
 from app.cli import main
 from federation.config import load_server_config, load_site_config
 from federation.demo.baselines import CENTRALIZED, local_only_name
-from federation.demo.data import MARKER_NAME, demo_datasets, site_data_spec, site_dataset
+from federation.demo.data import MARKER_NAME, NotDemoFolder, demo_datasets, site_data_spec, site_dataset
 from federation.demo.federated import (
     HE_KEYS,
     JOIN_ANNOUNCEMENT,
@@ -517,3 +517,14 @@ def test_a_failed_run_stops_the_demo_with_the_reason(tmp_path, fake_federation, 
     install(events=events, status=status)
     with pytest.raises(FlowerProcessError, match=message):
         run_federation(tmp_path / "federation", TINY, datasets)
+
+
+def test_a_site_folder_holding_other_files_is_never_remade(tmp_path):
+    spec = site_data_spec(DemoSettings(sites=("ct",), train_cases=1, test_cases=1, volume_size=16), "ct")
+    site_dataset(tmp_path, spec)
+    (tmp_path / "notes.txt").write_text("the user's notes")
+    changed = {**spec, "train_cases": 2}
+    with pytest.raises(NotDemoFolder, match="notes.txt, which the demo did not write"):
+        site_dataset(tmp_path, changed)
+    assert (tmp_path / "notes.txt").read_text() == "the user's notes"
+    assert json.loads((tmp_path / MARKER_NAME).read_text()) == spec  # nothing was remade
