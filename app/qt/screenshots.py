@@ -136,7 +136,7 @@ def _operate_a_server(window, demo, wait) -> list:
     """On the Server page, as an operator would: a form for this computer (generated TLS, two rounds),
     Save and Start; then two sites join it with the workbench's own site processes; returns them once
     the server has finished its first round."""
-    from app.services.federation_site import SiteForm, SiteJob, write_site_config
+    from app.services.federation_site import SiteForm, SiteJob, site_folder, write_site_config
     from app.services.server_operator import ServerForm
     from federation.config import FederationSettings, ModelSettings
     from federation.processes import free_port
@@ -156,7 +156,7 @@ def _operate_a_server(window, demo, wait) -> list:
     for name, modality in (("CT Hospital", "ct"), ("MR-T1 Clinic", "mr-t1")):
         form = SiteForm(name, modality, str(demo.sites[modality]), f"127.0.0.1:{port}", ca_certificate,
                         clientappio_port=free_port())
-        job = SiteJob(write_site_config(form, page.path.parent / "sites" / form.name.replace(" ", "-")))
+        job = SiteJob(write_site_config(form, site_folder(page.path.parent / "sites", form.name)))
         job.start()
         sites.append(job)
     wait(lambda: page.operator.run.completed >= 1, timeout=1800)

@@ -60,6 +60,11 @@ class SiteForm:
         return tomli_w.dumps(document)
 
 
+def site_folder(parent: Path, name: str) -> Path:
+    """The folder a site named `name` keeps its site.toml, events and models in under `parent`."""
+    return parent / (name.replace(" ", "-") or "site")
+
+
 def write_site_config(form: SiteForm, folder: Path):
     """Write folder/site.toml and read it back with federation.config (every problem is a ConfigError)."""
     from federation.config import load_site_config

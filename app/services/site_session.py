@@ -12,7 +12,7 @@ from app.models.federation import SiteRun, SiteState
 from app.models.metrics import FederationMetrics
 from app.services.child_process import EXIT_INTERRUPTED
 from app.services.demo import DEMO_JOIN_SITE, DemoFederationJob
-from app.services.federation_site import SiteForm, SiteJob, write_site_config
+from app.services.federation_site import SiteForm, SiteJob, site_folder, write_site_config
 from segmentation.errors import ConfigError
 
 REPORT_NAME = "report.md"  # what `fedseg demo` writes into its folder when it finishes
@@ -37,8 +37,7 @@ class SiteSession:
         if self.active:
             raise ConfigError("this site is in a federation already; leave it first")
         form.check()
-        folder = workspace / "federation" / (form.name.replace(" ", "-") or "site")
-        job = SiteJob(write_site_config(form, folder))
+        job = SiteJob(write_site_config(form, site_folder(workspace / "federation", form.name)))
         job.start()
         self.job, self.ended = job, False
         self.run.reset()
