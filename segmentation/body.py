@@ -69,5 +69,7 @@ def body_values(array: np.ndarray) -> np.ndarray:
 
 
 def _sample(array: np.ndarray) -> np.ndarray:
-    values = np.asarray(array, dtype=np.float32).ravel()
-    return values[:: values.size // _SAMPLE] if values.size > _SAMPLE else values
+    """An even sample of at most about _SAMPLE voxels as float32 (converted after sampling: a large
+    study is not copied whole)."""
+    values = np.asarray(array).ravel()
+    return (values[:: values.size // _SAMPLE] if values.size > _SAMPLE else values).astype(np.float32)
