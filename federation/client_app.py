@@ -1,17 +1,16 @@
 """The site's Flower ClientApp: hands each train, evaluate or query message to the site's own work.
 
-Flower starts this app in a fresh process for every message. With a site worker (federation.site_worker,
-which `fedseg site` starts and names in the SuperNode's node config) the app only forwards the message's
-records to it, so this process never imports PyTorch; without one (tests, a SuperNode started by hand)
-it does the work itself (federation.site_work). Either way only arrays and numbers leave the site, plus
-its display name, and a failure is answered with a code (federation.site_errors), never with its text.
+`fedseg site` runs it in its site worker (federation.site_worker), which keeps the engine loaded; a
+stock SuperNode started by hand runs it in a flwr-clientapp process per message. The work itself is
+federation.site_work's, loaded on the first message, so importing this module loads no engine. Only
+arrays and numbers leave the site, plus its display name, and a failure is answered with a code
+(federation.site_errors), never with its text.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from multiprocessing import AuthenticationError
 
 from flwr.app import ArrayRecord, Context, Error, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
@@ -19,8 +18,7 @@ from flwr.clientapp import ClientApp
 from federation.packed import PackingError, is_packed, pack, unpack
 from federation.site_errors import SiteErrorCode
 from federation.site_history import EVALUATE, TRAIN
-from federation.site_protocol import NODE_WORKER_ADDRESS, NODE_WORKER_KEY, SiteAnswer
-from federation.site_worker import ask_worker
+from federation.site_protocol import SiteAnswer
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +49,9 @@ def _answer(kind: str, message: Message, context: Context) -> SiteAnswer:
     except PackingError as error:
         logger.error("the server's message is unusable: %s", error)
         return SiteAnswer(context.state, error=SiteErrorCode.MODEL.reply)
-    address = context.node_config.get(NODE_WORKER_ADDRESS)
-    if not address:
-        from federation.site_work import answer
+    from federation.site_work import answer
 
-        return answer(kind, content, context.node_config, context.state)
-    try:
-        return ask_worker(str(address), str(context.node_config.get(NODE_WORKER_KEY, "")), kind,
-                          content, dict(context.node_config), context.state)
-    except (OSError, EOFError, ValueError, AuthenticationError) as error:
-        logger.error("the site worker at %s did not answer: %s", address, error)
-        return SiteAnswer(context.state, error=SiteErrorCode.FAILED.reply)
+    return answer(kind, content, context.node_config, context.state)
 
 
 def _reply(message: Message, context: Context, answer: SiteAnswer) -> Message:

@@ -4,16 +4,14 @@ FederationServer: a SuperLink for server.toml (TLS with the given certificates o
 the run folder, a database file so its state survives restarts, SuperNode authentication when sites'
 keys are listed) and the run submitted to it. FederationSite: a site's SuperNode with the site's node
 config, restarted when it exits after having been connected (e.g. the server lost its database), and the
-site worker that does the site's training for its ClientApps.
+site worker that runs its ClientApp tasks (federation.site_worker).
 The demo and the end-to-end tests use the same classes as the commands.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,17 +27,15 @@ from federation.processes import (
     FlowerProcessError,
     SuperLinkSettings,
     SuperNodeSettings,
-    flower_environment,
-    free_port,
     last_error_line,
-    start_child,
+    start_site_worker,
     start_superlink,
     start_supernode,
-    wait_until_listening,
+    write_task_secret,
 )
 from federation.server_app import RESUME_KEY, SERVER_CONFIG_KEY
 from federation.server_run import EVENTS_NAME
-from federation.site_protocol import KEY_ENVIRONMENT, NODE_WORKER_ADDRESS, NODE_WORKER_KEY
+from federation.site_protocol import APP_NAME, APP_PUBLISHER
 from federation.task import SiteSettings
 from segmentation.errors import ConfigError
 from segmentation.events import EventTail  # noqa: F401  (re-exported: the CLI and demo follow runs with it)
@@ -47,14 +43,13 @@ from segmentation.settings import CHECKPOINT_NAME
 
 logger = logging.getLogger(__name__)
 
-APP_NAME = "fedseg-federation"
 # The Flower app project `flwr run` bundles: only this pyproject, the code is the installed package.
 _APP_PYPROJECT = {
     "build-system": {"requires": ["setuptools>=68"], "build-backend": "setuptools.build_meta"},
     "project": {"name": APP_NAME, "version": "1.0.0", "license": "Apache-2.0", "dependencies": [],
                 "description": "FedSeg Workbench: federated segmentation with the installed fedseg package"},
     "tool": {"flwr": {"app": {
-        "publisher": "fedseg",
+        "publisher": APP_PUBLISHER,
         "components": {"serverapp": "federation.server_app:app", "clientapp": "federation.client_app:app"},
         "config": {SERVER_CONFIG_KEY: "", RESUME_KEY: False},
     }}},
@@ -157,47 +152,43 @@ class FederationServer:
 
 
 class FederationSite:
-    """A site's SuperNode for a site.toml and the site worker its ClientApps hand their work to
-    (federation.site_worker); supervise() restarts either when it ends."""
+    """A site's SuperNode for a site.toml and the site worker that runs its ClientApp tasks
+    (federation.site_worker); supervise() restarts either when it ends.
+
+    client_app MODULE:NAME replaces the installed ClientApp in the worker (the fault tests' misbehaving
+    sites); the environment is the SuperNode's and the worker's."""
 
     def __init__(self, config: SiteConfig, environment: Mapping[str, str] | None = None,
-                 restart_delay: float = 5.0) -> None:
+                 restart_delay: float = 5.0, client_app: str | None = None) -> None:
         self.config = config
         self.environment = dict(environment or {})
         self.restart_delay = restart_delay
+        self.client_app = client_app
         site = SiteSettings(config.name, config.modality, config.data_dir, config.event_file,
                             config.he_secret_context)
-        # Made per start: the worker's port and key reach the ClientApps through the node config.
-        self.worker_port, self.worker_key = free_port(), secrets.token_hex(32)
-        worker = {NODE_WORKER_ADDRESS: f"127.0.0.1:{self.worker_port}", NODE_WORKER_KEY: self.worker_key}
+        state_dir = config.event_file.parent / "supernode"
         self.settings = SuperNodeSettings(
             superlink=config.server_address, runtime_port=config.clientappio_port,
-            node_config={**site.to_node_config(), **worker}, state_dir=config.event_file.parent / "supernode",
+            node_config=site.to_node_config(), state_dir=state_dir,
             ca_certificate=config.ca_certificate if config.tls_enabled else None,
-            private_key=config.node_private_key,
+            private_key=config.node_private_key, task_secret=state_dir / "task-secret",
         )
+        self._secret = secrets.token_bytes(32)  # made per start of the site, kept over restarts
         self.supernode: ChildProcess | None = None
         self.worker: ChildProcess | None = None
         self.restarts = 0
 
     def start(self) -> ChildProcess:
         """Start the worker (unless it runs), then the SuperNode."""
+        assert self.settings.task_secret is not None
+        write_task_secret(self.settings.task_secret, self._secret)
         if self.worker is None or not self.worker.alive():
             self.worker = self._start_worker()
         self.supernode = start_supernode(self.settings, self.environment)
         return self.supernode
 
     def _start_worker(self) -> ChildProcess:
-        """`fedseg _site-worker` (sys.executable is `fedseg` itself in a desktop bundle, which accepts
-        this form too), with the key in its environment; returns once it listens."""
-        command = [sys.executable, "-m", "app.cli", "_site-worker", "--port", str(self.worker_port),
-                   "--parent-pid", str(os.getpid())]
-        # Flower's settings and FLWR_HOME too (telemetry and update checks off): the worker imports flwr.
-        environment = flower_environment(self.settings.flwr_home,
-                                         {**self.environment, KEY_ENVIRONMENT: self.worker_key})
-        worker = start_child("site worker", command, environment, self.settings.state_dir / "site-worker.log")
-        wait_until_listening(worker, "127.0.0.1", self.worker_port)
-        return worker
+        return start_site_worker(self.settings, self.environment, self.client_app)
 
     def connected(self) -> bool:
         """Whether the current SuperNode was accepted by the SuperLink at some point."""
@@ -212,7 +203,7 @@ class FederationSite:
         """
         if self.worker is not None and not self.worker.alive():
             logger.warning("the site worker ended (%s); starting it again", self.worker.log_tail(1))
-            self.worker = self._start_worker()  # same port and key: the node config stays right
+            self.worker = self._start_worker()  # same address and secret: the SuperNode keeps its own
         if self.supernode is None or self.supernode.alive():
             return
         if not self.connected():

@@ -334,35 +334,54 @@ class SuperNodeSettings:
     """How to start a site's SuperNode."""
 
     superlink: str  # HOST:PORT of the SuperLink
-    runtime_port: int  # the local port between the SuperNode and its ClientApp processes
+    runtime_port: int  # the local port of its ClientApp I/O API
     node_config: Mapping[str, str]
     state_dir: Path  # FLWR_HOME, the node-config file and the log
     ca_certificate: Path | None  # None: plain HTTP (tests on one machine only)
     private_key: Path | None = None  # SuperNode authentication
+    # The file of the secret with which the site worker takes the SuperNode's ClientApp tasks and runs them
+    # itself (Flower's `--isolation process`, with the waits of federation.flower_internals shortened).
+    # None: stock Flower, which starts a flwr-clientapp process for every message.
+    task_secret: Path | None = None
 
     @property
     def flwr_home(self) -> Path:
         return self.state_dir / "flwr-home"
 
+    @property
+    def runtime_address(self) -> str:
+        return f"127.0.0.1:{self.runtime_port}"
+
 
 def supernode_command(settings: SuperNodeSettings) -> list[str]:
     node_config = settings.state_dir / "node-config.toml"
-    # It names the site's data and its worker's key: the site's user only (made afresh, since touch
-    # leaves the mode of a file from an earlier start as it was).
+    # It names the site's data: the site's user only (made afresh, since touch leaves the mode of a file
+    # from an earlier start as it was).
     node_config.unlink(missing_ok=True)
     node_config.touch(mode=0o600)
     node_config.write_text(tomli_w.dumps(dict(settings.node_config)), encoding="utf-8")
-    command = [
-        flower_command("flower-supernode"), "--superlink", settings.superlink,
-        "--port", str(settings.runtime_port), "--node-config", str(node_config),
-    ]
+    arguments = ["--superlink", settings.superlink, "--port", str(settings.runtime_port),
+                 "--node-config", str(node_config)]
     if settings.ca_certificate is not None:
-        command += ["--root-certificates", str(settings.ca_certificate)]
+        arguments += ["--root-certificates", str(settings.ca_certificate)]
     else:
-        command.append("--insecure")
+        arguments.append("--insecure")
     if settings.private_key is not None:
-        command += ["--auth-supernode-private-key", str(settings.private_key)]
-    return command
+        arguments += ["--auth-supernode-private-key", str(settings.private_key)]
+    if settings.task_secret is None:
+        return [flower_command("flower-supernode"), *arguments]
+    # `fedseg _flower flower-supernode` (app/commands/flower_entry.py) shortens its waits; sys.executable
+    # is `fedseg` itself in a desktop bundle, which accepts this form too.
+    return [sys.executable, "-m", "app.cli", "_flower", "flower-supernode", *arguments,
+            "--isolation", "process", "--superexec-auth-secret-file", str(settings.task_secret)]
+
+
+def write_task_secret(path: Path, secret: bytes) -> None:
+    """The secret a SuperNode and its site worker share, readable by the site's user only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    path.touch(mode=0o600)
+    path.write_bytes(secret)
 
 
 def start_supernode(
@@ -373,3 +392,18 @@ def start_supernode(
     return start_child("flower-supernode", supernode_command(settings),
                        flower_environment(settings.flwr_home, environment),
                        settings.state_dir / "supernode.log", cwd=settings.state_dir)
+
+
+def start_site_worker(settings: SuperNodeSettings, environment: Mapping[str, str] | None = None,
+                      client_app: str | None = None) -> ChildProcess:
+    """`fedseg _site-worker`, which runs the SuperNode's ClientApp tasks (settings.task_secret must be
+    set); client_app MODULE:NAME replaces federation.client_app:app (the fault tests and the benchmark)."""
+    if settings.task_secret is None:
+        raise ConfigError("a site worker needs a SuperNode started with a task secret")
+    command = [sys.executable, "-m", "app.cli", "_site-worker", "--runtime-address", settings.runtime_address,
+               "--secret-file", str(settings.task_secret), "--parent-pid", str(os.getpid())]
+    if client_app is not None:
+        command += ["--client-app", client_app]
+    # Flower's settings and FLWR_HOME too (telemetry and update checks off): the worker imports flwr.
+    return start_child("site worker", command, flower_environment(settings.flwr_home, environment),
+                       settings.state_dir / "site-worker.log", cwd=settings.state_dir)

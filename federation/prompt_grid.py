@@ -1,8 +1,8 @@
 """The SuperLink's grid, with the two changes that make a short round cheap.
 
-- Replies are pulled every half second: Flower's Grid.send_and_receive sleeps 3 s between pulls, so a
-  round that ends just after a pull waits up to 3 s more. A pull is one small request to the SuperLink
-  next to the ServerApp, so pulling more often costs little.
+- Replies are pulled every 0.1 s: Flower's Grid.send_and_receive sleeps 3 s between pulls, so a round
+  that ends just after a pull waits up to 3 s more. A pull is one small request to the SuperLink next to
+  the ServerApp, so pulling often costs little.
 - Every message's arrays travel packed (federation.packed): two Flower objects instead of one per weight
   array. Sites answer packed messages packed, and replies are unpacked here, so the strategy sees the
   named arrays; a reply whose packing is broken stays as it came and fails validation.
@@ -19,7 +19,7 @@ from flwr.serverapp import Grid
 
 from federation.packed import PackingError, pack, unpack
 
-REPLY_POLL_SECONDS = 0.5
+REPLY_POLL_SECONDS = 0.1
 
 
 class PromptGrid:

@@ -10,6 +10,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from federation.config import load_server_config
+from federation.flower_internals import shorten_object_pulls
 from federation.prompt_grid import PromptGrid
 from federation.server_run import run_server
 from segmentation.errors import ConfigError
@@ -28,4 +29,5 @@ def main(grid: Grid, context: Context) -> None:
     if not isinstance(path, str) or not path:
         raise ConfigError(f"the run config has no {SERVER_CONFIG_KEY!r}; start runs with `fedseg server`")
     resume = bool(context.run_config.get(RESUME_KEY, False))
+    shorten_object_pulls()  # the sites' replies are pulled as soon as they are uploaded
     run_server(PromptGrid(grid), load_server_config(path), resume=resume)

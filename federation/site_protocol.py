@@ -1,20 +1,19 @@
-"""What a site's ClientApp and its site worker say to each other, in a module that loads no engine.
+"""What a site's ClientApp, its site worker and the site's work agree on, in a module that loads no engine.
 
-The ClientApp process (federation.client_app) imports this and federation.site_worker only, never
-PyTorch or MONAI; the worker's handler (federation.site_work.answer) is handed to it by whoever starts
-it, so the work and the way it travels do not import each other.
+The ClientApp (federation.client_app) and the worker (federation.site_worker) import this, never PyTorch
+or MONAI; the work (federation.site_work) answers with a SiteAnswer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from flwr.app import RecordDict
 
-NODE_WORKER_ADDRESS = "site-worker"  # node config: host:port of the site's worker
-NODE_WORKER_KEY = "site-worker-key"  # node config: the connection key, hex
-KEY_ENVIRONMENT = "FEDSEG_SITE_WORKER_KEY"  # how the worker gets the key (never on its command line)
+APP_PUBLISHER = "fedseg"
+APP_NAME = "fedseg-federation"
+FLOWER_APP_ID = f"{APP_PUBLISHER}/{APP_NAME}"  # the Flower app (FAB) `fedseg server` submits
+CLIENT_APP = "federation.client_app:app"  # the ClientApp a site worker runs
 
 
 class SiteAnswer(NamedTuple):
@@ -24,7 +23,3 @@ class SiteAnswer(NamedTuple):
     state: RecordDict
     content: RecordDict | None = None
     error: tuple[int, str] | None = None
-
-
-# (kind, content, node_config, state) -> the answer: train, evaluate or the fingerprint query.
-Handler = Callable[[str, RecordDict, Mapping[str, Any], RecordDict], SiteAnswer]

@@ -3,7 +3,8 @@
 A desktop bundle has no Python console scripts: Flower's are functions in the bundled flwr package.
 The bundle's executables named after them (flwr-clientapp, flower-superexec...) run this command
 (installers/fedseg_main.py), which finds NAME in flwr's own entry points (its dist-info's
-console_scripts) and calls that function with ARGS.
+console_scripts) and calls that function with ARGS. flower-supernode runs with its fixed waits shortened
+(federation.flower_internals), as `fedseg site` starts it.
 """
 
 from __future__ import annotations
@@ -43,5 +44,9 @@ def run(args: argparse.Namespace) -> int:
     entry_points = flower_entry_points()
     if args.name not in entry_points:
         raise ConfigError(f"{args.name!r} is not a Flower command; one of: {', '.join(sorted(entry_points))}")
+    if args.name == "flower-supernode":
+        from federation.flower_internals import run_supernode
+
+        return run_supernode(args.arguments)
     sys.argv = [args.name, *args.arguments]  # what the console script parses, as if started by name
     return int(entry_points[args.name].load()() or 0)

@@ -1,8 +1,8 @@
 """A ClientApp for the fault tests only: federation.client_app, unless FEDSEG_TEST_FAULT says misbehave.
 
-This file is not part of the installed package. A fault test copies it into the Flower app project it
-submits, so only that test's run can load it; a production SuperNode runs federation.client_app, which
-no configuration can make misbehave. The variable is set per site through the SuperNode's environment:
+This file is not part of the installed package. A fault test's site worker runs it (FederationSite's
+client_app, with this folder on PYTHONPATH); a production site worker runs federation.client_app, which
+no configuration can make misbehave. The variable is set per site through the worker's environment:
 
 - "hang": the train handler never returns (the test kills the site mid-round); the fingerprint query
   before round 1 is answered as usual;

@@ -10,13 +10,12 @@
 - With node authentication on, a run whose sites are all registered trains and evaluates every one of them;
   a site whose node key the server did not register is refused.
 
-Misbehaving sites run tests/e2e/faulty_client_app.py, which only these tests' app projects contain.
+Misbehaving sites run tests/e2e/faulty_client_app.py in their site worker (FederationSite client_app).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 from contextlib import ExitStack
 from pathlib import Path
@@ -31,7 +30,7 @@ from tiny_federation import flower_family, live_commands, server_toml, site_data
 from federation import client_app
 from federation.config import load_server_config, load_site_config
 from federation.keys import generate_node_keys
-from federation.launch import EventTail, FederationServer, FederationSite, write_app_project
+from federation.launch import EventTail, FederationServer, FederationSite
 from federation.processes import FlowerProcessError, free_port
 from federation.server_run import EVENTS_NAME, METRICS_NAME, read_metrics, run_server
 from federation.task import SiteSettings
@@ -74,23 +73,17 @@ class Federation:
         return self.server
 
     def start_site(self, name: str, fault: str = "", key: Path | None = None) -> FederationSite:
+        """A site; with a fault, its worker runs the test ClientApp, which FEDSEG_TEST_FAULT makes
+        misbehave."""
         path = self.folder / f"{name}.toml"
         auth = f'[auth]\nnode_private_key = "{key}"\n' if key else ""
         path.write_text(site_toml(name, self.data[name], self.port, "run/tls/ca.crt", auth))
-        environment = {FAULT_VARIABLE: fault} if fault else {}
-        site = FederationSite(load_site_config(path), environment, restart_delay=1)
+        environment = {FAULT_VARIABLE: fault, "PYTHONPATH": str(FAULTY_APP.parent)} if fault else {}
+        site = FederationSite(load_site_config(path), environment, restart_delay=1,
+                              client_app="faulty_client_app:app" if fault else None)
         self.processes.enter_context(site)
         site.start()
         return site
-
-    def submit_faulty_app(self) -> None:
-        """Submit the run with the test ClientApp (the sites' FEDSEG_TEST_FAULT decides how they behave)."""
-        app_dir = write_app_project(self.folder / "faulty-app")
-        pyproject = app_dir / "pyproject.toml"
-        text = pyproject.read_text().replace("federation.client_app:app", "faulty_client_app:app")
-        pyproject.write_text(text)
-        shutil.copy(FAULTY_APP, app_dir)
-        self.server.submit(app_dir=app_dir)
 
     def follow(self, sites: list[FederationSite], until: str = "finished") -> None:
         """Keep the sites supervised until the server's event file has an `until` event."""
@@ -144,17 +137,17 @@ def kill_group(pid: int) -> None:
 
 
 def test_a_site_killed_mid_round_is_waited_for_at_most_the_round_timeout_and_rejoins(federation):
-    federation.start_server(rounds=2)
+    server = federation.start_server(rounds=2)
     site_a = federation.start_site("Site A")
     site_b = federation.start_site("Site B", fault=HANG)  # its ClientApp never answers round 1
     wait_for(lambda: site_a.connected() and site_b.connected(), 60, "both sites to connect")
-    federation.submit_faulty_app()
-    # A ClientApp process per message: the first answers the fingerprint query, the second gets round 1.
-    wait_for(lambda: site_b.supernode.log_text().count("Start `flwr-clientapp`") >= 2, RUN_TIMEOUT,
-             "site B's ClientApp to receive round 1")
-    kill_group(site_b.supernode.pid)
-    site_b.supernode.popen.wait()
-    site_b.supernode = None
+    server.submit()
+    wait_for(lambda: "a train message" in site_b.worker.log_text(), RUN_TIMEOUT,
+             "site B's worker to receive round 1")
+    for process in (site_b.supernode, site_b.worker):  # the whole site goes
+        kill_group(process.pid)
+        process.popen.wait()
+    site_b.supernode = site_b.worker = None
     site_b_again = federation.start_site("Site B")
     federation.follow([site_a, site_b_again])
 
@@ -238,10 +231,10 @@ def weights(path: Path) -> dict[str, np.ndarray]:
 
 
 def test_a_poisoned_site_is_dropped_every_round_and_the_model_stays_the_honest_one(federation, monkeypatch):
-    federation.start_server(rounds=3)
+    server = federation.start_server(rounds=3)
     sites = [federation.start_site("Site A"), federation.start_site("Site B", fault=POISON)]
     wait_for(lambda: all(site.connected() for site in sites), 60, "both sites to connect")
-    federation.submit_faulty_app()
+    server.submit()
     federation.follow(sites)
 
     records = federation.records()

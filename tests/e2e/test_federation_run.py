@@ -1,11 +1,12 @@
 """A real federation on 127.0.0.1: `fedseg server` (SuperLink with generated TLS certificates, ServerApp)
-and two `fedseg site` processes (SuperNodes, ClientApps) train two rounds on tiny demo data.
+and two `fedseg site` processes (SuperNodes, site workers running the ClientApp) train two rounds on tiny
+demo data.
 
 What must hold: the server exits 0 after the run; before round 1 both sites' fingerprints reach the
 server, which writes the plan to plan.json; metrics.jsonl has both sites for every round and the final
-evaluation; model.pt holds round 2 and the plan; stock `flwr ls` and `flwr log`, run as the server's output
-says, list the run and show its log; each site leaves cleanly on SIGTERM; and no process the test started
-(directly or through Flower) is left behind.
+evaluation; model.pt holds round 2 and the plan; every site's messages ran in its site worker; stock
+`flwr ls` and `flwr log`, run as the server's output says, list the run and show its log; each site
+leaves cleanly on SIGTERM; and no process the test started (directly or through Flower) is left behind.
 """
 
 import json
@@ -78,8 +79,14 @@ def test_two_sites_train_two_rounds_through_real_flower_processes(tmp_path, laun
     assert {(e["round"], e["site"]) for e in site_events if e["kind"] == "site-metrics"} >= {
         (1, "Hospital A"), (1, "Hospital B"), (2, "Hospital B")}
 
+    # Every message ran in the site's worker: no flwr-clientapp process, no SuperExec.
+    for name in folders:
+        state = tmp_path / name / "supernode"
+        worker_log = (state / "site-worker.log").read_text(encoding="utf-8")
+        assert [worker_log.count(f"a {kind} message") for kind in ("query", "train", "evaluate")] == [1, 2, 1]
+        assert "flwr-clientapp" not in (state / "supernode.log").read_text(encoding="utf-8")
     started = flower_family(tmp_path)
-    assert len(started) >= 4  # two fedseg site commands, their SuperNodes and those SuperNodes' SuperExecs
+    assert len(started) >= 6  # two fedseg site commands, their SuperNodes and their site workers
     for site in sites:
         site.send_signal(signal.SIGTERM)
     assert [site.wait(60) for site in sites] == [0, 0]

@@ -51,17 +51,22 @@ def test_a_site_that_was_connected_is_started_again_and_so_is_its_worker(tmp_pat
         assert node_config["site-name"] == "CT Hospital"
         assert node_config["event-file"].endswith("events.jsonl")
         assert started[0].ca_certificate == tmp_path / "ca.crt"
-        # The ClientApps find the site worker through the node config; a worker that ends comes back.
-        assert node_config["site-worker"] == f"127.0.0.1:{site.worker_port}"
-        assert len(bytes.fromhex(node_config["site-worker-key"])) == 32
+        # The worker takes the SuperNode's tasks with the secret both were given, the site's user's only,
+        # and the same after the restart; a worker that ends comes back.
+        secret = started[0].task_secret
+        assert secret == started[1].task_secret and secret.stat().st_mode & 0o077 == 0
+        assert len(secret.read_bytes()) == 32
+        with open(f"/proc/{site.worker.pid}/cmdline", "rb") as stream:
+            command = stream.read().split(b"\0")
+        assert str(secret).encode() in command and started[0].runtime_address.encode() in command
         with open(f"/proc/{site.worker.pid}/environ", "rb") as stream:
             environment = stream.read().split(b"\0")
         assert b"FLWR_DISABLE_UPDATE_CHECK=1" in environment  # Flower's settings reach the worker too
-        first = site.worker
+        first, content = site.worker, secret.read_bytes()
         first.popen.kill()
         first.popen.wait()
         site.supervise()
-        assert site.worker is not first and site.worker.alive()
+        assert site.worker is not first and site.worker.alive() and secret.read_bytes() == content
         worker = site.worker
     assert not worker.alive()  # leaving the site stops its worker too
 

@@ -86,10 +86,22 @@ def test_the_supernode_gets_its_node_config_as_a_toml_file(tmp_path):
     command = supernode_command(settings)
     node_config = command[command.index("--node-config") + 1]
     assert tomllib.loads(open(node_config).read()) == {"site-name": 'CT "Main"', "data-dir": "/d x"}
-    assert os.stat(node_config).st_mode & 0o077 == 0  # it holds the worker's key: the site's user only
+    assert os.stat(node_config).st_mode & 0o077 == 0  # it names the site's data: the site's user only
     assert command[command.index("--root-certificates") + 1] == str(tmp_path / "ca.crt")
     assert command[command.index("--auth-supernode-private-key") + 1] == str(tmp_path / "node.key")
     assert command[command.index("--port") + 1] == "9100"
+    assert "--isolation" not in command and Path(command[0]).name == "flower-supernode"  # stock Flower
+
+
+def test_a_supernode_with_a_task_secret_leaves_its_tasks_to_the_site_worker(tmp_path):
+    settings = SuperNodeSettings("fl.example.org:9092", 9100, {}, tmp_path, None,
+                                 task_secret=tmp_path / "task-secret")
+    command = supernode_command(settings)
+    # FedSeg's own launcher (shortened waits), Flower's process isolation, the secret for taking tasks.
+    assert command[:5] == [sys.executable, "-m", "app.cli", "_flower", "flower-supernode"]
+    assert command[command.index("--isolation") + 1] == "process"
+    assert command[command.index("--superexec-auth-secret-file") + 1] == str(tmp_path / "task-secret")
+    assert "--insecure" in command
 
 
 def test_stop_ends_a_child_that_ignores_sigterm(tmp_path):

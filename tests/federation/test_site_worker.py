@@ -1,123 +1,40 @@
-"""The site worker: a ClientApp hands it a message (train, evaluate, the fingerprint query) over an
-authenticated local connection and gets the same answer the ClientApp would have computed itself; a wrong
-key and a missing worker fail cleanly.
-"""
+"""The site worker: it serves its SuperNode's ClientApp tasks (the end-to-end tests run it in every
+federation), loads no engine where it must not, never outlives its site and refuses a missing secret."""
+
+from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from multiprocessing import AuthenticationError
-from multiprocessing.connection import Client
 
-import numpy as np
-import pytest
-from flwr.app import MessageType
-from test_client_app import TRAINING, context, fingerprint_query, instruction
-
-from federation import client_app
 from federation.processes import free_port
-from federation.site_protocol import KEY_ENVIRONMENT
-from federation.site_work import answer
-from federation.site_worker import ask_worker, serve
-from federation.task import named_weights
-from segmentation.algorithm import SegmentationAlgorithm
-
-pytestmark = pytest.mark.usefixtures("case_cache")  # conftest: each test its own case cache
-
-
-@pytest.fixture(scope="module")
-def worker():
-    """A worker serving in this process (a daemon thread); its address and key."""
-    port, key = free_port(), secrets.token_bytes(32)
-    threading.Thread(target=serve, args=(port, key, lambda: answer), daemon=True).start()
-    return f"127.0.0.1:{port}", key.hex()
-
-
-def with_worker(site_context, address: str, key: str):
-    site_context.node_config.update({"site-worker": address, "site-worker-key": key})
-    return site_context
-
-
-def weights_of(reply) -> dict[str, np.ndarray]:
-    return {name: array.numpy() for name, array in reply.content.array_records["arrays"].items()}
-
-
-def test_the_worker_answers_as_the_clientapp_itself_would(server_identity, site_dir, worker, tmp_path):
-    global_weights = named_weights(SegmentationAlgorithm(TRAINING, device="cpu"))
-    alone = context(site_dir, tmp_path / "alone.jsonl")
-    helped = with_worker(context(site_dir, tmp_path / "helped.jsonl"), *worker)
-    for server_round in (1, 2):
-        message = instruction(MessageType.TRAIN, global_weights, server_round)
-        expected = client_app.app(message, alone)
-        reply = client_app.app(message, helped)
-        assert not reply.has_error()
-        for name, array in weights_of(expected).items():
-            np.testing.assert_allclose(weights_of(reply)[name], array, rtol=1e-5, atol=1e-6)
-        assert dict(reply.content.metric_records["metrics"]) == pytest.approx(
-            dict(expected.content.metric_records["metrics"]), rel=1e-4)
-    # The site's state (its kept optimizer) came back from the worker into the SuperNode's context.
-    steps = [float(s.state.array_records["fedseg-optimizer"]["0/step"].numpy()) for s in (alone, helped)]
-    assert steps[0] == steps[1] > 0
-    assert (tmp_path / "helped.jsonl").read_text().count('"kind": "finished"') == 2
-
-
-def test_the_worker_answers_the_fingerprint_query_as_the_clientapp_would(
-    server_identity, site_dir, worker, tmp_path
-):
-    expected = client_app.app(fingerprint_query(), context(site_dir, tmp_path / "alone.jsonl"))
-    helped = with_worker(context(site_dir, tmp_path / "helped.jsonl"), *worker)
-    reply = client_app.app(fingerprint_query(), helped)
-    assert not reply.has_error()
-    assert reply.content.config_records["fingerprint"] == expected.content.config_records["fingerprint"]
-    assert reply.content.config_records["site"] == expected.content.config_records["site"]
-
-
-def test_a_caller_without_the_key_is_refused_and_the_worker_goes_on(
-    server_identity, site_dir, worker, tmp_path
-):
-    address, key = worker
-    with pytest.raises(AuthenticationError):
-        ask_worker(address, secrets.token_hex(32), "evaluate", None, {}, None)
-    site = with_worker(context(site_dir, tmp_path / "events.jsonl"), address, key)
-    reply = client_app.app(instruction(MessageType.EVALUATE, {}), site)
-    assert reply.has_error() and reply.error.code == 103  # the model does not fit: answered, not hung
-
-
-def test_a_site_whose_worker_is_gone_answers_with_a_code_only(server_identity, site_dir, tmp_path):
-    site = with_worker(context(site_dir, tmp_path / "events.jsonl"), f"127.0.0.1:{free_port()}", "00" * 32)
-    reply = client_app.app(instruction(MessageType.EVALUATE, {}), site)
-    assert reply.has_error() and (reply.error.code, reply.error.reason) == (100, "failed")
 
 
 def test_an_idle_worker_ends_when_its_site_process_is_killed(tmp_path):
-    """`fedseg site` SIGKILLed while its worker waits in accept(): the worker must not outlive it."""
-    port, key = free_port(), secrets.token_hex(32)
+    """`fedseg site` SIGKILLed while its worker waits for tasks: the worker must not outlive it."""
+    secret, log = tmp_path / "task-secret", tmp_path / "worker.log"
+    secret.write_bytes(b"s" * 32)
     parent = subprocess.Popen(  # stands in for `fedseg site`: starts the worker, then waits
         [sys.executable, "-c", textwrap.dedent(f"""
             import os, subprocess, sys, time
-            environment = {{**os.environ, "{KEY_ENVIRONMENT}": "{key}"}}
-            worker = subprocess.Popen([sys.executable, "-m", "app.cli", "_site-worker", "--port", "{port}",
-                                       "--parent-pid", str(os.getpid())], env=environment)
+            with open({str(log)!r}, "wb") as log:
+                worker = subprocess.Popen([sys.executable, "-m", "app.cli", "_site-worker",
+                                           "--runtime-address", "127.0.0.1:{free_port()}",
+                                           "--secret-file", {str(secret)!r},
+                                           "--parent-pid", str(os.getpid())], stdout=log, stderr=log)
             print(worker.pid, flush=True)
             time.sleep(600)
         """)], stdout=subprocess.PIPE, text=True)
     worker_pid = int(parent.stdout.readline())
     try:
         deadline = time.monotonic() + 120
-        while True:  # a wrong key is refused once the worker has loaded the engine and waits in accept()
-            try:
-                Client(("127.0.0.1", port), authkey=b"not the key").close()
-            except AuthenticationError:
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the worker never listened"
-                time.sleep(0.5)
-        time.sleep(1.0)  # back in accept(), idle
+        while "serving the ClientApp tasks" not in log.read_text(errors="replace"):  # the engine is loaded
+            assert time.monotonic() < deadline and _running(worker_pid), log.read_text(errors="replace")
+            time.sleep(0.5)
+        time.sleep(1.0)  # waiting for a SuperNode that is not there, idle
         parent.kill()
         parent.wait()
         deadline = time.monotonic() + 30
@@ -138,9 +55,19 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_the_clientapp_process_loads_no_engine():
-    """Flower starts a ClientApp process per message: with a site worker it must stay light."""
-    code = ("import sys, federation.client_app, federation.site_worker, federation.site_protocol; "
+def test_a_worker_without_its_secret_stops_with_a_clear_error(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "app.cli", "_site-worker", "--runtime-address",
+                           "127.0.0.1:1", "--secret-file", str(tmp_path / "missing")],
+                          capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "cannot read its secret" in done.stderr and "missing" in done.stderr
+
+
+def test_the_clientapp_and_the_supernode_side_load_no_engine():
+    """Importing the ClientApp (a stock flwr-clientapp does, per message), the worker's transport and
+    Flower's internals (the SuperNode process imports them) must stay light."""
+    code = ("import sys, federation.client_app, federation.site_worker, federation.site_protocol, "
+            "federation.flower_internals; "
             "print(sorted(name for name in ('torch', 'monai') if name in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
