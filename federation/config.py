@@ -46,12 +46,15 @@ class _Table:
             raise self.error(key, "is required but missing")
         return default
 
-    def integer(self, key: str, default: Any = _REQUIRED, maximum: int | None = None) -> int:
-        """A positive integer, at most `maximum` when given."""
+    def integer(self, key: str, default: Any = _REQUIRED, maximum: int | None = None,
+                minimum: int = 1) -> int:
+        """An integer of at least `minimum` (positive by default), at most `maximum` when given."""
         value = self._take(key, default)
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
         if not ok or (maximum is not None and value > maximum):
-            wanted = "a positive integer" if maximum is None else f"an integer from 1 to {maximum}"
+            wanted = ("a positive integer" if minimum == 1 else f"an integer of at least {minimum}")
+            if maximum is not None:
+                wanted = f"an integer from {minimum} to {maximum}"
             raise self.error(key, f"must be {wanted}, got {value!r}")
         return value
 
@@ -186,6 +189,7 @@ class FederationSettings:
     proximal_mu: float = 0.0
     round_timeout: float = 120.0
     local_epochs: int = 1
+    personalise_epochs: int = 0  # after the last round each site fine-tunes the global model (0: never)
     augmentation: str = "gin"
     augmentation_probability: float = 0.3
     share_site_metrics: bool = True
@@ -306,6 +310,7 @@ def _federation(document: _Document) -> FederationSettings:
         proximal_mu=table.number("proximal_mu", 0.0),
         round_timeout=table.number("round_timeout", 120.0, above=True),
         local_epochs=table.integer("local_epochs", 1),
+        personalise_epochs=table.integer("personalise_epochs", 0, minimum=0),
         augmentation=table.string("augmentation", "gin", _augmentations()),
         augmentation_probability=table.number("augmentation_probability", 0.3, maximum=1.0),
         share_site_metrics=table.boolean("share_site_metrics", True),

@@ -7,8 +7,10 @@ aggregate_train / configure_evaluate / aggregate_evaluate) in its own loop. A ne
 sites for their fingerprints and writes the plan to plan.json (federation.planning); a resumed run keeps
 the plan of its checkpoint and never plans again. The plan travels with the model config every round.
 After every round it writes metrics.jsonl/metrics.csv, then model.pt (atomically, with the round number
-and the plan), then events; a resumed run continues after the round in model.pt and keeps only the
-history up to it. After the last round the sites score the final global model once.
+and the plan), then events; the round's checkpoint event carries its summary (wall time, the slowest
+site's work, the overhead, every site's part and array bytes: site_history.RoundSummary). A resumed run
+continues after the round in model.pt and keeps only the history up to it. After the last round the
+sites score the final global model once.
 
 With homomorphic encryption ([he] enabled) the server holds only the public context: the global model
 after a round is an encrypted sum that it sends on as it is, and checkpoints encrypted as model.he.
@@ -17,6 +19,7 @@ after a round is an encrypted sum that it sends on as it is, and checkpoints enc
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +40,13 @@ from federation.he.checkpoint import (
 from federation.he.context import load_public_context
 from federation.he.records import FINGERPRINT_KEY, EncryptedAggregation
 from federation.planning import collect_fingerprints, federated_plan
+from federation.round_costs import SUMMARY_FIELD, RoundSummary, SiteCost, site_costs
 from federation.site_history import EVALUATE, TRAIN, SiteRound, write_metrics
 from federation.strategy import ValidatingFedAvg, build_strategy
 from federation.task import (
     LOCAL_EPOCHS_KEY,
     MODEL_KEY,
+    PERSONALISE_EPOCHS_KEY,
     SHARED_HISTORY_KEY,
     model_to_json,
     shared_history_json,
@@ -51,7 +56,7 @@ from segmentation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from segmentation.errors import CheckpointError, ConfigError, FedSegError
 from segmentation.events import EventWriter
 from segmentation.plan import Plan, write_plan
-from segmentation.settings import CHECKPOINT_NAME, PLAN_NAME, NetworkConfig, TrainingConfig
+from segmentation.settings import CHECKPOINT_NAME, GLOBAL_MODEL, PLAN_NAME, NetworkConfig, TrainingConfig
 
 EVENTS_NAME = "events.jsonl"
 METRICS_NAME = "metrics.jsonl"
@@ -168,14 +173,15 @@ def initial_weights(training: TrainingConfig) -> dict[str, np.ndarray]:
 
 def save_global_model(
     path: Path, training: TrainingConfig, arrays: dict[str, np.ndarray], server_round: int, local_epochs: int,
+    kind: str = GLOBAL_MODEL, train_modality: str = "unknown",
 ) -> None:
     """model.pt in the checkpoint format `fedseg predict`/`evaluate` read, with the plan and the round it
-    closes."""
+    closes; a site saves its personalised model (kind, its own modality) the same way."""
     save_checkpoint(Checkpoint(
         network=training.network, plan=training.plan,
         state_dict={name: torch.from_numpy(np.array(array)) for name, array in arrays.items()},
         augmentation=training.augmentation, epoch=server_round * local_epochs,
-        training=training.hyperparameters(), round=server_round,
+        training=training.hyperparameters(), round=server_round, kind=kind, train_modality=train_modality,
     ), path)
 
 
@@ -209,13 +215,18 @@ class FederatedRun:
         self.training = model_of(self.config, self._plan(checkpoint))
         if checkpoint is None:
             state.arrays = initial_weights(self.training)
+        round_started = time.monotonic()  # a round's wall time runs from the end of the one before
         for server_round in range(state.completed_round + 1, federation.rounds + 1):
-            state.arrays, metrics = self._train_round(server_round, state.arrays)
+            state.arrays, metrics, sites = self._train_round(server_round, state.arrays)
             state.completed_round = server_round
             self._record(server_round, TRAIN)
             self._checkpoint(server_round, state.arrays)
+            round_ended = time.monotonic()
+            summary = RoundSummary(server_round, round_ended - round_started, sites)
+            round_started = round_ended
             self.events.emit("evaluation", round=server_round, phase=TRAIN, metrics=metrics)
-            self.events.emit("checkpoint", round=server_round, epoch=server_round * federation.local_epochs)
+            self.events.emit("checkpoint", round=server_round, epoch=server_round * federation.local_epochs,
+                             **{SUMMARY_FIELD: summary.to_dict()})
         final: dict[str, Any] = {}
         if not any(record.phase == EVALUATE and record.round == federation.rounds
                    for record in self.strategy.history.records):
@@ -267,18 +278,22 @@ class FederatedRun:
 
     def _train_round(
         self, server_round: int, arrays: dict[str, np.ndarray]
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any], tuple[SiteCost, ...]]:
+        """The round's global arrays, its averaged metrics and every sampled site's part in it."""
         record = ArrayRecord({name: Array(array) for name, array in arrays.items()})
         config = self._round_config()
-        replies = self._send(self.strategy.configure_train(server_round, record, config, self.grid))
+        messages = list(self.strategy.configure_train(server_round, record, config, self.grid))
+        replies = self._send(messages)
         aggregated, metrics = self.strategy.aggregate_train(server_round, replies)
         if aggregated is not None:
             arrays = {name: array.numpy() for name, array in aggregated.items()}
-        return arrays, _plain(metrics)
+        return arrays, _plain(metrics), site_costs(server_round, messages, replies, self.strategy.history)
 
     def _final_evaluation(self, server_round: int, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         record = ArrayRecord({name: Array(array) for name, array in arrays.items()})
         config = self._round_config()
+        # After scoring the final model, every site fine-tunes it on its own data and keeps it too.
+        config[PERSONALISE_EPOCHS_KEY] = self.config.federation.personalise_epochs
         messages = self.strategy.configure_evaluate(server_round, record, config, self.grid)
         return _plain(self.strategy.aggregate_evaluate(server_round, self._send(messages)))
 

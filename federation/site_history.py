@@ -22,6 +22,8 @@ from segmentation.atomic import write_text_atomic
 
 # Key of the site's display name in the ConfigRecord of its replies.
 SITE_NAME_KEY = "site-name"
+# A train reply's metric: the seconds the site spent on the round's work (scoring and training the model).
+SITE_SECONDS_KEY = "site-seconds"
 TRAIN = "train"
 EVALUATE = "evaluate"
 _FIXED_COLUMNS = ("round", "phase", "site", "node_id", "status", "num_examples", "update_norm")
@@ -83,6 +85,10 @@ class SiteHistory:
                 if is_site_name(name):
                     self.names[node_id] = name
                     return name
+        return self.name_of(node_id)
+
+    def name_of(self, node_id: int) -> str:
+        """The node's last display name, else node-<id>."""
         return self.names.get(node_id, f"node-{node_id}")
 
     def add(self, record: SiteRound) -> None:

@@ -40,6 +40,7 @@ SITE_JOB = "federation"
 CONFIG_KEY = "config"  # the strategy's name for the ConfigRecord of its messages
 MODEL_KEY = "model"  # model_to_json(): what to build
 LOCAL_EPOCHS_KEY = "local-epochs"
+PERSONALISE_EPOCHS_KEY = "personalise-epochs"  # the final evaluation: epochs of each site's fine-tuning
 SHARED_HISTORY_KEY = "site-history"  # shared_history_json(): every site's numbers so far
 
 # A query message's ConfigRecord (CONFIG_KEY) names what the server asks under QUERY_KEY. The one query

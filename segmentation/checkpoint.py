@@ -15,7 +15,7 @@ import torch
 from segmentation.atomic import atomic_open
 from segmentation.errors import CheckpointError, ConfigError
 from segmentation.plan import Plan
-from segmentation.settings import NetworkConfig
+from segmentation.settings import GLOBAL_MODEL, LOCAL_MODEL, MODEL_KINDS, NetworkConfig
 
 FORMAT = "fedseg-checkpoint/2"
 # Format 1 checkpoints squeezed every slice to a fixed image size and carry no plan; they cannot be used.
@@ -36,6 +36,7 @@ class Checkpoint:
     history: list[dict[str, Any]] = field(default_factory=list)
     training: dict[str, Any] = field(default_factory=dict)  # hyperparameters, to resume alike
     round: int = 0  # the federated round that produced a global model (0: not federated)
+    kind: str = LOCAL_MODEL  # segmentation.settings.MODEL_KINDS: local, global or personalised
 
     @property
     def labels(self) -> dict[int, str]:
@@ -62,9 +63,18 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> None:
         "history": checkpoint.history,
         "training": checkpoint.training,
         "round": checkpoint.round,
+        "kind": checkpoint.kind,
     }
     with atomic_open(path, "wb") as stream:
         torch.save(payload, stream)
+
+
+def _kind(payload: dict[str, Any]) -> str:
+    """The checkpoint's kind; one saved before kinds were written is a global model when a round made it."""
+    kind = payload.get("kind", GLOBAL_MODEL if int(payload.get("round", 0)) > 0 else LOCAL_MODEL)
+    if kind not in MODEL_KINDS:
+        raise ConfigError(f"unknown model kind {kind!r} (one of {', '.join(MODEL_KINDS)})")
+    return kind
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -94,6 +104,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             history=list(payload.get("history", [])),
             training=dict(payload.get("training", {})),
             round=int(payload.get("round", 0)),
+            kind=_kind(payload),
         )
     except (KeyError, TypeError, ValueError, ConfigError) as error:
         raise CheckpointError(f"{path}: checkpoint is incomplete ({error})") from None

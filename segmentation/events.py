@@ -8,7 +8,9 @@ the GUI's widgets both read them, so there is no second progress mechanism. Ever
   progress    epoch, epochs, step, steps, loss, (round) one optimisation step finished
   epoch       epoch, loss, metrics{...}, (round)        an epoch finished (metrics may be empty)
   evaluation  metrics{...}, (round)                     an evaluation finished
-  checkpoint  epoch, (round)                            weights were saved (no path: events may travel)
+  checkpoint  epoch, (round), (summary{...})            weights were saved (no path: events may travel);
+                                                        a federated training round's carries what it
+                                                        cost (federation.round_costs)
   finished    metrics{...}                              the job ended normally
   stopped     epoch                                     the job was interrupted and saved its state
   error       code, message                             the job failed (message stays local)
@@ -23,6 +25,8 @@ the GUI's widgets both read them, so there is no second progress mechanism. Ever
                                                         key-refused, timeout)
   global-model  round                                   a site saved the global model of that finished
                                                         round in its folder (no path)
+  personalised-model  round, epochs, metrics{...}       a site fine-tuned the final global model on its
+                                                        own data and saved it beside it (no path)
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from typing import IO, Any
 
 EVENT_KINDS = (
     "started", "progress", "epoch", "evaluation", "checkpoint", "finished", "stopped", "error",
-    "site-metrics", "plan", "connection", "global-model",
+    "site-metrics", "plan", "connection", "global-model", "personalised-model",
 )
 
 

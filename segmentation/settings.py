@@ -23,6 +23,12 @@ EVENTS_NAME = "events.jsonl"
 HISTORY_NAME = "history.csv"
 PLAN_NAME = "plan.json"
 GLOBAL_MODEL_NAME = "global-model.pt"  # a federation site keeps the latest global model it received here
+PERSONALISED_MODEL_NAME = "personalised-model.pt"  # and the final one fine-tuned on its own data here
+
+# What a checkpoint holds (its `kind`): a model trained on one dataset, a federation's global model, or a
+# global model fine-tuned at one site for its own scanner.
+LOCAL_MODEL, GLOBAL_MODEL, PERSONALISED_MODEL = "local", "global", "personalised"
+MODEL_KINDS = (LOCAL_MODEL, GLOBAL_MODEL, PERSONALISED_MODEL)
 
 # Kept literal so settings need no torch; a test checks it equals segmentation.transforms.AUGMENTATIONS.
 AUGMENTATION_NAMES = ("none", "gin", "gin-ipa", "randconv", "fourier", "dsn")

@@ -23,8 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "phantoms through real Flower processes on 127.0.0.1 with TLS; writes report.md, "
                     "report.json and PNG charts into --out. About 5 minutes on 2 CPU cores.",
     )
-    parser.add_argument("--rounds", type=int, help="federated rounds (default 4)")
-    parser.add_argument("--local-epochs", type=int, help="epochs each site trains per round (default 20)")
+    parser.add_argument("--rounds", type=int, help="federated rounds (default 80)")
+    parser.add_argument("--local-epochs", type=int, help="epochs each site trains per round (default 1)")
+    parser.add_argument("--personalise-epochs", type=int,
+                        help="epochs each site fine-tunes the final global model on its own data, kept as "
+                             "its personalised model (default 10; 0: none)")
     parser.add_argument("--sites", default="ct,mr-t1,mr-t2",
                         help="comma-separated site modalities, one site each (default ct,mr-t1,mr-t2)")
     parser.add_argument("--baselines", action="store_true",
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from federation.demo.report import report_markdown
 
     changes = {"sites": tuple(site.strip() for site in args.sites.split(",") if site.strip()), "he": args.he}
-    for name in ("rounds", "local_epochs"):
+    for name in ("rounds", "local_epochs", "personalise_epochs"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     settings = DemoSettings(**changes)

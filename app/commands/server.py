@@ -1,4 +1,5 @@
-"""`fedseg server`: run the federation's server; `fedseg server status`: its per-site, per-round table.
+"""`fedseg server`: run the federation's server; `fedseg server status`: its per-site, per-round table and
+what each round cost (wall time, overhead, every site's part and array bytes).
 
 `fedseg server --config server.toml [--resume]` starts a SuperLink (TLS, a database in the run folder,
 SuperNode authentication when sites' keys are listed), submits the run and prints a row per site and
@@ -16,7 +17,10 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from federation.round_costs import RoundSummary
 
 EXIT_INTERRUPTED = 130
 _STATUS_POLL_SECONDS = 10.0
@@ -39,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(title="actions", metavar="[status]")
     status = actions.add_parser(
         "status", help="the per-site, per-round table of a running or finished run",
-        description="Print the per-site, per-round table of a run folder (its metrics.jsonl).",
+        description="Print the per-site, per-round table of a run folder (its metrics.jsonl) and what each "
+                    "round cost: wall time, overhead, each site's part and array bytes (its events.jsonl).",
     )
     where = status.add_mutually_exclusive_group()
     where.add_argument("--run", type=Path, metavar="DIR", help="the run folder (default: runs/server)")
@@ -207,9 +212,20 @@ class RoundTable:
             resumed = f", continuing after round {done}" if done else ""
             print(f"run started: {event.get('rounds')} rounds{resumed}", file=self.stream, flush=True)
         elif kind == "checkpoint":
-            print(f"round {event['round']} checkpointed", file=self.stream, flush=True)
+            print(f"round {event['round']} checkpointed{_cost(event)}", file=self.stream, flush=True)
         elif kind == "plan":
             print(plan_summary(event), file=self.stream, flush=True)
+
+
+def _cost(event: dict[str, Any]) -> str:
+    """' in 12.3 s (overhead 1.2 s)' of a checkpoint event with a round summary, else ''."""
+    from federation.round_costs import SUMMARY_FIELD, RoundSummary
+
+    summary = RoundSummary.from_dict(event.get(SUMMARY_FIELD))
+    if summary is None:
+        return ""
+    overhead = "unknown" if summary.overhead_s is None else f"{summary.overhead_s:.1f} s"
+    return f" in {summary.wall_s:.1f} s (overhead {overhead})"
 
 
 def plan_summary(event: dict[str, Any]) -> str:
@@ -223,8 +239,10 @@ def plan_summary(event: dict[str, Any]) -> str:
 # -- fedseg server status --------------------------------------------------------------------------
 
 def run_status(args: argparse.Namespace) -> int:
+    from federation.round_costs import round_summaries
     from federation.server_run import EVENTS_NAME, METRICS_NAME, read_metrics
     from segmentation.errors import ConfigError
+    from segmentation.events import read_events
 
     if args.status_config is not None:
         from federation.config import load_server_config
@@ -236,9 +254,12 @@ def run_status(args: argparse.Namespace) -> int:
         raise ConfigError(f"{run_dir} holds no federated run (no {METRICS_NAME}); "
                           "give the run folder with --run")
     records = [record.to_dict() for record in read_metrics(run_dir / METRICS_NAME)]
-    state = run_state(run_dir / EVENTS_NAME)
+    events = run_dir / EVENTS_NAME
+    state = run_state(events)
+    summaries = round_summaries(read_events(events)) if events.is_file() else []
     if args.json:
-        print(json.dumps({"run_dir": str(run_dir), **state, "records": records}, indent=2))
+        print(json.dumps({"run_dir": str(run_dir), **state, "records": records,
+                          "round_summaries": [summary.to_dict() for summary in summaries]}, indent=2))
         return 0
     progress = f", round {state['round']} of {state['rounds']}" if state["rounds"] else ""
     print(f"{run_dir}: {state['state']}{progress}")
@@ -248,7 +269,21 @@ def run_status(args: argparse.Namespace) -> int:
         print(table_header())
         for record in records:
             print(table_row(record))
+    if summaries:
+        print("\nper round: seconds; per site its status and array KiB in (its reply) / out (the message)")
+        print("\n".join(round_lines(summaries)))
     return 0
+
+
+def round_lines(summaries: list[RoundSummary]) -> list[str]:
+    """The per-round table (federation.site_history.round_table) in right-aligned columns."""
+    from federation.round_costs import round_table
+
+    header, rows = round_table(summaries)
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True))
+             for row in (header, *rows)]
+    return [lines[0], "-" * len(lines[0]), *lines[1:]]
 
 
 def run_state(events_path: Path) -> dict[str, Any]:

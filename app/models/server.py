@@ -1,7 +1,8 @@
 """The federation server as its operator sees it, rebuilt from the run folder's events.jsonl (the events
 `fedseg server status` reads): its state, the round in progress, the sites heard from, every site's
-numbers per round and the plan in force (both through app.models.metrics), and the round of the last
-saved global model. A resumed run's file holds several sessions; each "started" begins a new one."""
+numbers per round and the plan in force (both through app.models.metrics), the round of the last
+saved global model, and what each round cost (the summaries its checkpoint events carry). A resumed
+run's file holds several sessions; each "started" begins a new one."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from app.models.federation import PLANNING_ROUND
 from app.models.metrics import FederationMetrics
 from app.models.signals import Signal
+from federation.round_costs import RoundSummary, round_summaries, round_table
 
 
 class ServerState(Enum):
@@ -54,6 +56,7 @@ class ServerRun:
         self.completed = 0  # rounds aggregated and checkpointed: the saved global model's round
         self.online: int | None = None  # SuperNodes the SuperLink counts as online, when last asked
         self.planning: dict[str, str] = {}  # each site's answer to the run's planning query
+        self.costs: dict[int, RoundSummary] = {}  # by round: a round trained again keeps its latest
         self.metrics.clear()
 
     def set_state(self, state: ServerState, message: str = "") -> None:
@@ -70,6 +73,7 @@ class ServerRun:
         for event in events:
             self._apply(event)
         self.metrics.apply_all(events)
+        self.costs.update((summary.round, summary) for summary in round_summaries(events))
         if events:
             self.changed.emit()
 
@@ -114,6 +118,10 @@ class ServerRun:
     def fraction(self) -> float:
         """Share of the run's rounds done, 0..1."""
         return min(self.completed / self.rounds, 1.0) if self.rounds else 0.0
+
+    def cost_table(self) -> tuple[list[str], list[list[str]]]:
+        """What each round cost, as `fedseg server status` shows it (header and rows)."""
+        return round_table([self.costs[number] for number in sorted(self.costs)])
 
     def sites(self) -> list[SiteSeen]:
         """Every site heard from, by name, with its latest answer (a round's reply over its fingerprint)."""

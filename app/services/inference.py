@@ -1,5 +1,6 @@
 """Segment the open study with a checkpoint, measure the labels, export the mask; find the federation's
-latest global model among this workbench's sites and say whether a study fits a model.
+latest global model and a site's personalised model among this workbench's sites and say whether a study
+fits a model.
 
 Runs on a worker thread in the GUI (torch is imported here, on first use, not at start-up).
 """
@@ -18,7 +19,7 @@ from app.models.study import MODALITY_CAPTIONS, Study
 from segmentation.errors import ConfigError
 from segmentation.events import read_events
 from segmentation.plan import Plan
-from segmentation.settings import GLOBAL_MODEL_NAME
+from segmentation.settings import GLOBAL_MODEL, GLOBAL_MODEL_NAME, PERSONALISED_MODEL, PERSONALISED_MODEL_NAME
 
 if TYPE_CHECKING:
     from segmentation.volume import Volume
@@ -29,6 +30,10 @@ Progress = Callable[[int, int], None]
 # federation/<site>/, the demo federation/sites/<site>/ under its demo-federation folder.
 SITE_FOLDERS = ("federation", "demo-federation/federation")
 SITE_EVENTS_NAME = "events.jsonl"  # the site's event file beside it, in the folders the workbench writes
+# Each kind of model a site keeps: its file in the site's folder and the event the site writes right after
+# saving it (federation.site_work), which names its round.
+_KEPT_FILES = {GLOBAL_MODEL: (GLOBAL_MODEL_NAME, "global-model"),
+               PERSONALISED_MODEL: (PERSONALISED_MODEL_NAME, "personalised-model")}
 
 
 @dataclass(frozen=True)
@@ -39,31 +44,45 @@ class ModelSummary:
     labels: dict[int, str]
     epoch: int
     round: int  # the finished federated round that made a global model (0: not federated)
+    kind: str  # segmentation.settings.MODEL_KINDS: local, global or personalised
     augmentation: str
     train_modality: str
     spatial_dims: int
     plan: Plan  # studies are resampled to it before the model sees them
 
     def describe(self) -> str:
-        origin = f"federated global model, round {self.round}" if self.round else f"epoch {self.epoch}"
-        modalities = [MODALITY_CAPTIONS.get(tag, tag) for tag in self.train_modality.split(",")
-                      if tag and tag != UNKNOWN]
-        trained = f"trained on {' and '.join(modalities)}" if modalities else "trained"
         names = ", ".join(name for value, name in sorted(self.labels.items()) if value)
-        return (f"{self.spatial_dims}D U-Net, {origin}, {trained} with {self.augmentation} augmentation; "
+        return (f"{self.spatial_dims}D U-Net, {self._origin()} with {self.augmentation} augmentation; "
                 f"{len(self.labels) - 1} labels ({names}); plan {self.plan.describe()}")
+
+    def _origin(self) -> str:
+        """What made the model and on which data. A personalised model names only its site's modality, so
+        that is said as the data it was fine-tuned on, not as all it was trained on."""
+        modalities = " and ".join(MODALITY_CAPTIONS.get(tag, tag) for tag in self.train_modality.split(",")
+                                  if tag and tag != UNKNOWN)
+        if self.kind == PERSONALISED_MODEL:
+            data = f"{modalities} data" if modalities else "its site's data"
+            return f"personalised model (round {self.round}'s global model fine-tuned on {data}), trained"
+        made = (f"federated global model, round {self.round}" if self.kind == GLOBAL_MODEL
+                else f"epoch {self.epoch}")
+        return f"{made}, trained on {modalities}" if modalities else f"{made}, trained"
 
 
 @dataclass(frozen=True)
-class GlobalModel:
-    """A site's copy of the federation's global model: its file, the site's folder name and its round
-    (None from a version that did not say)."""
+class KeptModel:
+    """A model a site of this workbench keeps in its folder: the federation's global model or the site's
+    personalised one (its kind), its file, the site's folder name and its round (None where the site's
+    events do not say)."""
 
+    kind: str
     path: Path
     site: str
     round: int | None
 
     def describe(self) -> str:
+        if self.kind == PERSONALISED_MODEL:
+            made = f"round {self.round}'s global model" if self.round else "the final global model"
+            return f"site {self.site}'s personalised model ({made} fine-tuned on its own data)"
         which = f"the global model of round {self.round}" if self.round else "the global model"
         return f"{which}, as site {self.site} keeps it"
 
@@ -93,23 +112,34 @@ def segment(checkpoint_path: Path, study: Study, progress: Progress | None = Non
     return SegmentationResult(mask, label_volumes_ml(mask), _summary(checkpoint_path, checkpoint))
 
 
-def latest_global_model(workspace: Path) -> GlobalModel | None:
+def latest_global_model(workspace: Path) -> KeptModel | None:
     """The global model a site of this workbench saved last (every site keeps the latest it received, see
-    federation.site_work), or None. Its round is the one the site's events announced with it: finding it
-    loads no engine, and choosing it shows the round the checkpoint itself names."""
-    found = [path for folder in SITE_FOLDERS for path in (workspace / folder).rglob(GLOBAL_MODEL_NAME)
-             if path.is_file()]
+    federation.site_work), or None."""
+    return _latest_kept_model(workspace, GLOBAL_MODEL)
+
+
+def latest_personalised_model(workspace: Path) -> KeptModel | None:
+    """The personalised model a site of this workbench saved last (a site fine-tunes the final global model
+    on its own data after the last round), or None."""
+    return _latest_kept_model(workspace, PERSONALISED_MODEL)
+
+
+def _latest_kept_model(workspace: Path, kind: str) -> KeptModel | None:
+    """The newest file of this kind in any site folder; its round is the one the site's events announced
+    with it: finding it loads no engine, and choosing it shows what the checkpoint itself says."""
+    name, event = _KEPT_FILES[kind]
+    found = [path for folder in SITE_FOLDERS for path in (workspace / folder).rglob(name) if path.is_file()]
     if not found:
         return None
     path = max(found, key=lambda path: path.stat().st_mtime)
-    return GlobalModel(path, path.parent.name, _kept_round(path.parent / SITE_EVENTS_NAME))
+    return KeptModel(kind, path, path.parent.name, _kept_round(path.parent / SITE_EVENTS_NAME, event))
 
 
-def _kept_round(event_file: Path) -> int | None:
-    """The round of the site's last "global-model" event, which it writes right after saving the model."""
+def _kept_round(event_file: Path, event: str) -> int | None:
+    """The round of the site's last event of this kind, which it writes right after saving the model."""
     if not event_file.is_file():
         return None
-    rounds = [event.get("round") for event in read_events(event_file) if event.get("kind") == "global-model"]
+    rounds = [record.get("round") for record in read_events(event_file) if record.get("kind") == event]
     return rounds[-1] if rounds and isinstance(rounds[-1], int) else None
 
 
@@ -153,7 +183,7 @@ def export_dicom_seg(mask: Volume, study: Study, path: Path) -> Path:
 
 
 def _summary(path: Path, checkpoint) -> ModelSummary:
-    return ModelSummary(path, dict(checkpoint.labels), checkpoint.epoch, checkpoint.round,
+    return ModelSummary(path, dict(checkpoint.labels), checkpoint.epoch, checkpoint.round, checkpoint.kind,
                         checkpoint.augmentation, checkpoint.train_modality, checkpoint.network.spatial_dims,
                         checkpoint.plan)
 

@@ -45,7 +45,7 @@ from federation.validation import ACCEPTED
 from segmentation.atomic import write_text_atomic
 from segmentation.datalist import DatasetIndex
 from segmentation.errors import CheckpointError
-from segmentation.settings import CHECKPOINT_NAME, GLOBAL_MODEL_NAME
+from segmentation.settings import CHECKPOINT_NAME, GLOBAL_MODEL_NAME, PERSONALISED_MODEL_NAME
 
 SERVER_TOML = "server.toml"
 HE_KEYS = "he"  # the demo's CKKS contexts, under its federation folder
@@ -68,6 +68,7 @@ def server_toml(settings: DemoSettings, labels: Mapping[int, str], port: int,
         "server": {"host": "127.0.0.1", "fleet_port": port, "run_dir": "run"},
         "federation": {"rounds": settings.rounds, "min_sites": len(settings.sites),
                        "round_timeout": settings.round_timeout, "local_epochs": settings.local_epochs,
+                       "personalise_epochs": settings.personalise_epochs,
                        "augmentation": "gin", "augmentation_probability": settings.augmentation_probability},
         "model": {"labels": [labels[value] for value in sorted(labels)], "channels": list(settings.channels),
                   "batch_size": settings.batch_size, "learning_rate": settings.learning_rate},
@@ -82,9 +83,10 @@ def site_event_file(folder: Path, name: str) -> Path:
     return folder / "sites" / name.lower().replace(" ", "-") / "events.jsonl"
 
 
-def site_model_file(folder: Path, name: str) -> Path:
-    """Where the demo's site `name` keeps the latest global model it received (decrypted, with HE)."""
-    return site_event_file(folder, name).parent / GLOBAL_MODEL_NAME
+def site_model_file(folder: Path, name: str, model: str = GLOBAL_MODEL_NAME) -> Path:
+    """Where the demo's site `name` keeps the latest global model it received (decrypted, with HE), or
+    with PERSONALISED_MODEL_NAME its personalised model."""
+    return site_event_file(folder, name).parent / model
 
 
 def site_toml(name: str, dataset: DatasetIndex, server_port: int, ca_certificate: Path,
@@ -187,7 +189,8 @@ def run_federation(
             path = folder / f"{dataset.modality}-site.toml"
             ca_certificate = server.tls.ca_certificate
             path.write_text(site_toml(name, dataset, config.fleet_port, ca_certificate, he), "utf-8")
-            site_model_file(folder, name).unlink(missing_ok=True)  # a previous run's model is not this one's
+            for model in (GLOBAL_MODEL_NAME, PERSONALISED_MODEL_NAME):  # a previous run's are not this one's
+                site_model_file(folder, name, model).unlink(missing_ok=True)
             if dataset.modality == join_site:
                 outside = (name, path)
                 continue

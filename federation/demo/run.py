@@ -8,16 +8,17 @@ from pathlib import Path
 
 from federation.demo.baselines import train_baselines
 from federation.demo.data import demo_datasets
-from federation.demo.federated import EventCallback, final_model_file, run_federation
-from federation.demo.report import FEDERATED, DemoReport, result_row, round_rows, write_report
+from federation.demo.federated import EventCallback, final_model_file, run_federation, site_model_file
+from federation.demo.report import FEDERATED, PERSONALISED, DemoReport, result_row, round_rows, write_report
 from federation.demo.settings import DemoSettings
-from federation.server_run import METRICS_NAME, model_of, read_metrics
+from federation.round_costs import round_summaries
+from federation.server_run import EVENTS_NAME, METRICS_NAME, model_of, read_metrics
 from segmentation.algorithm import SegmentationAlgorithm
 from segmentation.checkpoint import load_checkpoint
 from segmentation.errors import ConfigError
-from segmentation.events import Listener
+from segmentation.events import Listener, read_events
 from segmentation.plan import read_plan
-from segmentation.settings import PLAN_NAME
+from segmentation.settings import PERSONALISED_MODEL_NAME, PLAN_NAME
 
 
 def run_demo(
@@ -71,10 +72,18 @@ def run_demo(
     on_stage("scoring every model on every site's test set")
     report = DemoReport(settings, {site: dataset.modality for site, dataset in datasets.items()},
                         rounds=round_rows(read_metrics(config.run_dir / METRICS_NAME)),
+                        round_summaries=round_summaries(read_events(config.run_dir / EVENTS_NAME)),
                         he_fingerprint=config.he.fingerprint, plan=plan)
     for model, algorithm in models.items():
         report.results += [result_row(model, site, algorithm.evaluate(dataset.test))
                            for site, dataset in datasets.items()]
+    personalised = {site: site_model_file(out / "federation", site, PERSONALISED_MODEL_NAME)
+                    for site in datasets}
+    if settings.personalise_epochs and all(path.is_file() for path in personalised.values()):
+        report.results += [  # each site's own model, for its own scanner: its own test set only
+            result_row(PERSONALISED, site, SegmentationAlgorithm.from_checkpoint(load_checkpoint(path))
+                       .evaluate(datasets[site].test))
+            for site, path in personalised.items()]
     seconds["scoring"] = time.monotonic() - started
     report.seconds = seconds
     write_report(report, out)

@@ -1,11 +1,13 @@
 """`fedseg server`, `fedseg server status` and `fedseg site`: one-line errors before any process starts,
 and the per-site, per-round table of a run folder."""
 
+import io
 import json
 
 import pytest
 
 from app.cli import main
+from app.commands.server import RoundTable
 from federation.site_history import SiteRound, write_metrics
 from segmentation.events import EventWriter
 
@@ -102,3 +104,69 @@ def test_status_json_has_every_record_and_the_run_state(run_folder, tmp_path, ca
     sites = [record["site"] for record in status["records"]]
     assert sites == ["CT Hospital", "MR Clinic", "CT Hospital", "CT Hospital"]
     assert status["records"][1]["status"] == "site-error"
+
+
+def test_a_run_folder_from_before_round_summaries_prints_what_it_has(run_folder, capsys):
+    assert main(["server", "status", "--run", str(run_folder)]) == 0
+    assert "per round" not in capsys.readouterr().out
+    assert main(["server", "status", "--run", str(run_folder), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["round_summaries"] == []
+
+
+# Round 1's summary as the server writes it on the checkpoint event (docs/federation.md's fields):
+# 12.5 s wall, CT Hospital worked 10 s, MR Clinic answered with an error (so the slowest site's work and
+# the overhead are unknown); 4 KiB went to each. In round 2 both worked, the slowest 9.5 s of 11 s.
+ROUND_1 = {"round": 1, "wall_s": 12.5, "work_s": None, "overhead_s": None, "sites": [
+    {"site": "CT Hospital", "status": "accepted", "work_s": 10.0,
+     "array_bytes_sent": 4096, "array_bytes_received": 2048},
+    {"site": "MR Clinic", "status": "site-error", "work_s": None,
+     "array_bytes_sent": 4096, "array_bytes_received": 0}]}
+ROUND_2 = {"round": 2, "wall_s": 11.0, "work_s": 9.5, "overhead_s": 1.5, "sites": [
+    {"site": "CT Hospital", "status": "accepted", "work_s": 9.5,
+     "array_bytes_sent": 4096, "array_bytes_received": 4096},
+    {"site": "MR Clinic", "status": "norm-outlier", "work_s": 8.0,
+     "array_bytes_sent": 4096, "array_bytes_received": 4096}]}
+
+
+@pytest.fixture
+def running_folder(tmp_path):
+    """A run folder of a run in its third round: two rounds checkpointed with their summaries."""
+    run = tmp_path / "run"
+    write_metrics([SiteRound(1, "train", "CT Hospital", 11, "accepted", 96, 0.5, {"train-loss": 0.8}),
+                   SiteRound(1, "train", "MR Clinic", 12, "site-error"),
+                   SiteRound(2, "train", "CT Hospital", 11, "accepted", 96, 0.4, {"train-loss": 0.6})], run)
+    with EventWriter(run / "events.jsonl", "server") as events:
+        events.emit("started", rounds=3, round=0)
+        events.emit("checkpoint", round=1, epoch=1, summary=ROUND_1)
+        events.emit("checkpoint", round=2, epoch=2, summary=ROUND_2)
+    return run
+
+
+def test_status_prints_what_each_round_cost_while_the_run_goes_on(running_folder, capsys):
+    assert main(["server", "status", "--run", str(running_folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{running_folder}: running, round 2 of 3"
+    start = next(index for index, line in enumerate(lines) if line.startswith("per round"))
+    assert lines[start + 1].split() == ["round", "wall", "s", "slowest", "site", "s", "overhead", "s", "CT",
+                                        "Hospital", "(KiB", "in/out)", "MR", "Clinic", "(KiB", "in/out)"]
+    assert set(lines[start + 2]) == {"-"}
+    assert [line.split() for line in lines[start + 3:]] == [
+        ["1", "12.5", "-", "-", "accepted", "2.0/4.0", "site-error", "0.0/4.0"],
+        ["2", "11.0", "9.5", "1.5", "accepted", "4.0/4.0", "norm-outlier", "4.0/4.0"],
+    ]
+
+
+def test_status_json_has_the_round_summaries(running_folder, capsys):
+    assert main(["server", "status", "--run", str(running_folder), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["round_summaries"] == [ROUND_1, ROUND_2]
+
+
+def test_the_followed_run_says_each_rounds_wall_time_and_overhead():
+    stream = io.StringIO()
+    table = RoundTable(stream)
+    table.add({"kind": "checkpoint", "round": 1, "summary": ROUND_1})
+    table.add({"kind": "checkpoint", "round": 2, "summary": ROUND_2})
+    table.add({"kind": "checkpoint", "round": 3})  # a server of an earlier version
+    assert stream.getvalue().splitlines() == ["round 1 checkpointed in 12.5 s (overhead unknown)",
+                                              "round 2 checkpointed in 11.0 s (overhead 1.5 s)",
+                                              "round 3 checkpointed"]

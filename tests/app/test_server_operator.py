@@ -45,6 +45,7 @@ def full_form(keys) -> ServerForm:
         host="127.0.0.1", fleet_port=9300, run_dir="runs/first",
         federation=FederationSettings(rounds=7, min_sites=3, fraction=0.5, strategy="fedprox",
                                       proximal_mu=0.01, round_timeout=90.0, local_epochs=2,
+                                      personalise_epochs=3,
                                       augmentation="randconv", augmentation_probability=0.8,
                                       share_site_metrics=False, min_valid_replies=2),
         model=ModelSettings(labels=("background", "liver", "spleen"), channels=(16, 32, 64), batch_size=4,
@@ -254,3 +255,23 @@ def test_a_run_folder_with_a_model_can_only_be_continued_and_a_refused_start_is_
     assert operator.run.state is ServerState.FAILED and operator.run.message == check.existing_run
     assert operator.poll() is None  # reported once
     assert not (tmp_path / "run" / "flower").exists()
+
+
+def test_the_run_shows_what_each_round_cost_and_a_round_trained_again_keeps_its_latest():
+    def summary(number: int, wall: float, status: str) -> dict:
+        return {"round": number, "wall_s": wall, "work_s": 3.0, "overhead_s": wall - 3.0, "sites": [
+            {"site": "CT Hospital", "status": status, "work_s": 3.0,
+             "array_bytes_sent": 10240, "array_bytes_received": 5120}]}
+
+    run = ServerRun()
+    run.apply_all([{"kind": "started", "rounds": 3, "round": 0},
+                   {"kind": "checkpoint", "round": 1, "summary": summary(1, 4.0, "accepted")},
+                   {"kind": "checkpoint", "round": 2, "summary": summary(2, 9.0, "non-finite")}])
+    run.apply_all([{"kind": "started", "rounds": 3, "round": 1},  # resumed after round 1
+                   {"kind": "checkpoint", "round": 2, "summary": summary(2, 5.0, "accepted")},
+                   {"kind": "checkpoint", "round": 3}])  # no summary: left out, the run goes on
+    header, rows = run.cost_table()
+    assert header == ["round", "wall s", "slowest site s", "overhead s", "CT Hospital (KiB in/out)"]
+    assert rows == [["1", "4.0", "3.0", "1.0", "accepted 5.0/10.0"],
+                    ["2", "5.0", "3.0", "2.0", "accepted 5.0/10.0"]]
+    assert run.completed == 3

@@ -1,6 +1,7 @@
-"""The Inference page's plain-Python side: finding the federation's latest global model among this
-workbench's sites, describing a global model by the round that made it, and saying when a study does not
-fit a model (modality, voxel size, the body's extent, its tissue) as notes that never stop segmentation.
+"""The Inference page's plain-Python side: finding the federation's latest global model and a site's
+personalised model among this workbench's sites, describing a model by its kind and the round that made
+it, and saying when a study does not fit a model (modality, voxel size, the body's extent, its tissue) as
+notes that never stop segmentation.
 
 Expected values are written out by hand from the checkpoints, plans and volumes each test makes; the
 tissue check also end to end: a model planned on the demo's CT phantoms warns about slicerio's chest CT
@@ -17,12 +18,19 @@ import pytest
 from app.models.model_fit import PROFILE_LEVELS, FitNote, StudyGeometry, fit_notes
 from app.models.study import Study
 from app.services.demo import chest_ct_files
-from app.services.inference import check_fit, describe_model, latest_global_model, study_geometry
+from app.services.inference import (
+    check_fit,
+    describe_model,
+    latest_global_model,
+    latest_personalised_model,
+    study_geometry,
+)
 from app.services.studies import load_study
 from federation.demo.settings import SITE_STORAGE
 from segmentation.datalist import load_dataset
 from segmentation.fingerprint import fingerprint_cases
 from segmentation.plan import Plan, TissueRange, make_plan
+from segmentation.settings import GLOBAL_MODEL, LOCAL_MODEL, PERSONALISED_MODEL
 from segmentation.synth import generate_dataset
 from segmentation.volume import Volume
 
@@ -32,15 +40,15 @@ PLAN_3D = Plan(labels=LABELS, spatial_dims=3, target_spacing=(1.0, 1.0, 2.0), pa
 
 
 def write_model(path: Path, round: int = 0, epoch: int = 0, modality: str = "unknown",
-                plan: Plan = PLAN_2D) -> Path:
-    """A tiny untrained 2D U-Net checkpoint (PLAN_2D unless given) that names the federated round that made
-    it."""
+                plan: Plan = PLAN_2D, kind: str = LOCAL_MODEL) -> Path:
+    """A tiny untrained 2D U-Net checkpoint (PLAN_2D unless given) of this kind that names the federated
+    round that made it."""
     from segmentation.checkpoint import Checkpoint, save_checkpoint
     from segmentation.settings import NetworkConfig
 
     network = NetworkConfig(out_channels=len(plan.labels), channels=(8, 16))
     save_checkpoint(Checkpoint(network, plan, network.build().state_dict(), augmentation="gin",
-                               train_modality=modality, epoch=epoch, round=round), path)
+                               train_modality=modality, epoch=epoch, round=round, kind=kind), path)
     return path
 
 
@@ -58,7 +66,8 @@ def keep(folder: Path, rounds: list[int], seconds_ago: int) -> Path:
     "global-model" event per round it saved, among the site's other events."""
     from segmentation.events import EventWriter
 
-    path = aged(write_model(folder / "global-model.pt", round=rounds[-1] if rounds else 0), seconds_ago)
+    path = aged(write_model(folder / "global-model.pt", round=rounds[-1] if rounds else 0, kind=GLOBAL_MODEL),
+                seconds_ago)
     with EventWriter(folder / "events.jsonl", job="federation") as events:
         for server_round in rounds:
             events.emit("started", round=server_round + 1, epochs=1)
@@ -87,16 +96,79 @@ def test_without_a_site_model_none_is_found_and_without_events_its_round_is_unkn
     assert latest_global_model(workspace) is None  # no workspace folder yet
     (workspace / "federation" / "A").mkdir(parents=True)
     assert latest_global_model(workspace) is None
-    path = write_model(workspace / "federation" / "A" / "global-model.pt", round=4)  # an earlier version's
+    path = write_model(workspace / "federation" / "A" / "global-model.pt", round=4,  # an earlier version's
+                       kind=GLOBAL_MODEL)
     assert (latest_global_model(workspace).path, latest_global_model(workspace).round) == (path, None)
+    assert latest_personalised_model(workspace) is None  # a global model is not a personalised one
+    path = write_model(workspace / "federation" / "A" / "personalised-model.pt", round=4, modality="ct",
+                       kind=PERSONALISED_MODEL)  # its events lost: the site's events name no such model
+    found = latest_personalised_model(workspace)
+    assert (found.kind, found.path, found.site, found.round) == (PERSONALISED_MODEL, path, "A", None)
+    assert found.describe() == ("site A's personalised model (the final global model fine-tuned on its own "
+                                "data)")
 
 
-def test_a_global_model_is_described_by_the_round_that_made_it(tmp_path):
-    federated = describe_model(write_model(tmp_path / "global-model.pt", round=3, epoch=6)).describe()
+def personalise(folder: Path, server_round: int, seconds_ago: int) -> Path:
+    """What a site adds after the federation's last round: personalised-model.pt beside its global model,
+    fine-tuned on its own CT data, and the "personalised-model" event after its fine-tuning's own events."""
+    from segmentation.events import EventWriter
+
+    path = aged(write_model(folder / "personalised-model.pt", round=server_round, epoch=server_round,
+                            modality="ct", kind=PERSONALISED_MODEL), seconds_ago)
+    with EventWriter(folder / "events.jsonl", job="federation") as events:
+        events.emit("started", round=server_round, epochs=2, model="personalised")
+        events.emit("personalised-model", round=server_round, epochs=2, metrics={"dice": 0.5})
+    return path
+
+
+def test_the_latest_personalised_model_is_the_newest_a_site_kept_beside_its_global_model(tmp_path):
+    workspace = tmp_path / "workspace"
+    joined_site = workspace / "federation" / "CT-Hospital"
+    joined_global = keep(joined_site, [1, 2], seconds_ago=60)
+    joined = personalise(joined_site, 2, seconds_ago=50)
+    demo_site = workspace / "demo-federation" / "federation" / "sites" / "ct-site"
+    demo_global = keep(demo_site, [1, 2, 3], seconds_ago=120)
+    demo = personalise(demo_site, 3, seconds_ago=110)
+    personalise(workspace / "runs" / "old", 9, seconds_ago=0)  # not a site's folder
+
+    found = latest_personalised_model(workspace)
+    assert (found.kind, found.path, found.site, found.round) == (PERSONALISED_MODEL, joined, "CT-Hospital", 2)
+    assert latest_global_model(workspace).path == joined_global  # the global model stays found beside it
+    aged(demo, 30)
+    found = latest_personalised_model(workspace)
+    assert (found.path, found.site, found.round) == (demo, "ct-site", 3)
+    assert found.describe() == ("site ct-site's personalised model (round 3's global model fine-tuned on its "
+                                "own data)")
+    assert latest_global_model(workspace).path == joined_global  # each kind by its own files' age
+    aged(demo_global, 20)
+    found = latest_global_model(workspace)
+    assert (found.kind, found.path, found.round) == (GLOBAL_MODEL, demo_global, 3)
+
+
+def test_a_model_is_described_by_its_kind_and_the_round_that_made_it(tmp_path):
+    federated = describe_model(write_model(tmp_path / "global-model.pt", round=3, epoch=6,
+                                           kind=GLOBAL_MODEL)).describe()
     assert "federated global model, round 3" in federated and "epoch" not in federated
     assert "2 labels (liver, spleen)" in federated and "trained with gin augmentation" in federated
+    assert "personalised" not in federated
     local = describe_model(write_model(tmp_path / "model.pt", epoch=4, modality="ct,mr-t1")).describe()
     assert "epoch 4" in local and "round" not in local and "trained on CT and MR T1" in local
+    personalised = describe_model(write_model(tmp_path / "personalised-model.pt", round=3, epoch=6,
+                                              modality="mr-t1", kind=PERSONALISED_MODEL)).describe()
+    assert personalised == ("2D U-Net, personalised model (round 3's global model fine-tuned on MR T1 data), "
+                            "trained with gin augmentation; 2 labels (liver, spleen); plan 2D, 2 x 2 mm "
+                            "in-plane, slices as stored, patch 32 x 32")
+    assert "federated global model" not in personalised and "epoch" not in personalised
+
+
+def test_a_global_model_saved_before_checkpoints_named_their_kind_is_still_described_as_one(tmp_path):
+    import torch
+
+    path = write_model(tmp_path / "global-model.pt", round=2, epoch=4, kind=GLOBAL_MODEL)
+    payload = torch.load(path, weights_only=True)
+    del payload["kind"]  # as the earlier version saved a site's global model
+    torch.save(payload, path)
+    assert "federated global model, round 2" in describe_model(path).describe()
 
 
 # -- does the study fit the model? ------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """A plaintext demo federation through real Flower processes on 127.0.0.1 (tiny data), with its
 baselines: when it ends, every site holds the federation's final global model in its own folder,
-labelled with the last round, equal to the server's model; the workbench finds it and segments a site's
-study with it onto the study's own grid; and the report scores the federated, local-only and
-centralized models on every site's test set."""
+labelled with the last round, equal to the server's model, and beside it its personalised model; the
+workbench finds it and segments a site's study with it onto the study's own grid; and the report scores
+the federated, local-only and centralized models on every site's test set, each site's personalised
+model on its own, and what every round cost."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from federation.demo.settings import SITE_NAMES, DemoSettings
 from segmentation.checkpoint import load_checkpoint
 from segmentation.datalist import load_dataset
 from segmentation.io import read_volume
+from segmentation.settings import PERSONALISED_MODEL, PERSONALISED_MODEL_NAME
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +40,10 @@ def test_a_plaintext_demo_leaves_every_site_the_global_model_and_scores_its_base
         for name, tensor in server.state_dict.items():
             np.testing.assert_allclose(kept.state_dict[name].numpy(), tensor.numpy(), rtol=1e-6, atol=1e-7,
                                        err_msg=name)
+        personalised = load_checkpoint(site_model_file(out / "federation", SITE_NAMES[modality],
+                                                       PERSONALISED_MODEL_NAME))
+        assert (personalised.kind, personalised.round, personalised.train_modality) == (
+            PERSONALISED_MODEL, TINY.rounds, modality)
 
     found = latest_global_model(tmp_path / "workspace")  # what Inference's one click takes
     assert found is not None and found.round == TINY.rounds
@@ -53,7 +59,12 @@ def test_a_plaintext_demo_leaves_every_site_the_global_model_and_scores_its_base
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     names = [SITE_NAMES[modality] for modality in TINY.sites]
     expected = {"federated", "centralized", *(f"local-only {name}" for name in names)}
-    assert {row["model"] for row in report["results"]} == expected
     assert {(row["model"], row["test_site"]) for row in report["results"]} == {
-        (model, name) for model in expected for name in names}
-    assert set(report["verdict"]["checks"]) >= {"federated_vs_centralized"}
+        (model, name) for model in expected for name in names} | {("personalised", name) for name in names}
+    assert set(report["verdict"]["checks"]) >= {"federated_vs_centralized", "personalised_keeps_own_modality"}
+    assert report["ratio_to_centralized"] > 0
+    assert all(row["personalised"] is not None for row in report["per_site"].values())
+    summaries = report["round_summaries"]
+    assert [summary["round"] for summary in summaries] == [1, 2]
+    assert all(site["status"] == "accepted" and site["array_bytes_received"] > 0
+               for summary in summaries for site in summary["sites"])

@@ -90,6 +90,7 @@ def test_a_train_reply_has_the_new_weights_numbers_and_the_site_name_only(
     assert metrics["num-examples"] == 2 * 3  # two training volumes of three slices
     assert {"train-loss", "before/dice", "before/dice/disk", "after/dice", "after/dice/disk"} <= set(metrics)
     assert all(isinstance(value, (int, float)) for value in metrics.values())
+    assert isinstance(metrics["site-seconds"], float) and metrics["site-seconds"] > 0  # the site's own work
     assert 0.0 <= metrics["after/dice/disk"] <= 1.0
     assert strings_in(reply) == ["CT Hospital"]
     assert reply.content.config_records["site"][SITE_NAME_KEY] == "CT Hospital"

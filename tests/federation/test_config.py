@@ -60,6 +60,7 @@ def test_server_template_loads_with_documented_defaults(tmp_path):
     assert (federation.rounds, federation.min_sites, federation.strategy, federation.augmentation) == (
         10, 2, "fedavg", "gin")
     assert federation.round_timeout == 120.0 and federation.share_site_metrics is True
+    assert federation.personalise_epochs == 10
     assert federation.augmentation_probability == 0.3
     assert config.validation == ValidationLimits(max_num_examples=1e6, norm_outlier_k=5, norm_min_spread=0.5)
     assert config.tls.enabled and config.tls.generate
@@ -83,6 +84,7 @@ def test_a_minimal_server_config_takes_defaults(tmp_path):
     config = load_server_config(write(tmp_path, "server.toml", MINIMAL_SERVER))
     assert (config.federation.rounds, config.federation.min_sites, config.federation.fraction) == (3, 2, 1.0)
     assert config.federation.min_valid_replies == 1 and config.federation.local_epochs == 1
+    assert config.federation.personalise_epochs == 0  # no site fine-tunes unless asked
 
 
 def test_fedprox_with_mu_and_listed_site_keys(tmp_path):

@@ -32,6 +32,7 @@ from federation.demo.report import (
     FEDERATED,
     LABEL_CHART,
     MODEL_CHART,
+    PERSONALISED,
     ROUND_CHART,
     DemoReport,
     report_markdown,
@@ -42,6 +43,7 @@ from federation.demo.run import run_demo
 from federation.demo.settings import SITE_STORAGE, DemoSettings
 from federation.he.context import SECRET_CONTEXT_NAME
 from federation.processes import FlowerProcessError
+from federation.round_costs import RoundSummary, SiteCost
 from federation.server_run import initial_weights, model_of, save_global_model
 from federation.site_history import SiteRound
 from segmentation.errors import CheckpointError, ConfigError
@@ -49,7 +51,7 @@ from segmentation.fingerprint import fingerprint_cases
 from segmentation.geometry import canonical_spacing_and_size, orientation_code
 from segmentation.io import read_volume
 from segmentation.plan import Plan, make_plan, write_plan
-from segmentation.settings import PLAN_NAME
+from segmentation.settings import PERSONALISED_MODEL, PERSONALISED_MODEL_NAME, PLAN_NAME
 
 SITES = {"CT Hospital": "ct", "MR-T1 Clinic": "mr-t1"}
 TINY = DemoSettings(sites=("ct", "mr-t1"), rounds=2, local_epochs=1, train_cases=2, test_cases=1,
@@ -201,11 +203,14 @@ def report_with(dice: dict[str, dict[str, float]]) -> DemoReport:
     return report
 
 
-def scores(federated=(0.80, 0.76), centralized=(0.82, 0.80), ct_local=(0.81, 0.20), mr_local=(0.30, 0.77)):
+def scores(federated=(0.80, 0.76), centralized=(0.82, 0.80), ct_local=(0.81, 0.20), mr_local=(0.30, 0.77),
+           personalised=(0.80, 0.78)):
+    """Dice per model and test set; each site's personalised model is scored on its own test set only."""
     return {FEDERATED: dict(zip(SITES, federated, strict=True)),
             CENTRALIZED: dict(zip(SITES, centralized, strict=True)),
             local_only_name("CT Hospital"): dict(zip(SITES, ct_local, strict=True)),
-            local_only_name("MR-T1 Clinic"): dict(zip(SITES, mr_local, strict=True))}
+            local_only_name("MR-T1 Clinic"): dict(zip(SITES, mr_local, strict=True)),
+            PERSONALISED: dict(zip(SITES, personalised, strict=True))}
 
 
 def test_the_verdict_measures_all_three_targets():
@@ -213,13 +218,24 @@ def test_the_verdict_measures_all_three_targets():
     assert verdict["met"] and all(verdict["checks"].values())
     assert verdict["federated_to_centralized"] == pytest.approx(0.78 / 0.81)
     assert verdict["local_only_mean_dice"] == pytest.approx((0.505 + 0.535) / 2)
-    assert verdict["own_modality"]["CT Hospital"]["change"] == pytest.approx(-0.01)
+    assert verdict["own_modality"]["CT Hospital"]["change"] == pytest.approx(-0.01)  # 0.80 against 0.81
 
     behind = report_with(scores(federated=(0.70, 0.70))).verdict()
     assert not behind["checks"]["federated_vs_centralized"] and not behind["met"]
-    one_site_loses = report_with(scores(federated=(0.85, 0.74))).verdict()
+    one_site_loses = report_with(scores(personalised=(0.85, 0.74))).verdict()
     assert one_site_loses["checks"]["federated_vs_centralized"]
-    assert not one_site_loses["checks"]["no_site_loses_own_modality"] and not one_site_loses["met"]
+    assert not one_site_loses["checks"]["personalised_keeps_own_modality"] and not one_site_loses["met"]
+    no_gain = report_with(scores(ct_local=(0.81, 0.76), mr_local=(0.80, 0.77))).verdict()  # mean 0.785
+    assert not no_gain["checks"]["federated_above_local_only"] and not no_gain["met"]
+    without_personalised = {model: dice for model, dice in scores().items() if model != PERSONALISED}
+    assert not report_with(without_personalised).verdict()["checks"]["personalised_keeps_own_modality"]
+
+
+def test_the_per_site_table_sets_every_model_side_by_side_on_the_sites_own_test_set():
+    report = report_with(scores())
+    assert report.site_table()["MR-T1 Clinic"] == {"global": 0.76, "personalised": 0.78, "centralized": 0.80,
+                                                   "local_only": 0.77}
+    assert report.ratio_to_centralized() == pytest.approx(0.78 / 0.81)
 
 
 def test_without_baselines_there_is_no_verdict():
@@ -227,10 +243,12 @@ def test_without_baselines_there_is_no_verdict():
 
 
 def test_the_report_files(tmp_path):
-    report = report_with(scores(federated=(0.85, 0.74)))
+    report = report_with(scores(federated=(0.85, 0.74), personalised=(0.85, 0.74)))
     write_report(report, tmp_path)
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["verdict"]["met"] is False and data["mean_dice"][FEDERATED] == pytest.approx(0.795)
+    assert data["ratio_to_centralized"] == pytest.approx(0.795 / 0.81)
+    assert data["per_site"]["CT Hospital"]["personalised"] == 0.85
     assert len(data["rounds"]) == 6 and data["settings"]["sites"] == ["ct", "mr-t1"]
     assert data["plan"] == {"description": REPORT_PLAN.describe(), **REPORT_PLAN.to_dict()}
     assert Plan.from_dict(data["plan"]) == REPORT_PLAN
@@ -311,9 +329,13 @@ def merged_plan(datasets) -> Plan:
     return make_plan(fingerprint_cases(cases, labels), 2, TINY.channels, TINY.batch_size)
 
 
+FAKE_SUMMARY = RoundSummary(2, 3.5, (SiteCost("CT Hospital", "accepted", 2.0, 1000, 900),))
+
+
 def federation_without_processes(folder, settings, datasets, on_event, *joining):
     """What a run leaves behind: the server's config, its plan.json (the plan of the sites' merged
-    fingerprints) and the final model: the server's model.pt, or with HE each site's decrypted copy."""
+    fingerprints), its events (one round's summary) and the final model: the server's model.pt, or with
+    HE each site's decrypted copy; and every site's personalised model."""
     keys = demo_he_keys(folder) if settings.he else None
     config = write_server_config(folder, settings, datasets["CT Hospital"].labels, keys)
     training = model_of(config, merged_plan(datasets))
@@ -322,6 +344,13 @@ def federation_without_processes(folder, settings, datasets, on_event, *joining)
     for path in models:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_global_model(path, training, initial_weights(training), settings.rounds, settings.local_epochs)
+    for site, dataset in datasets.items():
+        path = site_model_file(folder, site, PERSONALISED_MODEL_NAME)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_global_model(path, training, initial_weights(training), settings.rounds, settings.local_epochs,
+                          kind=PERSONALISED_MODEL, train_modality=dataset.modality)
+    event = {"kind": "checkpoint", "round": 2, "summary": FAKE_SUMMARY.to_dict()}
+    (config.run_dir / "events.jsonl").write_text(json.dumps(event) + "\n")
     return config
 
 
@@ -342,6 +371,10 @@ def test_the_baselines_and_the_report_follow_the_federations_plan(tmp_path, monk
     assert report.plan == expected
     written = json.loads((tmp_path / "report.json").read_text())["plan"]
     assert Plan.from_dict(written) == expected
+    # Each site's personalised model is scored on its own test set; the rounds' costs come from the events.
+    personalised = [row["test_site"] for row in report.results if row["model"] == PERSONALISED]
+    assert personalised == list(SITES)
+    assert report.round_summaries == [FAKE_SUMMARY]
 
 
 def test_an_encrypted_demo_scores_the_sites_model_and_its_report_names_the_key(tmp_path, monkeypatch):
@@ -349,7 +382,8 @@ def test_an_encrypted_demo_scores_the_sites_model_and_its_report_names_the_key(t
     report = run_demo(tmp_path, TINY_HE)
     fingerprint = demo_he_keys(tmp_path / "federation").fingerprint
     assert report.he_fingerprint == fingerprint
-    assert [(row["model"], row["test_site"]) for row in report.results] == [(FEDERATED, s) for s in SITES]
+    assert [(row["model"], row["test_site"]) for row in report.results] == [
+        *((FEDERATED, s) for s in SITES), *((PERSONALISED, s) for s in SITES)]
     assert json.loads((tmp_path / "report.json").read_text())["he"] == {"enabled": True,
                                                                        "fingerprint": fingerprint}
     assert f"Homomorphically encrypted aggregation (CKKS) with HE key **{fingerprint}**" in (
@@ -528,3 +562,24 @@ def test_a_site_folder_holding_other_files_is_never_remade(tmp_path):
         site_dataset(tmp_path, changed)
     assert (tmp_path / "notes.txt").read_text() == "the user's notes"
     assert json.loads((tmp_path / MARKER_NAME).read_text()) == spec  # nothing was remade
+
+
+def test_the_report_shows_what_each_round_cost_when_the_run_recorded_it(tmp_path):
+    report = report_with({FEDERATED: scores()[FEDERATED]})
+    assert "What each round cost" not in report_markdown(report)  # a run without round summaries
+    report.round_summaries = [RoundSummary(1, 12.5, (
+        SiteCost("CT Hospital", "accepted", 10.0, 4096, 2048),
+        SiteCost("MR-T1 Clinic", "norm-outlier", 7.5, 4096, 4096),
+    ))]
+    write_report(report, tmp_path)
+    assert json.loads((tmp_path / "report.json").read_text())["round_summaries"] == [
+        {"round": 1, "wall_s": 12.5, "work_s": 10.0, "overhead_s": 2.5, "sites": [
+            {"site": "CT Hospital", "status": "accepted", "work_s": 10.0,
+             "array_bytes_sent": 4096, "array_bytes_received": 2048},
+            {"site": "MR-T1 Clinic", "status": "norm-outlier", "work_s": 7.5,
+             "array_bytes_sent": 4096, "array_bytes_received": 4096}]}]
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## What each round cost" in markdown
+    assert ("| round | wall s | slowest site s | overhead s | CT Hospital (KiB in/out) | "
+            "MR-T1 Clinic (KiB in/out) |") in markdown
+    assert "| 1 | 12.5 | 10.0 | 2.5 | accepted 2.0/4.0 | norm-outlier 4.0/4.0 |" in markdown

@@ -22,6 +22,7 @@ from site_data import LABELS, PLAN, server_toml, write_disk_site
 from federation import client_app, server_app
 from federation.config import load_server_config
 from federation.launch import write_app_project
+from federation.round_costs import round_summaries
 from federation.server_run import EVENTS_NAME, METRICS_NAME, model_of, read_metrics, run_server
 from federation.task import SiteSettings, model_from_json
 from segmentation.case_cache import CACHE_DIR_ENVIRONMENT
@@ -128,6 +129,25 @@ def test_every_round_records_both_sites_and_checkpoints_the_global_model(two_sit
     kinds = [(e["kind"], e.get("round")) for e in read_events(run_dir / EVENTS_NAME)]
     assert ("checkpoint", 1) in kinds and ("checkpoint", 2) in kinds and kinds[-1][0] == "finished"
     assert sum(kind == "site-metrics" for kind, _ in kinds) == 6
+
+
+def test_every_round_closes_with_what_it_cost(finished_run):
+    run_dir = finished_run / "run"
+    summaries = round_summaries(read_events(run_dir / EVENTS_NAME))
+    assert [summary.round for summary in summaries] == [1, 2]
+    reported = {(r.round, r.site): r.metrics["site-seconds"]
+                for r in read_metrics(run_dir / METRICS_NAME) if r.phase == "train"}
+    model = load_checkpoint(run_dir / "model.pt").state_dict
+    raw = sum(tensor.numpy().nbytes for tensor in model.values())  # every message and reply holds the model
+    for summary in summaries:
+        assert sorted((cost.site, cost.status) for cost in summary.sites) == [("Site A", "accepted"),
+                                                                             ("Site B", "accepted")]
+        for cost in summary.sites:
+            assert cost.work_s == reported[(summary.round, cost.site)]
+            # Same names, shapes and dtypes both ways: the same packed size, the model's bytes and a layout.
+            assert cost.array_bytes_received == cost.array_bytes_sent > raw
+        assert summary.work_s == max(cost.work_s for cost in summary.sites)
+        assert summary.overhead_s == pytest.approx(summary.wall_s - summary.work_s)
 
 
 def test_the_plan_is_made_from_every_sites_fingerprint_and_sent_every_round(finished_run, site_dirs):

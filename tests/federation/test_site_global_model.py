@@ -12,11 +12,12 @@ from flwr.app import MessageType
 from test_client_app import TRAINING, context, instruction
 
 from federation import client_app
-from federation.task import SiteErrorCode, named_weights
+from federation.task import SiteErrorCode, named_weights, validation_cases
 from segmentation.algorithm import SegmentationAlgorithm
 from segmentation.checkpoint import load_checkpoint
+from segmentation.datalist import load_dataset
 from segmentation.events import read_events
-from segmentation.settings import GLOBAL_MODEL_NAME
+from segmentation.settings import GLOBAL_MODEL, GLOBAL_MODEL_NAME, PERSONALISED_MODEL, PERSONALISED_MODEL_NAME
 
 pytestmark = pytest.mark.usefixtures("case_cache")  # conftest: each test its own case cache
 
@@ -94,3 +95,40 @@ def test_a_later_round_replaces_the_kept_model(server_identity, site_dir, round_
     assert_weights(kept_model(tmp_path), round_models[2])
     assert kept_rounds(tmp_path / "events.jsonl") == [1, 2]
     assert [path.name for path in tmp_path.glob("*.pt")] == [GLOBAL_MODEL_NAME]  # only the latest is kept
+
+
+def test_the_final_evaluation_fine_tunes_a_personalised_model_and_keeps_both(
+    server_identity, site_dir, round_models, tmp_path
+):
+    site = context(site_dir, tmp_path / "events.jsonl")
+    final = instruction(MessageType.EVALUATE, round_models[2], server_round=2, **{"personalise-epochs": 2})
+    reply = client_app.app(final, site)
+    assert not reply.has_error()
+    assert_weights(kept_model(tmp_path), round_models[2])  # the global model stays the one received
+    assert kept_model(tmp_path).kind == GLOBAL_MODEL
+
+    personalised = load_checkpoint(tmp_path / PERSONALISED_MODEL_NAME)
+    assert (personalised.kind, personalised.round) == (PERSONALISED_MODEL, 2)
+    assert personalised.train_modality == "ct"  # the site's own scanner, without cross-modality augmentation
+    assert personalised.augmentation == "none"
+    assert (personalised.plan, personalised.network) == (TRAINING.plan, TRAINING.network)
+    changed = [name for name, array in round_models[2].items()
+               if not np.array_equal(personalised.state_dict[name].numpy(), array)]
+    assert changed  # fine-tuned at the site, not a copy
+    # The numbers sent are the kept personalised model's own scores on the site's validation cases.
+    validation = validation_cases(load_dataset(site_dir))
+    scores = SegmentationAlgorithm.from_checkpoint(personalised, device="cpu").evaluate(validation).metrics
+    metrics = reply.content.metric_records["metrics"]
+    assert metrics["personalised/dice"] == pytest.approx(scores["dice"], abs=1e-5)
+    assert "dice" in metrics  # the global model's, as before
+    events = read_events(tmp_path / "events.jsonl")
+    kept = [(event["round"], event["epochs"]) for event in events if event["kind"] == "personalised-model"]
+    assert kept == [(2, 2)]
+
+
+def test_without_personalise_epochs_no_personalised_model_is_made(server_identity, site_dir, round_models,
+                                                                   tmp_path):
+    site = context(site_dir, tmp_path / "events.jsonl")
+    reply = client_app.app(instruction(MessageType.EVALUATE, round_models[2], server_round=2), site)
+    assert not reply.has_error() and "personalised/dice" not in reply.content.metric_records["metrics"]
+    assert not (tmp_path / PERSONALISED_MODEL_NAME).exists()

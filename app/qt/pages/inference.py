@@ -1,7 +1,7 @@
 """Inference: segment the open study with a checkpoint on a worker thread, show the mask over the
 study, list each structure's volume in mL, export NIfTI or DICOM-SEG. One click takes the federation's
-latest global model that a site of this workbench kept; notes above Segment say when the study does not
-fit the model (they never block it)."""
+latest global model that a site of this workbench kept, another the site's personalised model; notes above
+Segment say when the study does not fit the model (they never block it)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from app.qt.viewer.view_grid import ViewPanel
 from app.qt.widgets.common import Card, Page, PathField, button, hint
 from app.qt.worker import run_in_background
 from app.services.inference import (
-    GlobalModel,
+    KeptModel,
     ModelSummary,
     SegmentationResult,
     check_fit,
@@ -36,14 +36,20 @@ from app.services.inference import (
     export_mask,
     export_model_bundle,
     latest_global_model,
+    latest_personalised_model,
     segment,
 )
 from app.services.workbench import Workbench
 
 REPLACE_BUNDLE = "Write into it"
-MODEL_HINT = "Choose a checkpoint: a local run's model.pt or the federation's global model."
+MODEL_HINT = ("Choose a checkpoint: a local run's model.pt, the federation's global model or a site's "
+              "personalised model.")
 NO_GLOBAL_MODEL = ("No site of this workbench keeps a global model yet: a site saves it in its folder once "
                    "its federation finished a round (join one on the Federation page, or run the demo).")
+NO_PERSONALISED_MODEL = ("No site of this workbench keeps a personalised model yet: after a federation's "
+                         "last round each site fine-tunes the final global model on its own data and saves "
+                         "it in its folder, when the federation asks for it (personalise_epochs in "
+                         "server.toml; the demo does).")
 MASK_FILTER = "NIfTI (*.nii.gz);;NRRD (*.nrrd);;Slicer segmentation (*.seg.nrrd);;MetaImage (*.mha)"
 
 
@@ -55,7 +61,8 @@ class InferencePage(Page):
         self.viewer = workbench.viewer
         self.result: SegmentationResult | None = None
         self.summary: ModelSummary | None = None  # the chosen checkpoint's, once read
-        self.global_model: GlobalModel | None = None
+        self.global_model: KeptModel | None = None
+        self.personalised_model: KeptModel | None = None
         self.busy = False
         row = QHBoxLayout()
         row.setSpacing(12)
@@ -86,9 +93,12 @@ class InferencePage(Page):
         self.model_path.changed.connect(self._model_changed)
         card.body.addWidget(self.model_path)
         self.use_global = button("Use this federation's latest global model", "federation")
-        self.use_global.clicked.connect(self.use_global_model)
-        self._show_global_model(None)
+        self.use_global.clicked.connect(lambda: self.use_kept_model(self.global_model))
         card.body.addWidget(self.use_global)
+        self.use_personalised = button("Use this site's personalised model", "federation")
+        self.use_personalised.clicked.connect(lambda: self.use_kept_model(self.personalised_model))
+        card.body.addWidget(self.use_personalised)
+        self._show_kept_models((None, None))
         self.export_bundle = button("Export as MONAI bundle…", "export")
         self.export_bundle.setToolTip("A MONAI bundle of this model (labels, plan, inference config, "
                                       "weights) for MONAI Label, MONAI Deploy or MONAI's bundle runner")
@@ -146,24 +156,33 @@ class InferencePage(Page):
 
     # -- actions -----------------------------------------------------------------------------
     def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
-        """Look again for the latest global model: a federation may have finished a round meanwhile."""
+        """Look again for the kept models: a federation may have finished a round meanwhile."""
         super().showEvent(event)
-        self.find_global_model()
+        self.find_kept_models()
 
-    def find_global_model(self) -> None:
+    def find_kept_models(self) -> None:
+        """The latest global and personalised models this workbench's sites keep, in one background look."""
         workspace = self.workbench.settings.workspace_dir
-        run_in_background(self, lambda _report: latest_global_model(workspace), self._show_global_model,
-                          lambda error: self.use_global.setToolTip(f"Could not look for it: {error}"))
 
-    def _show_global_model(self, found: GlobalModel | None) -> None:
-        self.global_model = found
-        self.use_global.setEnabled(found is not None)
-        self.use_global.setToolTip(f"Use {found.describe()}: {found.path}" if found else NO_GLOBAL_MODEL)
+        def not_found(error: BaseException) -> None:
+            for kept in (self.use_global, self.use_personalised):
+                kept.setToolTip(f"Could not look for it: {error}")
 
-    def use_global_model(self) -> None:
-        """Fill the checkpoint with the global model found; its description follows as for any file."""
-        if self.global_model is not None:
-            self.model_path.set_path(self.global_model.path)
+        run_in_background(self, lambda _report: (latest_global_model(workspace),
+                                                 latest_personalised_model(workspace)),
+                          self._show_kept_models, not_found)
+
+    def _show_kept_models(self, found: tuple[KeptModel | None, KeptModel | None]) -> None:
+        self.global_model, self.personalised_model = found
+        for kept, model, missing in ((self.use_global, self.global_model, NO_GLOBAL_MODEL),
+                                     (self.use_personalised, self.personalised_model, NO_PERSONALISED_MODEL)):
+            kept.setEnabled(model is not None)
+            kept.setToolTip(f"Use {model.describe()}: {model.path}" if model else missing)
+
+    def use_kept_model(self, model: KeptModel | None) -> None:
+        """Fill the checkpoint with a kept model found; its description follows as for any file."""
+        if model is not None:
+            self.model_path.set_path(model.path)
 
     def _model_changed(self, _text: str) -> None:
         path = self.model_path.path

@@ -176,6 +176,10 @@ class ServerFormView(QWidget):
         form.addRow("Sites needed", self.min_sites)
         self.local_epochs = _spin(1, 1000, "Epochs each site trains per round")
         form.addRow("Local epochs", self.local_epochs)
+        self.personalise_epochs = _spin(0, 1000, "After the last round each site fine-tunes the global model "
+                                                 "on its own data for this many epochs and keeps it as its "
+                                                 "personalised model (0: none)")
+        form.addRow("Personalise epochs", self.personalise_epochs)
         self.fraction = _double(0.01, 1.0, 2, 0.05, "Share of the connected sites asked to train each round")
         form.addRow("Sites per round", self.fraction)
         self.strategy = combo([(name, STRATEGY_CAPTIONS[name]) for name in STRATEGIES])
@@ -281,6 +285,7 @@ class ServerFormView(QWidget):
                 rounds=self.rounds.value(), min_sites=self.min_sites.value(), fraction=self.fraction.value(),
                 strategy=self.strategy.currentData(), proximal_mu=self.proximal_mu.value(),
                 round_timeout=self.round_timeout.value(), local_epochs=self.local_epochs.value(),
+                personalise_epochs=self.personalise_epochs.value(),
                 augmentation=self.augmentation.currentData(),
                 augmentation_probability=self.augmentation_probability.value(),
                 share_site_metrics=self.share_site_metrics.isChecked(),
@@ -315,6 +320,7 @@ class ServerFormView(QWidget):
         self.rounds.setValue(federation.rounds)
         self.min_sites.setValue(federation.min_sites)
         self.local_epochs.setValue(federation.local_epochs)
+        self.personalise_epochs.setValue(federation.personalise_epochs)
         self.fraction.setValue(federation.fraction)
         self.strategy.setCurrentIndex(max(self.strategy.findData(federation.strategy), 0))
         self.proximal_mu.setValue(federation.proximal_mu)
@@ -373,6 +379,7 @@ class ServerPage(Page):
         right.addWidget(self._status_card())
         right.addWidget(self._sites_card(), 1)
         right.addWidget(self._records_card(), 1)
+        right.addWidget(self._costs_card(), 1)
         log = Card("Server log")
         self.log = QPlainTextEdit()
         self.log.setObjectName("Log")
@@ -441,6 +448,15 @@ class ServerPage(Page):
         self.records = self._table([])
         self.records.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         card.body.addWidget(self.records, 1)
+        return card
+
+    def _costs_card(self) -> Card:
+        card = Card("What each round cost")
+        card.body.addWidget(hint("Seconds (\"-\": unknown) and each site's part with its array KiB in (its "
+                                 "reply) / out (the round's message to it)"))
+        self.costs = self._table([])
+        self.costs.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        card.body.addWidget(self.costs, 1)
         return card
 
     @staticmethod
@@ -626,10 +642,14 @@ class ServerPage(Page):
         rows = [[site.name, f"round {site.round}" if site.round else "planning", site.status,
                  f"{dice[site.name]:.3f}" if site.name in dice else "—"] for site in run.sites()]
         _fill(self.sites, rows)
-        header, records = run.metrics.table()
-        self.records.setColumnCount(len(header))
-        self.records.setHorizontalHeaderLabels(header)
-        _fill(self.records, records)
+        _fill_with_header(self.records, *run.metrics.table())
+        _fill_with_header(self.costs, *run.cost_table())
+
+
+def _fill_with_header(table: QTableWidget, header: list[str], rows: list[list[str]]) -> None:
+    table.setColumnCount(len(header))
+    table.setHorizontalHeaderLabels(header)
+    _fill(table, rows)
 
 
 def _fill(table: QTableWidget, rows: list[list[str]]) -> None:

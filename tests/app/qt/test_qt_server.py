@@ -49,6 +49,7 @@ def test_the_form_writes_a_server_toml_the_server_accepts(qtbot, page, tmp_path,
     page.fields.he.set_path(he.public_context)
     assert page.fields.he_fingerprint.text() == he.fingerprint
     page.fields.rounds.setValue(4)
+    page.fields.personalise_epochs.setValue(6)
     page.fields.strategy.setCurrentIndex(page.fields.strategy.findData("fedprox"))
     page.fields.proximal_mu.setValue(0.05)
     page.fields.labels.setText("background, liver")
@@ -64,6 +65,7 @@ def test_the_form_writes_a_server_toml_the_server_accepts(qtbot, page, tmp_path,
     assert (config.federation.rounds, config.federation.strategy, config.federation.proximal_mu) == (
         4, "fedprox", 0.05)
     assert (config.model.labels, config.model.patch_size) == (("background", "liver"), (64, 96))
+    assert config.federation.personalise_epochs == 6
     assert config.run_dir == target.parent / "run" and config.tls.generate
     assert not error_dialogs(page)
 
@@ -163,3 +165,18 @@ def test_start_runs_the_server_the_page_reports_it_and_stop_ends_every_process(
     finally:
         page.operator.job.kill()  # before the window closes: a running server would make it ask
     wait_for(lambda: not flower_family(tmp_path), 60, "every process the server started to end")
+
+
+def test_the_page_shows_what_each_round_cost(page):
+    page.operator.run.apply_all([
+        {"kind": "started", "rounds": 2, "round": 0},
+        {"kind": "checkpoint", "round": 1, "summary": {
+            "round": 1, "wall_s": 6.0, "work_s": 4.5, "overhead_s": 1.5, "sites": [
+                {"site": "CT Hospital", "status": "accepted", "work_s": 4.5,
+                 "array_bytes_sent": 2048, "array_bytes_received": 1024}]}},
+    ])
+    table = page.costs
+    header = [table.horizontalHeaderItem(column).text() for column in range(table.columnCount())]
+    assert header == ["round", "wall s", "slowest site s", "overhead s", "CT Hospital (KiB in/out)"]
+    assert [table.item(0, column).text() for column in range(table.columnCount())] == [
+        "1", "6.0", "4.5", "1.5", "accepted 1.0/2.0"]
