@@ -7,13 +7,16 @@ no configuration can make misbehave. The variable is set per site through the wo
 - "hang": the train handler never returns (the test kills the site mid-round); the fingerprint query
   before round 1 is answered as usual;
 - "poison": the site trains honestly, then spoils its reply: a NaN weight in round 1, a wrong-shaped
-  array in round 2, num-examples = 1e9 in round 3 (and so on, in turn).
+  array in round 2, num-examples = 1e9 in round 3 (and so on, in turn);
+- "hold": round 2's training waits until the file FEDSEG_TEST_RELEASE names exists, then goes on
+  honestly: until then the server cannot finish round 2, so its last checkpoint is round 1's.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message
@@ -23,8 +26,10 @@ from federation import client_app
 from federation.packed import is_packed, pack, unpack
 
 FAULT_VARIABLE = "FEDSEG_TEST_FAULT"
+RELEASE_VARIABLE = "FEDSEG_TEST_RELEASE"
 HANG = "hang"
 POISON = "poison"
+HOLD = "hold"
 POISONS = ("non-finite", "shape-mismatch", "bad-num-examples")  # the server's reason code for each, by round
 
 app = ClientApp()
@@ -33,11 +38,14 @@ app = ClientApp()
 @app.train()
 def train(message: Message, context: Context) -> Message:
     fault = os.environ.get(FAULT_VARIABLE, "")
+    server_round = int(message.content.config_records["config"]["server-round"])
     if fault == HANG:
         time.sleep(3600)
+    if fault == HOLD and server_round == 2:
+        while not Path(os.environ[RELEASE_VARIABLE]).exists():
+            time.sleep(0.1)
     reply = client_app.train(message, context)
     if fault == POISON and not reply.has_error():
-        server_round = int(message.content.config_records["config"]["server-round"])
         spoil(reply, POISONS[(server_round - 1) % len(POISONS)])
     return reply
 
