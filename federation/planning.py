@@ -25,6 +25,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from federation.config import NETWORK_DIMS, ServerConfig
+from federation.reply_keys import ReplyKeys, check_reply_keys
 from federation.site_history import SiteHistory
 from federation.strategy import error_verdict
 from federation.task import CONFIG_KEY, DATA_FINGERPRINT_KEY, FINGERPRINT_QUERY, QUERY_KEY
@@ -66,6 +67,8 @@ def judge_fingerprint(reply: Message, labels: dict[int, str]) -> tuple[Verdict, 
     """The verdict on one reply to the query, and its fingerprint when accepted."""
     if reply.has_error():
         return error_verdict(reply), None
+    if (verdict := check_reply_keys(reply.content, ReplyKeys())) is not None:
+        return verdict, None
     record = reply.content.config_records.get(DATA_FINGERPRINT_KEY)
     text = record.get(DATA_FINGERPRINT_KEY) if record is not None else None
     if not isinstance(text, str):

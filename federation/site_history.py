@@ -20,7 +20,8 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 from federation.validation import ACCEPTED, is_site_name
 from segmentation.atomic import write_text_atomic
 
-# Key of the site's display name in the ConfigRecord of its replies.
+# The ConfigRecord every reply of a site carries, and the key of its display name in it.
+SITE_RECORD_KEY = "site"
 SITE_NAME_KEY = "site-name"
 # A train reply's metric: the seconds the site spent on the round's work (scoring and training the model).
 SITE_SECONDS_KEY = "site-seconds"

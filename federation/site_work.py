@@ -33,7 +33,7 @@ from federation.he.context import HeContext
 from federation.he.records import FINGERPRINT_KEY, MAX_MAGNITUDE_KEY, is_encrypted, to_array_record
 from federation.he.site import decrypt_global, encrypt_update, site_context
 from federation.server_run import save_global_model
-from federation.site_history import EVALUATE, SITE_NAME_KEY, SITE_SECONDS_KEY, TRAIN
+from federation.site_history import EVALUATE, SITE_NAME_KEY, SITE_RECORD_KEY, SITE_SECONDS_KEY, TRAIN
 from federation.site_protocol import SiteAnswer
 from federation.task import (
     CONFIG_KEY,
@@ -68,7 +68,6 @@ from segmentation.settings import GLOBAL_MODEL_NAME, PERSONALISED_MODEL, PERSONA
 
 logger = logging.getLogger(__name__)
 
-SITE_RECORD_KEY = "site"
 # The site's own memory across a run's messages (Context.state survives between ClientApp processes).
 _STATE_KEY = "fedseg-site"
 _SHARED_THROUGH = "shared-through-round"

@@ -3,7 +3,9 @@
 Stock flwr 1.42 raises out of FedAvg on one wrong-shaped reply and averages NaN straight in. These
 subclasses judge each reply with federation.validation, drop the bad ones with a logged reason,
 delegate the averaging to Flower's own helpers, keep the previous global model when fewer than
-`min_valid_replies` survive, and record every site's reply in a SiteHistory. With homomorphic
+`min_valid_replies` survive, and record every site's reply in a SiteHistory. A reply with a metric or
+config name the federation does not know is dropped first (federation.reply_keys), and the history keeps
+only known metric names, so the server never shares a site's free text with the others. With homomorphic
 encryption (an EncryptedAggregation) replies are judged by their form and key and added as
 ciphertexts; each sampled site gets an equal share of the ciphertext capacity.
 """
@@ -21,6 +23,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from federation.config import FederationSettings
 from federation.he.records import HE_KEY_MISMATCH, MAX_MAGNITUDE_KEY, EncryptedAggregation
+from federation.reply_keys import ReplyKeys, check_reply_keys
 from federation.site_history import EVALUATE, TRAIN, SiteHistory, SiteRound
 from federation.task import SiteErrorCode
 from federation.validation import (
@@ -87,6 +90,7 @@ class ValidatingFedAvg(FedAvg):
         self.min_valid_replies = min_valid_replies
         self.he = he
         self.history = SiteHistory()
+        self.reply_keys = ReplyKeys()  # the names replies may carry: set by each configure_* from its model
         self._global_arrays: ArrayRecord | None = None
 
     def summary(self) -> None:
@@ -102,6 +106,7 @@ class ValidatingFedAvg(FedAvg):
         """Remember the global arrays the replies will be judged against, then configure as usual; with HE
         tell the sampled sites their share of the ciphertext capacity."""
         self._global_arrays = arrays
+        self.reply_keys = ReplyKeys.of_round(config)
         messages = list(super().configure_train(server_round, arrays, config, grid))
         if self.he is not None and messages:
             share = self.he.context.capacity / len(messages)
@@ -116,12 +121,10 @@ class ValidatingFedAvg(FedAvg):
         if self._global_arrays is None:
             raise RuntimeError("configure_train must run before aggregate_train")
         replies = list(replies)
+        reference = {} if self.he is not None else {  # the encrypted model's arrays need no decoding
+            key: array.numpy() for key, array in self._global_arrays.items()}
         answered = [reply.content for reply in replies if not reply.has_error()]
-        if self.he is not None:
-            judged = iter(self.he.judge(answered, self.limits, self.weighted_by_key))
-        else:
-            reference = {key: array.numpy() for key, array in self._global_arrays.items()}
-            judged = iter(validate_replies(answered, reference, self.limits, self.weighted_by_key))
+        judged = iter(self._judge_train(answered, reference))
         verdicts = [error_verdict(reply) if reply.has_error() else next(judged) for reply in replies]
         valid = self._record(server_round, TRAIN, replies, verdicts)
         if len(valid) < self.min_valid_replies:
@@ -137,12 +140,31 @@ class ValidatingFedAvg(FedAvg):
             arrays = cast_like(aggregate_arrayrecords(contents, self.weighted_by_key), reference)
         return arrays, self.train_metrics_aggr_fn(common_metrics(contents), self.weighted_by_key)
 
+    def _judge_train(self, contents: list[RecordDict], reference: dict[str, np.ndarray]) -> list[Verdict]:
+        """One verdict per training reply: its names first, then the other checks (plaintext or HE) on the
+        replies whose names are known, so an unknown name reaches neither the norm check nor the sum."""
+        named = [check_reply_keys(content, self.reply_keys) for content in contents]
+        known = [content for content, verdict in zip(contents, named, strict=True) if verdict is None]
+        if self.he is not None:
+            judged = iter(self.he.judge(known, self.limits, self.weighted_by_key))
+        else:
+            judged = iter(validate_replies(known, reference, self.limits, self.weighted_by_key))
+        return [verdict or next(judged) for verdict in named]
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Learn the names the evaluation replies may carry from the message's model, then configure."""
+        self.reply_keys = ReplyKeys.of_round(config)
+        return super().configure_evaluate(server_round, arrays, config, grid)
+
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Average the metrics of the valid evaluation replies; None when there are none."""
         replies = list(replies)
         verdicts = [
             error_verdict(reply) if reply.has_error()
-            else validate_metrics_reply(reply.content, self.limits, self.weighted_by_key)
+            else check_reply_keys(reply.content, self.reply_keys)
+            or validate_metrics_reply(reply.content, self.limits, self.weighted_by_key)
             for reply in replies
         ]
         valid = self._record(server_round, EVALUATE, replies, verdicts)
@@ -171,10 +193,11 @@ class ValidatingFedAvg(FedAvg):
     def _site_round(
         self, server_round: int, phase: str, site: str, reply: Message, verdict: Verdict
     ) -> SiteRound:
-        """The history entry of one reply: its numbers if it had any, and the verdict."""
+        """The history entry of one reply: its numbers under known names if it had any, and the verdict."""
         metrics: dict = {}
         if reply.has_content() and len(reply.content.metric_records) == 1:
-            metrics = dict(next(iter(reply.content.metric_records.values())))
+            record = next(iter(reply.content.metric_records.values()))
+            metrics = {key: value for key, value in record.items() if key in self.reply_keys.metrics}
         return SiteRound(
             round=server_round,
             phase=phase,

@@ -26,6 +26,7 @@ BAD_NUM_EXAMPLES = "bad-num-examples"
 NORM_OUTLIER = "norm-outlier"
 SITE_ERROR = "site-error"
 OTHER_LABELS = "other-labels"  # a fingerprint of other labels than the federation's (federation.planning)
+UNKNOWN_KEY = "unknown-key"  # a metric or config name the federation does not know (federation.reply_keys)
 
 # The norm check compares a reply with the others: below this many replies there is no "others".
 MIN_REPLIES_FOR_NORM_CHECK = 3

@@ -1,16 +1,21 @@
-"""What the end-to-end tests share: tiny sites' data, their server.toml and site.toml, and finding the
-processes a test started (directly or through Flower) so none is left behind."""
+"""What the end-to-end tests share: tiny sites' data, their server.toml and site.toml, following a run, and
+finding the processes a test started (directly or through Flower) so none is left behind."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from federation.processes import free_port
+from segmentation.events import EventTail
 from segmentation.synth import generate_dataset
+
+if TYPE_CHECKING:
+    from federation.launch import FederationSite
 
 LABELS = ("background", "liver", "kidney", "spleen", "pancreas")
 
@@ -44,8 +49,10 @@ batch_size = 8
 {extra}"""
 
 
-def site_toml(name: str, data: Path, port: int, ca_certificate: Path | str, extra: str = "") -> str:
-    """A CT site of the tiny federation; `extra` appends tables ([he], [auth] ...)."""
+def site_toml(name: str, data: Path, port: int, ca_certificate: Path | str | None, extra: str = "") -> str:
+    """A CT site of the tiny federation (without a CA certificate it connects without TLS); `extra` appends
+    tables ([he], [auth] ...)."""
+    tls = "enabled = false" if ca_certificate is None else f'ca_certificate = "{ca_certificate}"'
     return f"""
 [site]
 name = "{name}"
@@ -58,7 +65,7 @@ address = "127.0.0.1:{port}"
 clientappio_port = {free_port()}
 
 [tls]
-ca_certificate = "{ca_certificate}"
+{tls}
 {extra}"""
 
 
@@ -68,6 +75,21 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.5)
+
+
+def follow_server(events: Path, sites: Sequence[FederationSite], timeout: float) -> None:
+    """Keep the sites supervised until the server's event file says the run finished; fail on an error
+    event."""
+    tail, seen = EventTail(events, from_start=True), []
+
+    def reached() -> bool:
+        for site in sites:
+            site.supervise()
+        seen.extend(tail)
+        assert not [event for event in seen if event["kind"] == "error"], seen[-1]
+        return any(event["kind"] == "finished" for event in seen)
+
+    wait_for(reached, timeout, "the server's 'finished' event")
 
 
 def live_commands() -> dict[int, str]:

@@ -97,6 +97,10 @@ def test_each_reply_is_judged_before_it_joins_the_plan(sites):
     assert other.code == OTHER_LABELS and "{0: 'background', 1: 'liver'}" in other.detail
     failed, _ = judge_fingerprint(error_reply(3), LABELS)
     assert (failed.code, failed.detail) == (SITE_ERROR, "error code 3")
+    chatty = answer(text)
+    chatty.content.config_records["site"]["patient"] = "Jane Doe"  # free text beside the fingerprint
+    verdict, fingerprint = judge_fingerprint(chatty, LABELS)
+    assert (verdict.code, fingerprint) == ("unknown-key", None) and "Jane" not in verdict.detail
 
 
 def test_the_plan_merges_the_accepted_fingerprints_and_takes_the_overrides(sites, tmp_path):

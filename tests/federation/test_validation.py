@@ -1,12 +1,24 @@
-"""Reply validation: every kind of bad site data gets its reason code, honest replies pass."""
+"""Reply validation: every kind of bad site data gets its reason code, honest replies pass; a reply may
+carry only the metric and config names the federation knows, and an unknown name is never written or
+shared back."""
 
+import json
+import logging
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
-from fed_replies import global_arrays, reply, shifted
-from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+from fed_replies import FakeGrid, global_arrays, reply, shifted
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MessageType, MetricRecord, RecordDict
+from site_data import PLAN
 
+from federation import client_app
+from federation.planning import fingerprint_queries
+from federation.reply_keys import ReplyKeys, check_reply_keys
+from federation.site_history import metrics_csv, metrics_jsonl
+from federation.strategy import ValidatingFedAvg
+from federation.task import SiteSettings, model_to_json, named_weights, shared_history_json
 from federation.validation import (
     ACCEPTED,
     ValidationLimits,
@@ -16,6 +28,8 @@ from federation.validation import (
     validate_metrics_reply,
     validate_replies,
 )
+from segmentation.algorithm import SegmentationAlgorithm
+from segmentation.settings import NetworkConfig, TrainingConfig
 
 LIMITS = ValidationLimits()
 
@@ -164,3 +178,117 @@ def test_paths_and_odd_values_are_not_display_names(name):
 def test_limits_reject_nonsense(arguments):
     with pytest.raises(ValueError):
         ValidationLimits(**arguments)
+
+
+# -- names: only the metric and config names the federation knows -----------------------------------
+
+KEYS = ReplyKeys(labels=("disk",))  # a federation whose model segments one foreground label, "disk"
+SCORES = {"dice", "hd95", "dice/disk", "hd95/disk"}
+
+
+def with_metric(name: str) -> RecordDict:
+    return reply(None, site="CT Hospital", metrics={name: 0.5}).content
+
+
+@pytest.mark.parametrize("name", ["train-loss", "site-seconds", "epsilon", "dice", "hd95/disk", "before/dice",
+                                  "after/hd95/disk", "personalised/dice/disk"])
+def test_the_metric_names_sites_send_are_known(name):
+    assert check_reply_keys(with_metric(name), KEYS) is None
+
+
+@pytest.mark.parametrize("name", ["loss", "Patient^Jane Doe", "dice/kidney", "before/dice/kidney",
+                                  "dice/background", "during/dice", "before/train-loss", "dice/disk/x",
+                                  "personalised/num-examples", "DICE"])
+def test_an_unknown_metric_name_drops_the_reply_without_repeating_it(name):
+    verdict = check_reply_keys(with_metric(name), KEYS)
+    assert verdict is not None and verdict.code == "unknown-key"
+    assert name not in verdict.detail
+
+
+def test_an_unknown_config_name_or_record_drops_the_reply():
+    extra_key = reply(None, site="CT Hospital").content
+    extra_key["site"]["referrer"] = "Dr. Who"
+    extra_record = reply(None, site="CT Hospital").content
+    extra_record["patient"] = ConfigRecord({"name": "Jane Doe"})
+    he_site = reply(None, site="CT Hospital").content
+    he_site["site"]["he-fingerprint"] = "0123abcd"
+    fingerprint = RecordDict({"fingerprint": ConfigRecord({"fingerprint": "{}"}),
+                              "site": ConfigRecord({"site-name": "CT Hospital"})})
+    fingerprint_extra = RecordDict({"fingerprint": ConfigRecord({"fingerprint": "{}", "cases": "a, b"})})
+    verdicts = [check_reply_keys(content, KEYS) for content in
+                (extra_key, extra_record, he_site, fingerprint, fingerprint_extra)]
+    assert [v.code if v else None for v in verdicts] == ["unknown-key", "unknown-key", None, None,
+                                                         "unknown-key"]
+    assert not any(word in verdict.detail for verdict in verdicts if verdict
+                   for word in ("referrer", "patient", "cases"))
+
+
+def test_per_label_names_are_those_of_the_model_the_server_sent():
+    labels = {0: "background", 1: "liver", 2: "kidney"}
+    training = TrainingConfig(plan=replace(PLAN, labels=labels), augmentation="none",
+                              network=NetworkConfig(out_channels=3, channels=(8, 16)))
+    keys = ReplyKeys.of_round(ConfigRecord({"model": model_to_json(training), "local-epochs": 1}))
+    assert check_reply_keys(with_metric("after/dice/kidney"), keys) is None
+    assert check_reply_keys(with_metric("hd95/liver"), keys) is None
+    assert check_reply_keys(with_metric("dice/disk"), keys).code == "unknown-key"
+    assert check_reply_keys(with_metric("dice/background"), keys).code == "unknown-key"  # never scored
+    no_model = ReplyKeys.of_round(ConfigRecord({"local-epochs": 1}))
+    assert check_reply_keys(with_metric("dice/kidney"), no_model).code == "unknown-key"
+    assert check_reply_keys(with_metric("dice"), no_model) is None
+
+
+def test_an_unknown_name_is_dropped_and_never_recorded_logged_or_shared_back(server_identity, caplog):
+    canary = "Canary^Jane-7731"
+    strategy = ValidatingFedAvg(min_train_nodes=1, min_available_nodes=1)
+    arrays = ArrayRecord({key: Array(value) for key, value in global_arrays().items()})
+    strategy.configure_train(1, arrays, ConfigRecord(), FakeGrid([1, 2, 3]))
+    config_channel = reply(shifted(0.3), node_id=3, site="Third Site", metrics={"train-loss": 0.9})
+    config_channel.content["site"][canary] = 1
+    with caplog.at_level(logging.INFO):
+        _, metrics = strategy.aggregate_train(1, [
+            reply(shifted(0.1), node_id=1, site="CT Hospital", metrics={"train-loss": 0.5}),
+            reply(shifted(0.2), node_id=2, site="MR Clinic", metrics={"train-loss": 0.7, canary: 1.0}),
+            config_channel,
+        ])
+        strategy.aggregate_evaluate(1, [
+            reply(None, node_id=2, site="MR Clinic", metrics={"dice": 0.4, canary: 2.0},
+                  message_type=MessageType.EVALUATE)])
+    records = strategy.history.records
+    assert [(r.phase, r.site, r.status) for r in records] == [
+        ("train", "CT Hospital", "accepted"), ("train", "MR Clinic", "unknown-key"),
+        ("train", "Third Site", "unknown-key"), ("evaluate", "MR Clinic", "unknown-key")]
+    assert dict(metrics) == {"train-loss": 0.5}  # the honest site's alone
+    shared = shared_history_json(record.to_dict() for record in records)
+    assert [record["metrics"] for record in json.loads(shared)] == [
+        {"train-loss": 0.5}, {"train-loss": 0.7}, {"train-loss": 0.9}, {"dice": 0.4}]
+    for text in (shared, metrics_jsonl(records), metrics_csv(records), caplog.text):
+        assert canary not in text and canary.lower() not in text.lower()
+
+
+@pytest.mark.usefixtures("case_cache")
+def test_every_name_a_real_site_sends_is_accepted(server_identity, site_dir, tmp_path):
+    """The real ClientApp answers the strategy's own messages: a train round, the final evaluation with a
+    personalised fine-tune, and the fingerprint query; all are accepted with the names sites send today."""
+    training = TrainingConfig(plan=PLAN, network=NetworkConfig(out_channels=2, channels=(8, 16)),
+                              augmentation="none", batch_size=4)
+    weights = ArrayRecord({name: Array(array) for name, array in
+                           named_weights(SegmentationAlgorithm(training, device="cpu")).items()})
+    settings = SiteSettings("CT Hospital", "ct", site_dir, tmp_path / "events.jsonl")
+    site = Context(run_id=1, node_id=7, node_config=settings.to_node_config(), state=RecordDict(),
+                   run_config={})
+    strategy = ValidatingFedAvg(min_train_nodes=1, min_evaluate_nodes=1, min_available_nodes=1)
+    config = ConfigRecord({"model": model_to_json(training), "local-epochs": 1})
+    (train,) = strategy.configure_train(1, weights, config, FakeGrid([7]))
+    strategy.aggregate_train(1, [client_app.app(train, site)])
+    config["personalise-epochs"] = 1
+    (evaluate,) = strategy.configure_evaluate(1, weights, config, FakeGrid([7]))
+    strategy.aggregate_evaluate(1, [client_app.app(evaluate, site)])
+    answer = client_app.app(fingerprint_queries([7])[0], site)
+
+    scored = {f"{model}/{score}" for model in ("before", "after") for score in SCORES}
+    personalised = {f"personalised/{score}" for score in SCORES}
+    assert [(r.phase, r.status, set(r.metrics)) for r in strategy.history.records] == [
+        ("train", "accepted", {"train-loss", "site-seconds"} | scored),
+        ("evaluate", "accepted", SCORES | personalised),
+    ]
+    assert not answer.has_error() and check_reply_keys(answer.content, ReplyKeys()) is None
