@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,10 +24,13 @@ from segmentation.inference import segment
 from segmentation.io import read_labeled_pair, read_volume
 from segmentation.metrics import EvaluationResult, score_case, summarize
 from segmentation.network import default_device
-from segmentation.patches import PatchDataset, make_loader
-from segmentation.settings import TrainingConfig, TrainResult, learning_rate_schedule
+from segmentation.patches import PatchDataset, SliceDataset, make_loader
+from segmentation.settings import PrivacySettings, TrainingConfig, TrainResult, learning_rate_schedule
 from segmentation.transforms import ModalityStatistics, build_batch_augmentation
 from segmentation.volume import Volume, normalize_modality
+
+if TYPE_CHECKING:
+    from segmentation.privacy import PrivateTraining
 
 # Fields of a checkpoint that define the model; from_checkpoint may not override them.
 _MODEL_FIELDS = ("network", "plan", "augmentation")
@@ -42,10 +45,15 @@ class SegmentationAlgorithm:
     """A U-Net, its AdamW optimizer and Dice+CE loss, trained on labelled cases.
 
     `epoch` counts completed epochs over the object's life (and across checkpoints); `history`
-    holds one record per epoch with its mean loss and validation metrics.
+    holds one record per epoch with its mean loss and validation metrics. Given PrivacySettings with dp on,
+    it trains with DP-SGD, one training slice being the unit of privacy, and `privacy` keeps the account of
+    what that training spent (segmentation.privacy); otherwise `privacy` is None.
     """
 
-    def __init__(self, config: TrainingConfig, device: torch.device | str | None = None) -> None:
+    def __init__(
+        self, config: TrainingConfig, device: torch.device | str | None = None, *,
+        privacy: PrivacySettings | None = None,
+    ) -> None:
         labels = config.plan.labels
         if sorted(labels) != list(range(config.network.out_channels)):
             raise ConfigError(
@@ -61,6 +69,12 @@ class SegmentationAlgorithm:
             self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
         self.loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.privacy: PrivateTraining | None = None
+        if privacy is not None and privacy.dp:
+            privacy.check_training(config)
+            from segmentation.privacy import PrivateTraining  # Opacus loads only for private training
+
+            self.privacy = PrivateTraining(self.model, self.optimizer, privacy, config.batch_size)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.train_modalities: set[str] = set()
@@ -87,7 +101,9 @@ class SegmentationAlgorithm:
         Emits "progress" after every step and "epoch" after every epoch (with the validation
         metrics when `validation` cases are given); on_epoch(epoch) runs after each epoch is
         recorded, e.g. to save a checkpoint. stop() is checked before every step: when it turns
-        true the epoch is abandoned (not counted) and the result says stopped.
+        true the epoch is abandoned (not counted) and the result says stopped. Under DP a
+        PrivacyBudgetError refuses, before any step, epochs that would spend more than the budget; the steps
+        of an abandoned epoch stay spent.
         """
         if epochs < 0:
             raise ConfigError(f"epochs must be zero or more, got {epochs}")
@@ -95,8 +111,8 @@ class SegmentationAlgorithm:
         if self.config.augmentation == "dsn":
             self._fit_modality_statistics(cases)
         data = self._training_data(cases)
+        loader = self._loader(data, epochs)
         self.train_modalities.update(normalize_modality(case.modality) for case in cases)
-        loader = make_loader(data, num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda")
         target, anchor = self.epoch + epochs, self._proximal_anchor()
         schedule = learning_rate_schedule(self.config, epochs * len(loader))
         loss, metrics, completed = float("nan"), {}, 0
@@ -129,25 +145,30 @@ class SegmentationAlgorithm:
             self.config.augmentation, seed=seed, prob=self.config.augmentation_probability
         )
         self.model.train()
-        total, steps = 0.0, len(loader)
+        losses, steps = [], len(loader)
         for step, ((images, labels, _), rate) in enumerate(zip(loader, rates, strict=True), start=1):
             if stop is not None and stop():
                 return None
             for group in self.optimizer.param_groups:
                 group["lr"] = rate
             value = self._step(images, labels, augment, anchor)
-            total += value
+            if value is None:
+                continue
+            losses.append(value)
             if events is not None:
                 events.emit("progress", epoch=epoch, epochs=target, step=step, steps=steps, loss=value)
-        return total / steps
+        return sum(losses) / len(losses) if losses else float("nan")
 
     def _step(
         self, images: torch.Tensor, labels: torch.Tensor,
         augment: Callable[[torch.Tensor], torch.Tensor] | None, anchor: list[torch.Tensor] | None,
-    ) -> float:
-        """One optimisation step; the single .item() is the only host sync."""
+    ) -> float | None:
+        """One optimisation step and its loss; the single .item() is the only host sync. None only under DP,
+        for a batch that took no slice."""
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True).long()
+        if self.privacy is not None:
+            return self._private_step(self.privacy, images, labels, augment, anchor)
         if augment is not None:
             with torch.no_grad():
                 images = augment(images)
@@ -160,23 +181,54 @@ class SegmentationAlgorithm:
         self.optimizer.step()
         return loss.item()
 
+    def _private_step(
+        self, privacy: PrivateTraining, images: torch.Tensor, labels: torch.Tensor,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None, anchor: list[torch.Tensor] | None,
+    ) -> float | None:
+        """DP-SGD's step; a batch that took no slice steps on noise alone and has no loss. FedProx's pull
+        reads no data, so its gradient joins after the clipping and the noise."""
+        penalty, pull = torch.zeros((), device=self.device), None
+        if anchor is not None:
+            drift = [p.detach() - a for p, a in zip(self.model.parameters(), anchor, strict=True)]
+            penalty = 0.5 * self.config.proximal_mu * sum(torch.sum(d ** 2) for d in drift)
+            pull = [self.config.proximal_mu * d for d in drift]
+        if len(images) == 0:
+            privacy.step(None, pull)
+            return None
+        if augment is not None:
+            with torch.no_grad():
+                images = augment(images)
+        loss = self.loss_function(privacy.module(images), labels)
+        privacy.step(loss, pull)
+        return (loss.detach() + penalty).item()
+
     def _proximal_anchor(self) -> list[torch.Tensor] | None:
         """FedProx's reference point: the weights as they are when train() starts."""
         if self.config.proximal_mu == 0:
             return None
         return [p.detach().clone() for p in self.model.parameters()]
 
-    def _training_data(self, cases: Sequence[CaseEntry]) -> PatchDataset:
-        """The cases' patches, kept in memory between train() calls on the same cases and plan."""
+    def _training_data(self, cases: Sequence[CaseEntry]) -> PatchDataset | SliceDataset:
+        """The cases' patches (under DP their slices, one record each), kept in memory between train() calls
+        on the same cases and plan."""
         key = (tuple(cases), self.config.plan, self.config.batch_size, self.config.foreground_oversampling)
         if self._data is None or self._data[0] != key:
             cache = CaseCache(self.config.cache_dir or default_cache_dir(), self.config.plan)
-            dataset = PatchDataset(
-                [cache.load(case) for case in cases], self.config.plan.patch_size, self.config.batch_size,
-                self.config.foreground_oversampling, seed=self.config.seed,
-            )
+            loaded, patch = [cache.load(case) for case in cases], self.config.plan.patch_size
+            oversampling, seed = self.config.foreground_oversampling, self.config.seed
+            dataset = (PatchDataset(loaded, patch, self.config.batch_size, oversampling, seed=seed)
+                       if self.privacy is None else SliceDataset(loaded, patch, oversampling, seed=seed))
             self._data = (key, dataset)
         return self._data[1]
+
+    def _loader(self, data: PatchDataset | SliceDataset, epochs: int) -> DataLoader:
+        """The batches of an epoch per pass; under DP Poisson-sampled slices, once the budget allows
+        `epochs` more epochs."""
+        pin_memory = self.device.type == "cuda"
+        if self.privacy is None:
+            return make_loader(data, num_workers=self.config.num_workers, pin_memory=pin_memory)
+        self.privacy.check_budget(len(data), epochs)
+        return self.privacy.loader(data, num_workers=self.config.num_workers, pin_memory=pin_memory)
 
     def _fit_modality_statistics(self, cases: Sequence[CaseEntry]) -> None:
         """Domain-specific normalization: fit statistics for modalities the model has not seen yet."""
@@ -191,6 +243,18 @@ class SegmentationAlgorithm:
         merged = known.merge(fitted) if known is not None else fitted
         plan = replace(self.config.plan, modality_statistics=merged.to_dict())
         self.config = replace(self.config, plan=plan)
+
+    # -- differential privacy ---------------------------------------------------------------------
+
+    def epsilon_after(
+        self, dataset: DatasetIndex | Sequence[CaseEntry], epochs: int, delta: float | None = None
+    ) -> float:
+        """The epsilon spent once `epochs` more epochs on these cases are trained, without training them:
+        what a site compares with its budget before a round (at `delta`, the site's by default)."""
+        if self.privacy is None:
+            raise ConfigError("this model trains without differential privacy, so it spends no epsilon")
+        cases = _labelled(dataset.training if isinstance(dataset, DatasetIndex) else dataset)
+        return self.privacy.epsilon_after(len(self._training_data(cases)), epochs, delta)
 
     # -- evaluation -------------------------------------------------------------------------------
 

@@ -6,13 +6,15 @@ study (the box around its body, see segmentation.body). Along an axis where the 
 the patch, the study lies at that offset inside the patch and the rest is zero-padded, which is what
 the normalized background is. A 2D
 plan cuts one-slice patches of the canonical axial slices. Item i of an epoch is batch i, drawn from its
-own seed, so an epoch is the same whatever the number of loader workers.
+own seed, so an epoch is the same whatever the number of loader workers. Differentially private training
+draws its batches otherwise, from records that are one slice each (SliceDataset, segmentation.privacy).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -86,15 +88,68 @@ class PatchDataset(Dataset):
         return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(labels)), modalities
 
     def _crop(self, case: _Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        forced = case.foreground.size > 0 and rng.random() < self.foreground_oversampling
-        flat = case.foreground[rng.integers(case.foreground.size)] if forced else rng.integers(case.voxels)
-        start = np.asarray(np.unravel_index(int(flat), case.image.shape)) - np.asarray(self.patch) // 2
-        room = np.asarray(case.image.shape) - np.asarray(self.patch)  # < 0 where the study is smaller
-        start = np.clip(start, np.minimum(room, 0), np.maximum(room, 0))
-        image = _cut(case.image, start, self.patch, np.float32)
-        label = _cut(case.label, start, self.patch, np.uint8)
+        image, label = _crop(case, self.patch, self.foreground_oversampling, rng)
         # One channel: (1, z, y, x) for 3D; a 2D patch's single slice becomes its channel, (1, y, x).
         return (image[None], label[None]) if self.spatial_dims == 3 else (image, label)
+
+
+class SliceDataset(Dataset):
+    """Every slice of the cases as a record of its own, for differentially private training (2D plans):
+    item i is a patch of slice i alone, (image (1, y, x) float32, label (1, y, x) uint8, modality), centred as
+    PatchDataset centres its patches but within that slice, so a record holds one slice's data and nothing
+    else. Which records make a batch is the caller's sampler's choice; `collate` stacks them, also none.
+    """
+
+    def __init__(
+        self, cases: Sequence[CachedCase], patch_size: tuple[int, int], foreground_oversampling: float,
+        seed: int = 0,
+    ) -> None:
+        if not cases:
+            raise DatasetError("there are no labelled training cases to train on")
+        self.patch = (1, *patch_size)
+        rng = np.random.default_rng(seed)
+        self.slices = [_Case(replace(case, image=case.image[z:z + 1], label=case.label[z:z + 1]), rng)
+                       for case in cases for z in range(case.image.shape[0])]
+        self.foreground_oversampling = foreground_oversampling
+        self.epoch_seed = seed
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """The records an epoch takes on average: every slice once."""
+        return len(self.slices)
+
+    def set_epoch_seed(self, seed: int) -> None:
+        """The seed every patch of the coming epoch derives its position from."""
+        self.epoch_seed = seed
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        case = self.slices[index]
+        image, label = _crop(case, self.patch, self.foreground_oversampling,
+                             np.random.default_rng([self.epoch_seed, index]))
+        return torch.from_numpy(image), torch.from_numpy(label), case.modality
+
+    def collate(self, items: Sequence[tuple[torch.Tensor, torch.Tensor, str]]
+                ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """A batch as PatchDataset gives one; Poisson sampling may draw an empty one."""
+        if not items:
+            return torch.zeros((0, *self.patch)), torch.zeros((0, *self.patch), dtype=torch.uint8), []
+        images, labels, modalities = zip(*items, strict=True)
+        return torch.stack(images), torch.stack(labels), list(modalities)
+
+
+def _crop(case: _Case, patch: tuple[int, ...], foreground_oversampling: float, rng: np.random.Generator
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """A (z, y, x) patch of the case: centred on a labelled voxel with probability foreground_oversampling
+    (when it has any), else on any voxel, and moved as little as needed to lie inside the case."""
+    forced = case.foreground.size > 0 and rng.random() < foreground_oversampling
+    flat = case.foreground[rng.integers(case.foreground.size)] if forced else rng.integers(case.voxels)
+    start = np.asarray(np.unravel_index(int(flat), case.image.shape)) - np.asarray(patch) // 2
+    room = np.asarray(case.image.shape) - np.asarray(patch)  # < 0 where the study is smaller
+    start = np.clip(start, np.minimum(room, 0), np.maximum(room, 0))
+    return _cut(case.image, start, patch, np.float32), _cut(case.label, start, patch, np.uint8)
 
 
 def _patches_per_epoch(shape: tuple[int, ...], patch: tuple[int, ...], spatial_dims: int) -> int:
