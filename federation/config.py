@@ -20,6 +20,7 @@ from federation.he.context import HeContext, load_public_context, load_secret_co
 from federation.keys import load_private_key, load_public_key
 from federation.validation import ValidationLimits, is_site_name
 from segmentation.errors import ConfigError
+from segmentation.settings import PrivacySettings
 
 STRATEGIES = ("fedavg", "fedprox")
 SITE_MODALITIES = ("ct", "mr", "mr-t1", "mr-t2")
@@ -275,12 +276,13 @@ class SiteConfig:
     he_secret_context: Path | None  # set exactly when the site encrypts ([he] enabled)
     he_fingerprint: str | None = None
     join_timeout: float = 60.0  # seconds until a site the server has not accepted gives up (0: never)
+    privacy: PrivacySettings = PrivacySettings()  # [privacy]: DP-SGD at this site when dp is on
 
 
 MAX_PORT = 65535
 NETWORK_DIMS = 2  # the federation trains FedGIN's 2D U-Net on slices
 _SERVER_TABLES = ("server", "federation", "model", "validation", "tls", "auth", "he")
-_SITE_TABLES = ("site", "server", "tls", "auth", "he")
+_SITE_TABLES = ("site", "server", "tls", "auth", "he", "privacy")
 _TLS_FILES = ("ca_certificate", "certificate", "private_key")
 
 
@@ -470,8 +472,21 @@ def load_site_config(path: str | Path) -> SiteConfig:
         server_address=address, clientappio_port=clientappio_port, join_timeout=join_timeout,
         tls_enabled=tls_enabled,
         ca_certificate=ca_certificate, node_private_key=node_key, he_secret_context=he_secret_context,
-        he_fingerprint=he_fingerprint,
+        he_fingerprint=he_fingerprint, privacy=_privacy(document.table("privacy")),
     )
+
+
+def _privacy(table: _Table) -> PrivacySettings:
+    """site.toml [privacy]: DP-SGD's settings (segmentation.settings.PrivacySettings says what they mean)."""
+    default = PrivacySettings()
+    values = {"dp": table.boolean("dp", default.dp)}
+    for key in ("noise_multiplier", "max_grad_norm", "delta", "epsilon_budget"):
+        values[key] = table.number(key, getattr(default, key), above=True)
+    table.finish()
+    try:
+        return PrivacySettings(**values)
+    except ConfigError as error:
+        raise ConfigError(f"{table.source}: [privacy] {str(error).removeprefix('privacy ')}") from None
 
 
 def _check_address(table: _Table, key: str, address: str) -> None:

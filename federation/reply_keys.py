@@ -20,6 +20,7 @@ from federation.task import (
     AFTER,
     BEFORE,
     DATA_FINGERPRINT_KEY,
+    EPSILON,
     MODEL_KEY,
     NUM_EXAMPLES,
     TRAIN_LOSS,
@@ -28,7 +29,6 @@ from federation.task import (
 from federation.validation import UNKNOWN_KEY, Verdict
 from segmentation.settings import PERSONALISED_MODEL
 
-EPSILON = "epsilon"  # the privacy budget a site with DP-SGD has spent, a plain number
 # The scores of segmentation.metrics.EvaluationResult.metrics: over all labels, and as "<score>/<label>".
 SCORES = ("dice", "hd95")
 # The models a site scores: the received one (evaluation), before and after its training, its own fine-tune.

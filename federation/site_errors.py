@@ -20,6 +20,7 @@ class SiteErrorCode(IntEnum):
     HE_KEY = 105  # the site's HE key differs from the federation's, or only one side encrypts
     UNSAFE_UPDATE = 106  # the site's update failed its own check before encryption
     UNKNOWN_QUERY = 107  # the server asked something this site does not answer
+    PRIVACY_BUDGET = 108  # training this round would spend more privacy than the site's epsilon budget
 
     @property
     def reply(self) -> tuple[int, str]:

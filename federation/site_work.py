@@ -38,6 +38,7 @@ from federation.site_protocol import SiteAnswer
 from federation.task import (
     CONFIG_KEY,
     DATA_FINGERPRINT_KEY,
+    EPSILON,
     FINGERPRINT_QUERY,
     LOCAL_EPOCHS_KEY,
     MODEL_KEY,
@@ -45,6 +46,7 @@ from federation.task import (
     PERSONALISE_EPOCHS_KEY,
     QUERY_KEY,
     SHARED_HISTORY_KEY,
+    TRAIN_LOSS,
     RoundEvents,
     SiteErrorCode,
     SiteRoundError,
@@ -62,9 +64,15 @@ from federation.task import (
     validation_cases,
 )
 from segmentation.algorithm import SegmentationAlgorithm
+from segmentation.atomic import write_text_atomic
 from segmentation.datalist import DatasetIndex, load_dataset
-from segmentation.errors import FedSegError, first_line
-from segmentation.settings import GLOBAL_MODEL_NAME, PERSONALISED_MODEL, PERSONALISED_MODEL_NAME
+from segmentation.errors import ConfigError, FedSegError, first_line
+from segmentation.settings import (
+    GLOBAL_MODEL_NAME,
+    PERSONALISED_MODEL,
+    PERSONALISED_MODEL_NAME,
+    PrivacySettings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +82,7 @@ _SHARED_THROUGH = "shared-through-round"
 _OPTIMIZER_KEY = "fedseg-optimizer"  # the site's AdamW moments, kept from one round to the next
 _PLAN_ANNOUNCED = "plan-announced"
 _KEPT_ROUND = "global-model-round"  # the round of the global model kept in GLOBAL_MODEL_NAME
+_PRIVACY_KEY = "fedseg-privacy"  # a DP site's privacy account (segmentation.privacy's history, JSON)
 
 
 Handler = Callable[[RecordDict, RecordDict, SiteSettings, RoundEvents], RecordDict]
@@ -107,22 +116,34 @@ def _train(content: RecordDict, state: RecordDict, settings: SiteSettings, event
     config = _config(content)
     _share_history(config, state, events)
     epochs = int(config.get(LOCAL_EPOCHS_KEY, 1))
-    algorithm, dataset, he = _received_model(content, config, settings)
+    private = settings.privacy if settings.privacy.dp else None  # DP-SGD: training only, never scoring
+    algorithm, dataset, he = _received_model(content, config, settings, private)
     _announce_plan(algorithm, state, events)
     global_model = named_weights(algorithm)
     # Count epochs across rounds: each round then draws new batches and augmentations.
     algorithm.epoch = (events.round - 1) * epochs
     _restore_optimizer(algorithm, state)
+    if algorithm.privacy is not None:
+        _open_privacy_account(algorithm, dataset, epochs, state, settings)
     events.emit("started", epochs=epochs)
     _keep_global_model(global_model, algorithm, epochs, events.round - 1, state, settings, events)
     started = time.monotonic()
-    result = train_round(algorithm, dataset, epochs, events)
+    try:
+        result = train_round(algorithm, dataset, epochs, events)
+    finally:  # steps taken are spent, even in a round that failed
+        if algorithm.privacy is not None:
+            _keep_privacy_account(algorithm, state, settings)
     # The site's own work, so the server can tell it from the round's overhead.
     seconds = time.monotonic() - started
     state[_OPTIMIZER_KEY] = ArrayRecord(
         {name: Array(array) for name, array in algorithm.optimizer_arrays().items()}
     )
-    reply = RecordDict({"metrics": MetricRecord(_numbers({**result.metrics, SITE_SECONDS_KEY: seconds}))})
+    metrics = {**result.metrics, SITE_SECONDS_KEY: seconds}
+    if algorithm.privacy is not None:
+        # The training loss is measured on training slices without noise: outside the guarantee.
+        metrics.pop(TRAIN_LOSS, None)
+        metrics[EPSILON] = algorithm.privacy.epsilon_spent()
+    reply = RecordDict({"metrics": MetricRecord(_numbers(metrics))})
     if he is None:
         reply["arrays"] = ArrayRecord({name: Array(array) for name, array in result.weights.items()})
     else:
@@ -192,7 +213,7 @@ _HANDLERS: dict[str, Handler] = {TRAIN: _train, EVALUATE: _evaluate, MessageType
 
 
 def _received_model(
-    content: RecordDict, config: ConfigRecord, settings: SiteSettings
+    content: RecordDict, config: ConfigRecord, settings: SiteSettings, privacy: PrivacySettings | None = None,
 ) -> tuple[SegmentationAlgorithm, DatasetIndex, HeContext | None]:
     """The federation's model with the message's global weights (decrypted with HE), the site's dataset
     and, when the federation encrypts, the site's HE context (checked against the federation's key)."""
@@ -204,7 +225,7 @@ def _received_model(
     training = replace(training, proximal_mu=float(config.get("proximal-mu", 0.0)))
     dataset = load_dataset(settings.data_dir)
     check_labels(dataset, training.labels)
-    algorithm = SegmentationAlgorithm(training)
+    algorithm = SegmentationAlgorithm(training, privacy=privacy)
     record = next(iter(content.array_records.values()))
     arrays = {name: array.numpy() for name, array in record.items()}
     if is_encrypted(arrays):
@@ -230,6 +251,38 @@ def _keep_global_model(
     kept[_KEPT_ROUND] = model_round
     state[_STATE_KEY] = kept
     events.emit("global-model", round=model_round)
+
+
+def _open_privacy_account(
+    algorithm: SegmentationAlgorithm, dataset: DatasetIndex, epochs: int, state: RecordDict,
+    settings: SiteSettings,
+) -> None:
+    """Continue the site's privacy account (Context.state, else its file, which outlives a restart) and
+    refuse the round, before any step, when it would spend more than the site's epsilon budget."""
+    assert algorithm.privacy is not None
+    record = state.config_records.get(_PRIVACY_KEY)
+    try:
+        if record is not None:
+            algorithm.privacy.load_state(json.loads(str(record[_PRIVACY_KEY])))
+        elif settings.privacy_account.is_file():
+            algorithm.privacy.load_state(json.loads(settings.privacy_account.read_text(encoding="utf-8")))
+    except (ValueError, TypeError, ConfigError) as error:  # never start the account afresh
+        raise SiteRoundError(SiteErrorCode.PRIVACY_BUDGET, f"the privacy account is unusable, so what this "
+                                                           f"site has spent is unknown: {error}") from None
+    after, budget = algorithm.epsilon_after(dataset, epochs), settings.privacy.epsilon_budget
+    if after > budget:
+        raise SiteRoundError(SiteErrorCode.PRIVACY_BUDGET, f"this round would spend epsilon {after:.2f}, "
+                                                           f"beyond the site's budget of {budget:g}")
+
+
+def _keep_privacy_account(
+    algorithm: SegmentationAlgorithm, state: RecordDict, settings: SiteSettings
+) -> None:
+    """The account in Context.state and, atomically, in its file beside the site's event file."""
+    assert algorithm.privacy is not None
+    text = json.dumps(algorithm.privacy.state())
+    state[_PRIVACY_KEY] = ConfigRecord({_PRIVACY_KEY: text})
+    write_text_atomic(settings.privacy_account, text)
 
 
 def _restore_optimizer(algorithm: SegmentationAlgorithm, state: RecordDict) -> None:

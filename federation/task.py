@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ from segmentation.errors import CheckpointError, ConfigError, FedSegError
 from segmentation.events import EventWriter
 from segmentation.fingerprint import fingerprint_cases
 from segmentation.plan import Fingerprint, Plan
-from segmentation.settings import NetworkConfig, TrainingConfig
+from segmentation.settings import NetworkConfig, PrivacySettings, TrainingConfig
 
 if TYPE_CHECKING:
     from segmentation.algorithm import SegmentationAlgorithm
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 NUM_EXAMPLES = "num-examples"
 TRAIN_LOSS = "train-loss"
+EPSILON = "epsilon"  # the privacy a site with DP-SGD has spent over all its training (site.toml [privacy])
 BEFORE = "before"  # the received global model, scored on the site's validation cases
 AFTER = "after"  # the same model after this round's local training
 SITE_JOB = "federation"
@@ -56,6 +57,8 @@ NODE_MODALITY = "modality"
 NODE_DATA_DIR = "data-dir"
 NODE_EVENT_FILE = "event-file"
 NODE_HE_SECRET_CONTEXT = "he-secret-context"  # only when the site encrypts (site.toml [he] enabled)
+NODE_PRIVACY = "privacy"  # only with DP-SGD (site.toml [privacy] dp): PrivacySettings as JSON
+PRIVACY_ACCOUNT_NAME = "privacy-account.json"  # a DP site's spent privacy, kept beside its event file
 
 
 class SiteRoundError(FedSegError):
@@ -91,6 +94,7 @@ class SiteSettings:
     data_dir: Path
     event_file: Path
     he_secret_context: Path | None = None
+    privacy: PrivacySettings = PrivacySettings()
 
     def to_node_config(self) -> dict[str, str]:
         config = {
@@ -99,6 +103,8 @@ class SiteSettings:
         }
         if self.he_secret_context is not None:
             config[NODE_HE_SECRET_CONTEXT] = str(self.he_secret_context)
+        if self.privacy.dp:
+            config[NODE_PRIVACY] = json.dumps(asdict(self.privacy))
         return config
 
     @classmethod
@@ -112,7 +118,24 @@ class SiteSettings:
             name=node_config[NODE_SITE_NAME], modality=node_config[NODE_MODALITY],
             data_dir=Path(node_config[NODE_DATA_DIR]), event_file=Path(node_config[NODE_EVENT_FILE]),
             he_secret_context=Path(he_secret_context) if isinstance(he_secret_context, str) else None,
+            privacy=_node_privacy(node_config.get(NODE_PRIVACY)),
         )
+
+    @property
+    def privacy_account(self) -> Path:
+        """Where a site with DP-SGD keeps its privacy account across restarts: beside its event file."""
+        return self.event_file.parent / PRIVACY_ACCOUNT_NAME
+
+
+def _node_privacy(text: object) -> PrivacySettings:
+    """The node config's PrivacySettings JSON; none: no DP."""
+    if text is None:
+        return PrivacySettings()
+    try:
+        return PrivacySettings(**json.loads(str(text)))
+    except (ValueError, TypeError, ConfigError) as error:
+        raise SiteRoundError(SiteErrorCode.SETTINGS, f"the node config's privacy settings are unusable: "
+                                                     f"{error}") from None
 
 
 class RoundEvents(EventWriter):

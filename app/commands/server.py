@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 EXIT_INTERRUPTED = 130
 _STATUS_POLL_SECONDS = 10.0
 _COLUMNS = (("round", 5), ("phase", 8), ("site", 20), ("status", 16), ("examples", 8), ("loss", 7),
-            ("Dice before", 11), ("Dice after", 10), ("Dice", 6))
+            ("Dice before", 11), ("Dice after", 10), ("Dice", 6), ("epsilon", 7))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -175,7 +175,7 @@ def table_row(record: dict[str, Any]) -> str:
         str(record["round"]), record["phase"], record["site"], record["status"],
         _number(record.get("num_examples"), 0), _number(metrics.get("train-loss"), 4),
         _number(metrics.get("before/dice"), 3), _number(metrics.get("after/dice"), 3),
-        _number(metrics.get("dice"), 3),
+        _number(metrics.get("dice"), 3), _number(metrics.get("epsilon"), 2),  # spent so far, DP sites only
     )
     return _line(cells)
 

@@ -66,7 +66,7 @@ def run_folder(tmp_path):
                   {"train-loss": 0.8123, "before/dice": 0.1, "after/dice": 0.4}),
         SiteRound(1, "train", "MR Clinic", 12, "site-error"),
         SiteRound(2, "train", "CT Hospital", 11, "accepted", 96, 0.4,
-                  {"train-loss": 0.5, "before/dice": 0.41, "after/dice": 0.6}),
+                  {"before/dice": 0.41, "after/dice": 0.6, "epsilon": 3.2149}),  # a site with DP-SGD
         SiteRound(2, "evaluate", "CT Hospital", 11, "accepted", 4, None, {"dice": 0.612}),
     ]
     write_metrics(records, run)
@@ -92,6 +92,8 @@ def test_status_prints_the_per_site_per_round_table(run_folder, capsys):
     assert len(rows) == 4 and "CT Hospital" in lines[4]
     assert rows[0][:2] == ["1", "train"] and rows[0][-4:] == ["96", "0.8123", "0.100", "0.400"]
     assert rows[1][-1] == "site-error"
+    # The DP site's epsilon sits right-aligned under the last column's header, "epsilon".
+    assert lines[2].endswith("epsilon") and lines[6].endswith("3.21") and len(lines[6]) == len(lines[2])
     assert rows[3][:2] == ["2", "evaluate"] and rows[3][-1] == "0.612"
 
 
