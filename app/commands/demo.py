@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--he", action="store_true",
                         help="homomorphically encrypted aggregation: the sites encrypt their updates (CKKS), "
                              "the server only adds them; keys made once into OUT/federation/he")
+    parser.add_argument("--dp", action="store_true",
+                        help="differential privacy: every site trains with DP-SGD at site.toml [privacy]'s "
+                             "defaults and the report gives each site's epsilon spent")
     parser.add_argument("--join-site", metavar="MODALITY",
                         help="start every site but this one (e.g. ct) and wait up to 10 minutes for it "
                              "to join from outside (the workbench's Federation page, or `fedseg site "
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from federation.demo import DemoSettings, run_demo
     from federation.demo.report import report_markdown
 
-    changes = {"sites": tuple(site.strip() for site in args.sites.split(",") if site.strip()), "he": args.he}
+    changes = {"sites": tuple(site.strip() for site in args.sites.split(",") if site.strip()), "he": args.he,
+               "dp": args.dp}
     for name in ("rounds", "local_epochs", "personalise_epochs"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)

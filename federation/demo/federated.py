@@ -90,13 +90,14 @@ def site_model_file(folder: Path, name: str, model: str = GLOBAL_MODEL_NAME) -> 
 
 
 def site_toml(name: str, dataset: DatasetIndex, server_port: int, ca_certificate: Path,
-              he: HeKeyFiles | None = None) -> str:
+              he: HeKeyFiles | None = None, dp: bool = False) -> str:
     document: dict[str, Any] = {
         "site": {"name": name, "modality": dataset.modality, "data_dir": str(dataset.root),
                  "event_file": str(site_event_file(Path(), name))},
         "server": {"address": f"127.0.0.1:{server_port}", "clientappio_port": free_port()},
         "tls": {"ca_certificate": str(ca_certificate)},
         **({"he": he.site_table()} if he is not None else {}),
+        **({"privacy": {"dp": True}} if dp else {}),
     }
     return WRITTEN_BY + tomli_w.dumps(document)
 
@@ -188,7 +189,8 @@ def run_federation(
         for name, dataset in datasets.items():
             path = folder / f"{dataset.modality}-site.toml"
             ca_certificate = server.tls.ca_certificate
-            path.write_text(site_toml(name, dataset, config.fleet_port, ca_certificate, he), "utf-8")
+            path.write_text(site_toml(name, dataset, config.fleet_port, ca_certificate, he, settings.dp),
+                            "utf-8")
             for model in (GLOBAL_MODEL_NAME, PERSONALISED_MODEL_NAME):  # a previous run's are not this one's
                 site_model_file(folder, name, model).unlink(missing_ok=True)
             if dataset.modality == join_site:

@@ -18,6 +18,7 @@ from federation.demo.data import geometry_spec
 from federation.demo.settings import DemoSettings
 from federation.round_costs import RoundSummary, round_table
 from federation.site_history import EVALUATE, TRAIN, SiteRound
+from federation.task import EPSILON
 from segmentation.metrics import EvaluationResult
 from segmentation.plan import Plan
 from segmentation.reporting import grouped_bar_chart, line_chart, markdown_table, write_json
@@ -77,6 +78,7 @@ class DemoReport:
     results: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     he_fingerprint: str | None = None
+    epsilon: dict[str, float] = field(default_factory=dict)  # with settings.dp: each site's spent, at the end
     round_summaries: list[RoundSummary] = field(default_factory=list)
 
     @property
@@ -163,6 +165,7 @@ class DemoReport:
             "plan": {"description": self.plan.describe(), **self.plan.to_dict()},
             "seconds": self.seconds,
             "he": {"enabled": self.settings.he, "fingerprint": self.he_fingerprint},
+            "dp": {"enabled": self.settings.dp, "epsilon": self.epsilon},
             "rounds": self.rounds,
             "round_summaries": [summary.to_dict() for summary in self.round_summaries],
             "results": self.results,
@@ -232,6 +235,7 @@ def report_markdown(report: DemoReport) -> str:
         + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in report.seconds.items()) + ".",
         "",
         *_encryption(report),
+        *_privacy(report),
         *_storage(report),
         *_plan(report.plan),
         "## The global model's mean Dice on each site's test set",
@@ -356,6 +360,25 @@ def _encryption(report: DemoReport) -> list[str]:
     return [f"Homomorphically encrypted aggregation (CKKS) with HE key **{report.he_fingerprint}**: the "
             "sites encrypted their updates, the server only added ciphertexts and kept the global model "
             "encrypted; the federated model scored here is the one the sites decrypted.", ""]
+
+
+def _privacy(report: DemoReport) -> list[str]:
+    """A paragraph on the sites' differential privacy when the run used it."""
+    if not report.settings.dp:
+        return []
+    spent = ", ".join(f"{site} {value:.2f}" for site, value in report.epsilon.items()) or "none reported"
+    return [f"Every site trained with DP-SGD (site.toml [privacy] defaults: one training slice is the unit "
+            f"of privacy, delta 1e-5). Epsilon spent: {spent}.", ""]
+
+
+def epsilon_spent(records: Iterable[SiteRound]) -> dict[str, float]:
+    """Each DP site's epsilon after its last accepted training round (sites without DP report none)."""
+    spent: dict[str, float] = {}
+    for record in records:
+        value = record.metrics.get(EPSILON)
+        if record.phase == TRAIN and record.accepted and isinstance(value, (int, float)):
+            spent[record.site] = float(value)
+    return spent
 
 
 def _met(ok: bool) -> str:

@@ -9,7 +9,15 @@ from pathlib import Path
 from federation.demo.baselines import train_baselines
 from federation.demo.data import demo_datasets
 from federation.demo.federated import EventCallback, final_model_file, run_federation, site_model_file
-from federation.demo.report import FEDERATED, PERSONALISED, DemoReport, result_row, round_rows, write_report
+from federation.demo.report import (
+    FEDERATED,
+    PERSONALISED,
+    DemoReport,
+    epsilon_spent,
+    result_row,
+    round_rows,
+    write_report,
+)
 from federation.demo.settings import DemoSettings
 from federation.round_costs import round_summaries
 from federation.server_run import EVENTS_NAME, METRICS_NAME, model_of, read_metrics
@@ -73,7 +81,8 @@ def run_demo(
     report = DemoReport(settings, {site: dataset.modality for site, dataset in datasets.items()},
                         rounds=round_rows(read_metrics(config.run_dir / METRICS_NAME)),
                         round_summaries=round_summaries(read_events(config.run_dir / EVENTS_NAME)),
-                        he_fingerprint=config.he.fingerprint, plan=plan)
+                        he_fingerprint=config.he.fingerprint, plan=plan,
+                        epsilon=epsilon_spent(read_metrics(config.run_dir / METRICS_NAME)))
     for model, algorithm in models.items():
         report.results += [result_row(model, site, algorithm.evaluate(dataset.test))
                            for site, dataset in datasets.items()]

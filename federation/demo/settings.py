@@ -77,6 +77,7 @@ class DemoSettings:
     round_timeout: float = 900.0  # generous: --local-epochs may make rounds long
     seed: int = 0
     he: bool = False  # homomorphically encrypted aggregation (CKKS keys made once into the demo folder)
+    dp: bool = False  # DP-SGD at every site, with site.toml [privacy]'s defaults (docs/security.md)
 
     def __post_init__(self) -> None:
         unknown = [site for site in self.sites if site not in SITE_NAMES]

@@ -35,6 +35,7 @@ from federation.demo.report import (
     PERSONALISED,
     ROUND_CHART,
     DemoReport,
+    epsilon_spent,
     report_markdown,
     round_rows,
     write_report,
@@ -51,7 +52,7 @@ from segmentation.fingerprint import fingerprint_cases
 from segmentation.geometry import canonical_spacing_and_size, orientation_code
 from segmentation.io import read_volume
 from segmentation.plan import Plan, make_plan, write_plan
-from segmentation.settings import PERSONALISED_MODEL, PERSONALISED_MODEL_NAME, PLAN_NAME
+from segmentation.settings import PERSONALISED_MODEL, PERSONALISED_MODEL_NAME, PLAN_NAME, PrivacySettings
 
 SITES = {"CT Hospital": "ct", "MR-T1 Clinic": "mr-t1"}
 TINY = DemoSettings(sites=("ct", "mr-t1"), rounds=2, local_epochs=1, train_cases=2, test_cases=1,
@@ -95,6 +96,28 @@ def test_the_written_server_and_site_files_are_valid_and_use_tls(tmp_path):
     assert (site.name, site.modality, site.server_address) == ("MR-T1 Clinic", "mr-t1", "127.0.0.1:9999")
     assert site.tls_enabled and site.ca_certificate == tmp_path / "ca.crt"
     assert site.event_file == site_event_file(tmp_path, "MR-T1 Clinic")
+    assert not site.privacy.dp
+    private = site_toml("MR-T1 Clinic", dataset, 9999, tmp_path / "ca.crt", dp=True)
+    (tmp_path / "site.toml").write_text(private)
+    assert load_site_config(tmp_path / "site.toml").privacy == PrivacySettings(dp=True)  # --dp: the defaults
+
+
+def test_a_dp_demo_reports_each_sites_last_epsilon(tmp_path):
+    records = [
+        SiteRound(1, "train", "CT Hospital", 7, "accepted", 32, 1.0, {"epsilon": 1.5}),
+        SiteRound(1, "train", "MR-T1 Clinic", 8, "accepted", 32, 1.0, {"epsilon": 2.0}),
+        SiteRound(2, "train", "CT Hospital", 7, "accepted", 32, 1.0, {"epsilon": 2.25}),
+        SiteRound(2, "train", "MR-T1 Clinic", 8, "privacy-budget", None, None, {}),  # refused: spent stays
+        SiteRound(2, "evaluate", "CT Hospital", 7, "accepted", 4, None, {"dice": 0.5}),
+    ]
+    assert epsilon_spent(records) == {"CT Hospital": 2.25, "MR-T1 Clinic": 2.0}
+    report = report_with(scores())
+    report.settings = replace(TINY, dp=True)
+    report.epsilon = epsilon_spent(records)
+    write_report(report, tmp_path)
+    assert "Epsilon spent: CT Hospital 2.25, MR-T1 Clinic 2.00." in (tmp_path / "report.md").read_text()
+    assert json.loads((tmp_path / "report.json").read_text())["dp"] == {
+        "enabled": True, "epsilon": {"CT Hospital": 2.25, "MR-T1 Clinic": 2.0}}
 
 
 def test_site_data_is_reused_until_its_settings_change(tmp_path):
