@@ -28,17 +28,20 @@ class SiteState(Enum):
 @dataclass(frozen=True)
 class Channel:
     """What protects a site's link and its updates with the current settings: TLS on the wire, the node
-    key that proves the site to the server, homomorphic encryption that hides updates from the server."""
+    key that proves the site to the server, homomorphic encryption that hides updates from the server,
+    differential privacy (DP-SGD) that bounds what the updates tell about any one training slice."""
 
     tls: bool
     node_auth: bool
     he: bool
+    dp: bool = False
 
     def badges(self) -> list[tuple[str, str]]:
         """(text, tone) per protection, for the page's badges: missing protections are not hidden."""
         return [("TLS" if self.tls else "No TLS: unencrypted", "good" if self.tls else "bad"),
                 ("Node key" if self.node_auth else "No node key", "good" if self.node_auth else ""),
-                ("HE" if self.he else "No HE", "good" if self.he else "")]
+                ("HE" if self.he else "No HE", "good" if self.he else ""),
+                ("DP" if self.dp else "No DP", "good" if self.dp else "")]
 
     def sentence(self) -> str:
         """What leaves the site and how, in words a site admin can check against the badges."""
@@ -46,7 +49,11 @@ class Channel:
         update = ("encrypted with homomorphic encryption, so the server cannot read them" if self.he
                   else "in plaintext to the server (no homomorphic encryption)")
         who = "; the server knows this site by its node key" if self.node_auth else ""
-        return f"Model updates and summary numbers leave this site {wire}, {update}{who}. Images never leave."
+        private = (" Training is differentially private (DP-SGD): the updates bound what anyone can learn "
+                   "about any one training slice, and the privacy spent (epsilon) leaves with them."
+                   if self.dp else "")
+        return (f"Model updates and summary numbers leave this site {wire}, {update}{who}.{private} "
+                "Images never leave.")
 
 
 PLANNING_ROUND = 0  # the fingerprint query before round 1 carries round 0

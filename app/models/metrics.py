@@ -19,6 +19,9 @@ from app.models.signals import Signal
 # The Dice a site's round is charted by, in order of preference: the global model evaluated on the
 # site's validation data (evaluate phase), else the global model before local training (train phase).
 DICE_KEYS = (("evaluate", "dice"), ("train", "before/dice"))
+# A site that trains with DP-SGD reports the privacy it has spent so far with each training reply (the
+# metric federation.task.EPSILON names; that module loads numpy and the readers, this one must not).
+EPSILON = "epsilon"
 
 
 @dataclass(frozen=True)
@@ -80,10 +83,14 @@ class FederationMetrics:
             for record in self.records.values():
                 if record.phase == phase and record.status == "accepted" and key in record.metrics:
                     chosen[(record.site, record.round)] = record.metrics[key]
-        series: dict[str, list[tuple[int, float]]] = {}
-        for (site, number), value in sorted(chosen.items()):
-            series.setdefault(site, []).append((number, value))
-        return series
+        return _series(chosen)
+
+    def epsilon_by_site(self) -> dict[str, list[tuple[int, float]]]:
+        """Each private site's epsilon spent by the end of each round's training; empty when no site trains
+        with DP. A dropped update counts too: the site spent the privacy when it trained."""
+        return _series({(record.site, record.round): record.metrics[EPSILON]
+                        for record in self.records.values()
+                        if record.phase == "train" and EPSILON in record.metrics})
 
     def table(self) -> tuple[list[str], list[list[str]]]:
         """Column names and rows (round, site, phase, status, examples, then every metric seen)."""
@@ -104,6 +111,14 @@ class FederationMetrics:
         writer.writerow(header)
         writer.writerows(rows)
         return stream.getvalue()
+
+
+def _series(values: dict[tuple[str, int], float]) -> dict[str, list[tuple[int, float]]]:
+    """{(site, round): value} as each site's (round, value) points in round order."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for (site, number), value in sorted(values.items()):
+        series.setdefault(site, []).append((number, value))
+    return series
 
 
 def _format(value: float | None) -> str:

@@ -3,7 +3,7 @@ loader, test that the server answers, and run `fedseg site` as a child process."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import tomli_w
@@ -12,6 +12,7 @@ from app.models.federation import Channel
 from app.services.child_process import FedsegChild
 from segmentation.atomic import write_text_atomic
 from segmentation.errors import ConfigError
+from segmentation.settings import PrivacySettings
 
 SITE_TOML = "site.toml"
 LOG_NAME = "site.log"
@@ -20,7 +21,8 @@ LOG_NAME = "site.log"
 @dataclass(frozen=True)
 class SiteForm:
     """The federation page's fields; empty paths mean "not used". Without a CA certificate the site joins
-    only when `unencrypted` was chosen explicitly (testing only)."""
+    only when `unencrypted` was chosen explicitly (testing only). The privacy numbers are kept as typed
+    even while `dp` is off, so that turning it on again finds them."""
 
     name: str
     modality: str
@@ -32,18 +34,39 @@ class SiteForm:
     he_context: str = ""
     clientappio_port: int = 9094
     join_timeout: float = 60.0
+    dp: bool = PrivacySettings.dp
+    noise_multiplier: float = PrivacySettings.noise_multiplier
+    max_grad_norm: float = PrivacySettings.max_grad_norm
+    delta: float = PrivacySettings.delta
+    epsilon_budget: float = PrivacySettings.epsilon_budget
 
     def check(self) -> None:
-        """A ConfigError for a form that cannot join: a missing field, or no TLS and no explicit choice."""
+        """A ConfigError for a form that cannot join: a missing field, no TLS and no explicit choice, or
+        privacy numbers PrivacySettings refuses."""
         if not self.name or not self.data_dir or not self.server_address:
             raise ConfigError("fill in the site name, the dataset folder and the server address")
         if not self.ca_certificate and not self.unencrypted:
             raise ConfigError("give the federation's CA certificate, or choose \"unencrypted connection "
                               "(testing only)\" to send updates without TLS")
+        self.privacy()
+
+    def privacy(self) -> PrivacySettings:
+        """The site.toml's [privacy]; PrivacySettings' one-sentence ConfigError for numbers it refuses."""
+        return PrivacySettings(self.dp, self.noise_multiplier, self.max_grad_norm, self.delta,
+                               self.epsilon_budget)
+
+    def privacy_problem(self) -> str:
+        """Why the privacy numbers cannot be used, in PrivacySettings' sentence; empty when they can."""
+        try:
+            self.privacy()
+        except ConfigError as error:
+            return str(error)
+        return ""
 
     def channel(self) -> Channel:
-        """What protects this site's link and updates with these settings."""
-        return Channel(tls=bool(self.ca_certificate), node_auth=bool(self.node_key), he=bool(self.he_context))
+        """What protects this site's link, its updates and its training data with these settings."""
+        return Channel(tls=bool(self.ca_certificate), node_auth=bool(self.node_key), he=bool(self.he_context),
+                       dp=self.dp)
 
     def to_toml(self, event_file: Path) -> str:
         self.check()
@@ -56,6 +79,7 @@ class SiteForm:
                     **({"ca_certificate": self.ca_certificate} if self.ca_certificate else {})},
             "auth": {"node_private_key": self.node_key} if self.node_key else {},
             "he": {"enabled": True, "secret_context": self.he_context} if self.he_context else {},
+            "privacy": asdict(self.privacy()),
         }
         return tomli_w.dumps(document)
 

@@ -11,6 +11,7 @@ import platformdirs
 import tomli_w
 
 from segmentation.atomic import set_aside, write_text_atomic
+from segmentation.settings import PrivacySettings
 
 APP_NAME = "fedseg-workbench"
 SETTINGS_NAME = "settings.toml"
@@ -44,6 +45,11 @@ class SiteDefaults:
     he_context: str = ""
     unencrypted: bool = False  # chosen explicitly: join without TLS (testing only)
     join_timeout: float = 60.0  # seconds to wait for the server to accept the site
+    dp: bool = PrivacySettings.dp  # the site.toml's [privacy], as the page last joined with it
+    noise_multiplier: float = PrivacySettings.noise_multiplier
+    max_grad_norm: float = PrivacySettings.max_grad_norm
+    delta: float = PrivacySettings.delta
+    epsilon_budget: float = PrivacySettings.epsilon_budget
 
 
 @dataclass

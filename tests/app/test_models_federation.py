@@ -110,6 +110,21 @@ def test_federation_metrics_prefer_the_evaluated_dice_and_export_csv():
     assert metrics.dice_by_site()["CT"][0] == (1, 0.15) and len(metrics.table()[1]) == 5
 
 
+def test_federation_metrics_give_each_private_sites_epsilon_per_round():
+    metrics = FederationMetrics()
+    metrics.apply_all([
+        site_metrics(1, "CT", "train", {"before/dice": 0.1, "epsilon": 2.5}),
+        site_metrics(1, "CT", "evaluate", {"dice": 0.2}),
+        site_metrics(1, "MR", "train", {"before/dice": 0.05, "train-loss": 0.9}),  # no DP at MR
+        site_metrics(2, "CT", "train", {"before/dice": 0.3, "epsilon": 4.25}, status="norm-outlier"),
+    ])
+    assert metrics.epsilon_by_site() == {"CT": [(1, 2.5), (2, 4.25)]}  # spent, though round 2 was dropped
+    assert "epsilon" in metrics.table()[0]
+    metrics.clear()
+    metrics.apply_all([site_metrics(1, "MR", "train", {"before/dice": 0.05, "train-loss": 0.9})])
+    assert metrics.epsilon_by_site() == {} and "epsilon" not in metrics.table()[0]
+
+
 def test_dataset_draft_split_checks_and_statistics():
     draft = DatasetDraft()
     draft.load(Path("/data"), "liver", "ct", {0: "background", 1: "liver", 2: "tumour"}, [])

@@ -1,6 +1,6 @@
 """The Federation page's controllers without Qt: the site session (join, connection state from events,
 join timeout, leave), the demo session (join once, stop leaves first, no report promised when none was
-written), the plaintext choice and the channel the page shows."""
+written), the plaintext choice, the [privacy] the form writes and the channel the page shows."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import pytest
 from app.models.federation import Channel, SiteRun, SiteState
 from app.models.metrics import FederationMetrics
 from app.services import site_session
-from app.services.federation_site import SiteForm
+from app.services.federation_site import SiteForm, write_site_config
 from app.services.site_session import DemoSession, SiteSession
 from federation.config import load_site_config
 from federation.processes import free_port
 from segmentation.errors import ConfigError
+from segmentation.settings import PrivacySettings
 from segmentation.synth import generate_dataset
 
 
@@ -47,9 +48,39 @@ def test_no_tls_needs_the_explicit_choice_and_then_says_so(dataset, tmp_path):
     channel = form(dataset, unencrypted=True).channel()
     assert channel == Channel(tls=False, node_auth=False, he=False)
     assert "UNENCRYPTED" in channel.sentence() and ("No TLS: unencrypted", "bad") in channel.badges()
-    protected = Channel(tls=True, node_auth=True, he=True)
-    assert [tone for _, tone in protected.badges()] == ["good"] * 3
+    protected = Channel(tls=True, node_auth=True, he=True, dp=True)
+    assert [tone for _, tone in protected.badges()] == ["good"] * 4
     assert "cannot read" in protected.sentence() and "UNENCRYPTED" not in protected.sentence()
+
+
+def test_the_privacy_the_form_chose_is_the_site_tomls_and_shows_as_a_dp_badge(dataset, tmp_path):
+    plain = load_site_config(_written(form(dataset, unencrypted=True), tmp_path))
+    assert plain.privacy == PrivacySettings(dp=False, noise_multiplier=1.5, max_grad_norm=1.0, delta=1e-5,
+                                            epsilon_budget=10.0)
+    private = form(dataset, unencrypted=True, dp=True, noise_multiplier=0.8, max_grad_norm=2.0, delta=1e-6,
+                   epsilon_budget=4.0)
+    config = write_site_config(private, tmp_path / "private")
+    assert config.privacy == PrivacySettings(dp=True, noise_multiplier=0.8, max_grad_norm=2.0, delta=1e-6,
+                                             epsilon_budget=4.0)
+    assert private.channel().badges()[3] == ("DP", "good") and "differentially private" in \
+        private.channel().sentence()
+    assert form(dataset).channel().badges()[3] == ("No DP", "")
+    assert "differentially private" not in form(dataset).channel().sentence()
+
+
+@pytest.mark.parametrize(("change", "sentence"), [
+    ({"delta": 1.0}, "privacy delta must lie between 0 and 1, got 1.0"),
+    ({"noise_multiplier": 0.0},
+     "privacy noise_multiplier must be a number above 0 (no noise gives no privacy), got 0.0"),
+    ({"epsilon_budget": float("nan")}, "privacy epsilon_budget must be a number above 0, got nan"),
+])
+def test_refused_privacy_numbers_are_one_sentence_and_no_file_is_written(dataset, tmp_path, change, sentence):
+    refused = form(dataset, unencrypted=True, dp=True, **change)
+    assert refused.privacy_problem() == sentence
+    with pytest.raises(ConfigError) as raised:
+        write_site_config(refused, tmp_path / "site")
+    assert str(raised.value) == sentence and not (tmp_path / "site").exists()
+    assert form(dataset, unencrypted=True, dp=True).privacy_problem() == ""
 
 
 def _written(site_form: SiteForm, folder: Path) -> Path:

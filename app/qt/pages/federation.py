@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -128,9 +129,10 @@ class FederationPage(Page):
                                      "up and says why (unreachable, TLS mismatch, key refused)")
         form.addRow("Give up after", self.join_timeout)
         card.body.addLayout(form)
+        card.body.addWidget(self._privacy_box())
         channel = QHBoxLayout()
         channel.setSpacing(6)
-        self.channel_badges = [Badge() for _ in range(3)]
+        self.channel_badges = [Badge() for _ in range(4)]
         for badge in self.channel_badges:
             channel.addWidget(badge)
         channel.addStretch(1)
@@ -159,6 +161,39 @@ class FederationPage(Page):
             self._he_changed(site.he_context)
         self._channel_changed()
         return card
+
+    def _privacy_box(self) -> QGroupBox:
+        """Differential privacy: DP-SGD's numbers, editable while it is on (the site.toml's [privacy])."""
+        site = self.workbench.settings.site
+        box = QGroupBox("Differential privacy")
+        form = QFormLayout(box)
+        self.dp = QCheckBox("Train with DP-SGD")
+        self.dp.setChecked(site.dp)
+        self.dp.setToolTip("Clip each training slice's gradient and add noise, so the updates this site "
+                           "shares bound what they tell about any one slice (the unit of privacy; a patient "
+                           "of k slices is protected far more weakly). Needs a 2D plan.")
+        self.dp.toggled.connect(self._channel_changed)
+        form.addRow(self.dp)
+        self.noise = _spin_box(site.noise_multiplier, 100, 2, "Gaussian noise added to each batch, as a "
+                               "multiple of the clipping norm: more noise spends less epsilon per round")
+        form.addRow("Noise multiplier", self.noise)
+        self.clipping = _spin_box(site.max_grad_norm, 100, 2, "Each slice's gradient is clipped to this "
+                                  "norm before the noise is added")
+        form.addRow("Clipping norm", self.clipping)
+        self.delta = QLineEdit(f"{site.delta:g}")
+        self.delta.setToolTip("The chance that the guarantee fails: keep it well below one over the number "
+                              "of training slices")
+        form.addRow("Delta", self.delta)
+        self.budget = _spin_box(site.epsilon_budget, 1000, 1, "The epsilon all this site's training may "
+                                "spend, across rounds and restarts: a round that would exceed it is refused "
+                                "with code 108 (the site keeps evaluating)")
+        form.addRow("Epsilon budget", self.budget)
+        for field in (self.noise, self.clipping, self.budget):
+            field.valueChanged.connect(self._channel_changed)
+        self.delta.textChanged.connect(self._channel_changed)
+        self.privacy_problem = hint("")
+        form.addRow(self.privacy_problem)
+        return box
 
     def _demo_card(self) -> Card:
         card = Card("Local demo federation")
@@ -198,6 +233,8 @@ class FederationPage(Page):
             ca_certificate=str(self.ca.path or ""), unencrypted=self.unencrypted.isChecked(),
             node_key=str(self.node_key.path or ""), he_context=str(self.he.path or ""),
             clientappio_port=self.port.value(), join_timeout=self.join_timeout.value(),
+            dp=self.dp.isChecked(), noise_multiplier=self.noise.value(), max_grad_norm=self.clipping.value(),
+            delta=_float(self.delta.text()), epsilon_budget=self.budget.value(),
         )
 
     def _remember(self, form: SiteForm) -> None:
@@ -206,15 +243,24 @@ class FederationPage(Page):
         site.server_address, site.ca_certificate = form.server_address, form.ca_certificate
         site.node_key, site.he_context = form.node_key, form.he_context
         site.unencrypted, site.join_timeout = form.unencrypted, form.join_timeout
+        site.dp, site.noise_multiplier, site.delta = form.dp, form.noise_multiplier, form.delta
+        site.max_grad_norm, site.epsilon_budget = form.max_grad_norm, form.epsilon_budget
         self.workbench.save()
 
     def _channel_changed(self, *_args) -> None:
-        """The badges and the sentence say what protects this site's link with the settings as they are."""
-        channel = self.form().channel()
+        """The badges and the sentence say what protects this site's link with the settings as they are;
+        the privacy numbers are editable while DP is on and say at once why they cannot be used."""
+        form = self.form()
+        channel = form.channel()
         for badge, (text, tone) in zip(self.channel_badges, channel.badges(), strict=True):
             badge.set(text, tone)
         self.channel_line.setText(channel.sentence())
         self.unencrypted.setEnabled(not self.ca.path)
+        for field in (self.noise, self.clipping, self.delta, self.budget):
+            field.setEnabled(form.dp)
+        problem = form.privacy_problem()
+        self.privacy_problem.setText(problem[:1].upper() + problem[1:])
+        self.privacy_problem.setVisible(bool(problem))
 
     def _he_changed(self, text: str) -> None:
         self._channel_changed()
@@ -304,6 +350,11 @@ class FederationPage(Page):
         self.unencrypted.setChecked(not site.tls_enabled)
         self.node_key.set_path(site.node_private_key)
         self.he.set_path(site.he_secret_context)
+        self.dp.setChecked(site.privacy.dp)
+        self.noise.setValue(site.privacy.noise_multiplier)
+        self.clipping.setValue(site.privacy.max_grad_norm)
+        self.delta.setText(f"{site.privacy.delta:g}")
+        self.budget.setValue(site.privacy.epsilon_budget)
         self.join()
         self.demo.joined_with(self.session.job)
 
@@ -345,6 +396,24 @@ class FederationPage(Page):
                       _fmt(row.dice_global))
             for column, value in enumerate(values):
                 self.table.setItem(index, column, QTableWidgetItem(value))
+
+
+def _spin_box(value: float, most: float, decimals: int, tip: str) -> QDoubleSpinBox:
+    """A privacy number's field: from 0, so that PrivacySettings (not the field) says what is refused."""
+    field = QDoubleSpinBox()
+    field.setRange(0, most)
+    field.setDecimals(decimals)
+    field.setValue(value)
+    field.setToolTip(tip)
+    return field
+
+
+def _float(text: str) -> float:
+    """The number typed; NaN for anything else, which PrivacySettings refuses in its own words."""
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

@@ -109,7 +109,7 @@ class HomePage(Page):
         settings = self.workbench.settings
         site = settings.site  # a site joins without TLS only when unencrypted was chosen
         channel = Channel(tls=not site.unencrypted or bool(site.ca_certificate),
-                          node_auth=bool(site.node_key), he=bool(site.he_context))
+                          node_auth=bool(site.node_key), he=bool(site.he_context), dp=site.dp)
         self.step_labels[JOIN_STEP].setText(f"<b>{JOIN_STEP}</b><br><span style='color:#8d96a8'>"
                                             f"{channel.sentence()}</span>")
         for widget, paths, icon_name, empty in (

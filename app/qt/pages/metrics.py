@@ -1,6 +1,6 @@
 """Metrics dashboard: the plan the federation follows, every site's Dice per federated round (from the
-history the server shares), this site's local validation curve, a table of all records, PNG and CSV
-export."""
+history the server shares), this site's local validation curve, the privacy (epsilon) each DP site has
+spent when any site trains with DP, a table of all records, PNG and CSV export."""
 
 from __future__ import annotations
 
@@ -62,6 +62,14 @@ class MetricsPage(Page):
         self.site_axes, self.local_axes = self.canvas.axes
         charts.body.addWidget(self.canvas, 1)
         self.content.addWidget(charts, 3)
+        self.privacy = Card("Privacy spent")
+        self.privacy.header.addWidget(hint("Epsilon each site with differential privacy has spent by the "
+                                           "end of each round; a round beyond its budget is refused (code "
+                                           "108)"), 1)
+        self.privacy_canvas = Canvas()
+        (self.epsilon_axes,) = self.privacy_canvas.axes
+        self.privacy.body.addWidget(self.privacy_canvas, 1)
+        self.content.addWidget(self.privacy, 2)
         records = Card("Records")
         self.table = QTableWidget(0, 0)
         self.table.verticalHeader().hide()
@@ -157,10 +165,10 @@ class MetricsPage(Page):
             axes.clear()
         style_axes(self.site_axes, "Global model, per site", "round", "Dice")
         style_axes(self.local_axes, "This site, local training", "epoch", "validation Dice")
-        for index, (site, points) in enumerate(self.metrics.dice_by_site().items(), start=1):
+        for site, points in self.metrics.dice_by_site().items():
             rounds, values = zip(*points, strict=True)
             self.site_axes.plot(rounds, values, marker="o", markersize=4, linewidth=1.8,
-                                color=rgb_to_mpl(label_color(index)), label=site)
+                                color=self._colour(site), label=site)
         curves = self.workbench.training.curves
         if curves.mean_dice:
             epochs, values = zip(*curves.mean_dice, strict=True)
@@ -172,3 +180,23 @@ class MetricsPage(Page):
         style_legend(self.site_axes)
         style_legend(self.local_axes)
         self.canvas.draw_idle()
+        self._draw_privacy()
+
+    def _draw_privacy(self) -> None:
+        """Epsilon spent per DP site and round, in each site's colour of the Dice chart; hidden without DP."""
+        epsilon = self.metrics.epsilon_by_site()
+        self.privacy.setVisible(bool(epsilon))
+        self.epsilon_axes.clear()
+        style_axes(self.epsilon_axes, "Differential privacy, per site", "round", "epsilon spent")
+        for site, points in epsilon.items():
+            rounds, values = zip(*points, strict=True)
+            self.epsilon_axes.plot(rounds, values, marker="o", markersize=4, linewidth=1.8,
+                                   color=self._colour(site), label=site)
+        self.epsilon_axes.set_ylim(bottom=0)
+        self.epsilon_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        style_legend(self.epsilon_axes)
+        self.privacy_canvas.draw_idle()
+
+    def _colour(self, site: str) -> tuple[float, float, float]:
+        """A site's colour, the same on every chart: its place among all the run's sites."""
+        return rgb_to_mpl(label_color(self.metrics.sites().index(site) + 1))

@@ -1,5 +1,6 @@
 """The Federation page's channel: no TLS only by explicit choice, badges and a sentence that say what is
-true for the settings, and a join that gives up after its timeout with the reason (real `fedseg site`)."""
+true for the settings, differential privacy's numbers (checked, remembered, written to site.toml), and a
+join that gives up after its timeout with the reason (real `fedseg site`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import pytest
 from PySide6.QtCore import Qt
 
 from app.models.federation import SiteState
+from app.qt.pages.federation import FederationPage
 from federation.config import load_site_config
 from federation.processes import free_port
+from segmentation.settings import PrivacySettings
 from segmentation.synth import generate_dataset
 
 
@@ -49,10 +52,14 @@ def test_a_join_that_nobody_answers_gives_up_after_the_timeout_with_the_reason(q
                                                                                 error_dialogs):
     page.unencrypted.setChecked(True)
     page.join_timeout.setValue(5)  # the spin box's least
+    page.dp.setChecked(True)
+    page.delta.setText("1e-6")
     qtbot.mouseClick(page.join_button, Qt.MouseButton.LeftButton)
     assert page.run.state is SiteState.CONNECTING
     written = load_site_config(page.session.job.config.source)
     assert not written.tls_enabled and written.join_timeout == 5.0
+    assert written.privacy == PrivacySettings(dp=True, noise_multiplier=1.5, max_grad_norm=1.0, delta=1e-6,
+                                              epsilon_budget=10.0)
     qtbot.waitUntil(lambda: page.run.state is SiteState.CONNECTING and "5 s" in page.message.text(),
                     timeout=60_000)
     qtbot.waitUntil(lambda: page.run.state is SiteState.FAILED, timeout=120_000)
@@ -62,6 +69,7 @@ def test_a_join_that_nobody_answers_gives_up_after_the_timeout_with_the_reason(q
     assert page.join_button.isEnabled() and not page.leave_button.isEnabled()
     settings = window.workbench.settings.site
     assert settings.unencrypted and settings.join_timeout == 5.0  # remembered for next time
+    assert settings.dp and settings.delta == 1e-6
     assert Path(written.source).parent.name == "CT-Hospital"
 
 
@@ -75,6 +83,31 @@ def test_the_home_page_says_what_leaves_the_site_with_the_current_settings(qtbot
     window.navigate("settings")
     window.navigate("home")
     assert "over TLS" in step.text() and "cannot read" in step.text() and "UNENCRYPTED" not in step.text()
+
+
+def test_differential_privacy_is_edited_while_on_checked_as_typed_and_reloaded(qtbot, window, page, tmp_path,
+                                                                               error_dialogs):
+    fields = (page.noise, page.clipping, page.delta, page.budget)
+    assert not page.dp.isChecked() and not any(field.isEnabled() for field in fields)
+    assert badges(page)[3] == ("No DP", "") and "differentially private" not in page.channel_line.text()
+    page.dp.setChecked(True)
+    assert all(field.isEnabled() for field in fields) and badges(page)[3] == ("DP", "good")
+    assert "differentially private" in page.channel_line.text()
+    page.unencrypted.setChecked(True)
+    page.delta.setText("one in a million")
+    assert page.privacy_problem.text() == "Privacy delta must lie between 0 and 1, got nan"
+    assert page.privacy_problem.isVisibleTo(page)
+    page.join_button.click()
+    assert error_dialogs(page) and "delta must lie between 0 and 1" in error_dialogs(page)[0].text()
+    assert page.session.job is None and not (window.workbench.settings.workspace_dir / "federation").exists()
+    page.delta.setText("2e-6")
+    assert not page.privacy_problem.isVisibleTo(page)
+    site = window.workbench.settings.site  # what a join remembers, shown by the next page
+    site.dp, site.noise_multiplier, site.delta, site.epsilon_budget = True, 0.7, 2e-6, 3.5
+    reloaded = FederationPage(window.workbench, window)
+    qtbot.addWidget(reloaded)
+    assert reloaded.dp.isChecked() and reloaded.noise.isEnabled()
+    assert (reloaded.noise.value(), reloaded.delta.text(), reloaded.budget.value()) == (0.7, "2e-06", 3.5)
 
 
 def red_pixels(widget) -> int:
@@ -109,6 +142,6 @@ def test_keys_made_in_the_keys_dialog_fill_the_form_and_the_badges(qtbot, window
     folder = window.workbench.settings.workspace_dir / "keys"
     assert page.node_key.path == folder / "CT-Hospital.key" and page.node_key.path.is_file()
     assert page.he.path is not None and page.he.path.parent == folder and page.he.path.is_file()
-    assert [text for text, _ in badges(page)][1:] == ["Node key", "HE"]
+    assert [text for text, _ in badges(page)][1:] == ["Node key", "HE", "No DP"]
     qtbot.waitUntil(lambda: page.fingerprint.text() not in ("—", "reading…"), timeout=30_000)
 

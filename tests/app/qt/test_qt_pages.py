@@ -95,6 +95,15 @@ def test_metrics_follow_site_metrics_and_export(qtbot, window, tmp_path):
     page.save_png(tmp_path / "out.png")
     assert (tmp_path / "out.csv").read_text().splitlines()[1].startswith("1,CT Hospital,evaluate,accepted")
     assert (tmp_path / "out.png").stat().st_size > 1000
+    assert not page.privacy.isVisibleTo(page)  # no site trains with DP
+    private = [{**records[0], "round": number, "phase": "train", "metrics": {"epsilon": epsilon}}
+               for number, epsilon in ((1, 3.0), (2, 5.5))]
+    with open(events, "a", encoding="utf-8") as stream:
+        stream.write("".join(json.dumps(record) + "\n" for record in private))
+    page.follow()
+    assert page.privacy.isVisibleTo(page)
+    lines = {line.get_label(): list(line.get_ydata()) for line in page.epsilon_axes.get_lines()}
+    assert lines == {"CT Hospital": [3.0, 5.5]}
 
 
 def test_federation_join_refuses_an_incomplete_form_and_settings_persist(qtbot, window, tmp_path,
