@@ -42,7 +42,7 @@ from federation.processes import (
     start_site_worker,
     start_superlink,
     start_supernode,
-    write_task_secret,
+    write_private_file,
 )
 from federation.server_run import NETWORK_DIMS
 from segmentation.network import build_network
@@ -86,7 +86,7 @@ def measure(folder: Path, fast: bool, rounds: int, nodes: int, shapes: dict[str,
                                      task_secret=state_dir / "task-secret" if fast else None)
             environment = {"PYTHONPATH": str(APP.parent)}
             if fast:
-                write_task_secret(state_dir / "task-secret", f"bench-{index}".encode() * 4)
+                write_private_file(state_dir / "task-secret", f"bench-{index}".encode() * 4)
                 worker = start_site_worker(site, environment, client_app="overhead_app:client")
                 stack.callback(worker.stop)
             supernode = start_supernode(site, environment if fast else {**environment, **STOCK_POLL})

@@ -31,7 +31,7 @@ from federation.processes import (
     start_site_worker,
     start_superlink,
     start_supernode,
-    write_task_secret,
+    write_private_file,
 )
 from federation.server_app import RESUME_KEY, SERVER_CONFIG_KEY
 from federation.server_run import EVENTS_NAME
@@ -181,7 +181,7 @@ class FederationSite:
     def start(self) -> ChildProcess:
         """Start the worker (unless it runs), then the SuperNode."""
         assert self.settings.task_secret is not None
-        write_task_secret(self.settings.task_secret, self._secret)
+        write_private_file(self.settings.task_secret, self._secret)
         if self.worker is None or not self.worker.alive():
             self.worker = self._start_worker()
         self.supernode = start_supernode(self.settings, self.environment)

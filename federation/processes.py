@@ -27,6 +27,7 @@ from typing import Any
 import tomli_w
 
 from federation.certificates import TlsFiles
+from federation.keys import write_new_file
 from segmentation.errors import ConfigError, FedSegError
 
 FLOWER_ENVIRONMENT = {
@@ -354,12 +355,8 @@ class SuperNodeSettings:
 
 
 def supernode_command(settings: SuperNodeSettings) -> list[str]:
-    node_config = settings.state_dir / "node-config.toml"
-    # It names the site's data: the site's user only (made afresh, since touch leaves the mode of a file
-    # from an earlier start as it was).
-    node_config.unlink(missing_ok=True)
-    node_config.touch(mode=0o600)
-    node_config.write_text(tomli_w.dumps(dict(settings.node_config)), encoding="utf-8")
+    node_config = settings.state_dir / "node-config.toml"  # it names the site's data
+    write_private_file(node_config, tomli_w.dumps(dict(settings.node_config)).encode("utf-8"))
     arguments = ["--superlink", settings.superlink, "--port", str(settings.runtime_port),
                  "--node-config", str(node_config)]
     if settings.ca_certificate is not None:
@@ -376,12 +373,12 @@ def supernode_command(settings: SuperNodeSettings) -> list[str]:
             "--isolation", "process", "--superexec-auth-secret-file", str(settings.task_secret)]
 
 
-def write_task_secret(path: Path, secret: bytes) -> None:
-    """The secret a SuperNode and its site worker share, readable by the site's user only."""
+def write_private_file(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`, readable by the site's user only from the start (made afresh: a file of
+    an earlier start keeps its mode otherwise)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
-    path.touch(mode=0o600)
-    path.write_bytes(secret)
+    write_new_file(path, data, 0o600)
 
 
 def start_supernode(
