@@ -20,20 +20,19 @@ from federation.task import (
     AFTER,
     BEFORE,
     DATA_FINGERPRINT_KEY,
-    EPSILON,
     MODEL_KEY,
     NUM_EXAMPLES,
     TRAIN_LOSS,
     model_from_json,
 )
 from federation.validation import UNKNOWN_KEY, Verdict
-from segmentation.settings import PERSONALISED_MODEL
+from segmentation.settings import EPSILON_METRIC, PERSONALISED_MODEL
 
 # The scores of segmentation.metrics.EvaluationResult.metrics: over all labels, and as "<score>/<label>".
 SCORES = ("dice", "hd95")
 # The models a site scores: the received one (evaluation), before and after its training, its own fine-tune.
 SCORE_PREFIXES = ("", f"{BEFORE}/", f"{AFTER}/", f"{PERSONALISED_MODEL}/")
-PLAIN_METRICS = (NUM_EXAMPLES, TRAIN_LOSS, SITE_SECONDS_KEY, EPSILON)
+PLAIN_METRICS = (NUM_EXAMPLES, TRAIN_LOSS, SITE_SECONDS_KEY, EPSILON_METRIC)
 # A reply's ConfigRecords by name: the site's record (federation.site_work adds it to every reply: its
 # display name, and its HE key under HE) and the answer to the fingerprint query (federation.planning).
 CONFIG_KEYS = {SITE_RECORD_KEY: frozenset({SITE_NAME_KEY, FINGERPRINT_KEY}),

@@ -38,7 +38,6 @@ from federation.site_protocol import SiteAnswer
 from federation.task import (
     CONFIG_KEY,
     DATA_FINGERPRINT_KEY,
-    EPSILON,
     FINGERPRINT_QUERY,
     LOCAL_EPOCHS_KEY,
     MODEL_KEY,
@@ -68,6 +67,7 @@ from segmentation.atomic import write_text_atomic
 from segmentation.datalist import DatasetIndex, load_dataset
 from segmentation.errors import ConfigError, FedSegError, first_line
 from segmentation.settings import (
+    EPSILON_METRIC,
     GLOBAL_MODEL_NAME,
     PERSONALISED_MODEL,
     PERSONALISED_MODEL_NAME,
@@ -142,7 +142,7 @@ def _train(content: RecordDict, state: RecordDict, settings: SiteSettings, event
     if algorithm.privacy is not None:
         # The training loss is measured on training slices without noise: outside the guarantee.
         metrics.pop(TRAIN_LOSS, None)
-        metrics[EPSILON] = algorithm.privacy.epsilon_spent()
+        metrics[EPSILON_METRIC] = algorithm.privacy.epsilon_spent()
     reply = RecordDict({"metrics": MetricRecord(_numbers(metrics))})
     if he is None:
         reply["arrays"] = ArrayRecord({name: Array(array) for name, array in result.weights.items()})

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 NUM_EXAMPLES = "num-examples"
 TRAIN_LOSS = "train-loss"
-EPSILON = "epsilon"  # the privacy a site with DP-SGD has spent over all its training (site.toml [privacy])
 BEFORE = "before"  # the received global model, scored on the site's validation cases
 AFTER = "after"  # the same model after this round's local training
 SITE_JOB = "federation"

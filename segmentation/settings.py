@@ -169,6 +169,11 @@ class TrainingConfig:
         return replace(self, **{name: values[name] for name in _HYPERPARAMETERS if name in values})
 
 
+# The metric a site training with DP-SGD reports the epsilon it has spent under (the federation's replies,
+# the workbench's Metrics page).
+EPSILON_METRIC = "epsilon"
+
+
 @dataclass(frozen=True)
 class PrivacySettings:
     """A site's differential privacy: training uses DP-SGD (segmentation.privacy) when `dp` is on.

@@ -18,10 +18,10 @@ from federation.demo.data import geometry_spec
 from federation.demo.settings import DemoSettings
 from federation.round_costs import RoundSummary, round_table
 from federation.site_history import EVALUATE, TRAIN, SiteRound
-from federation.task import EPSILON
 from segmentation.metrics import EvaluationResult
 from segmentation.plan import Plan
 from segmentation.reporting import grouped_bar_chart, line_chart, markdown_table, write_json
+from segmentation.settings import EPSILON_METRIC
 from segmentation.synth import PhantomGeometry, phantom_depth
 from segmentation.synth.scan import scan_grid
 
@@ -375,7 +375,7 @@ def epsilon_spent(records: Iterable[SiteRound]) -> dict[str, float]:
     """Each DP site's epsilon after its last accepted training round (sites without DP report none)."""
     spent: dict[str, float] = {}
     for record in records:
-        value = record.metrics.get(EPSILON)
+        value = record.metrics.get(EPSILON_METRIC)
         if record.phase == TRAIN and record.accepted and isinstance(value, (int, float)):
             spent[record.site] = float(value)
     return spent
