@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib.metadata import version
 
 from segmentation.errors import FedSegError
@@ -98,32 +97,29 @@ def run_supernode(arguments: Sequence[str]) -> int:
 
 # -- serving a SuperNode's ClientApp tasks in one process ------------------------------------------
 
-def serve_client_tasks(runtime_address: str, load_app: Callable[[], object], secret: bytes,
-                       expected_app: str, stop: threading.Event | None = None) -> None:
+def serve_client_tasks(runtime_address: str, app: object, secret: bytes, expected_app: str) -> None:
     """Run every ClientApp task of the SuperNode whose ClientApp I/O API is at runtime_address (started
     with `--isolation process` and this `--superexec-auth-secret-file` secret) in this process, one at a
-    time, with the ClientApp `load_app` returns (called once). A task of another app than expected_app
-    (its FAB id, "publisher/name") is answered with an error. Returns when `stop` is set."""
+    time, with the ClientApp `app`, until interrupted. A task of another app than expected_app (its FAB id,
+    "publisher/name") is answered with an error."""
     shorten_object_pulls()  # a task is handed out before its message's objects are all at the SuperNode
     import httpx
     from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=no-name-in-module
 
-    app = load_app()
     tasks = _runtime_client(runtime_address, _superexec_auth(secret))
-    stop = stop or threading.Event()
     logger.info("serving the ClientApp tasks of the SuperNode at %s", runtime_address)
     try:
-        while not stop.is_set():
+        while True:
             try:
                 acquired = tasks.AcquireTask(AcquireTaskRequest(supported_task_types=[CLIENTAPP_TASK]))
             except httpx.HTTPError as error:  # the SuperNode is starting or restarting
                 logger.debug("no task from %s: %s", runtime_address, error)
-                stop.wait(1.0)
+                time.sleep(1.0)
                 continue
             if acquired.HasField("task") and acquired.token:
                 run_client_task(runtime_address, acquired.token, app, expected_app)
             else:
-                stop.wait(TASK_POLL_SECONDS)
+                time.sleep(TASK_POLL_SECONDS)
     finally:
         tasks.close()
 

@@ -39,7 +39,7 @@ def serve(runtime_address: str, secret_file: Path, client_app: str = CLIENT_APP,
         secret = Path(secret_file).read_bytes()
     except OSError as error:
         raise ConfigError(f"the site worker cannot read its secret {secret_file}: {error.strerror}") from None
-    serve_client_tasks(runtime_address, lambda: load_client_app(client_app), secret, FLOWER_APP_ID)
+    serve_client_tasks(runtime_address, load_client_app(client_app), secret, FLOWER_APP_ID)
 
 
 def load_client_app(reference: str) -> object:
