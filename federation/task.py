@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from federation.site_errors import SiteErrorCode
-from segmentation.errors import CheckpointError, ConfigError, FedSegError
+from segmentation.errors import CheckpointError, ConfigError, FedSegError, PrivacyBudgetError
 from segmentation.events import EventWriter
 from segmentation.fingerprint import fingerprint_cases
 from segmentation.plan import Fingerprint, Plan
@@ -77,6 +77,8 @@ def error_code(error: BaseException) -> SiteErrorCode:
     """The code a site reports for an exception: typed errors keep their meaning, the rest is FAILED."""
     if isinstance(error, SiteRoundError):
         return error.code
+    if isinstance(error, PrivacyBudgetError):
+        return SiteErrorCode.PRIVACY_BUDGET
     if isinstance(error, (ConfigError, CheckpointError)):
         return SiteErrorCode.MODEL
     if isinstance(error, FedSegError):

@@ -65,6 +65,10 @@ class ConfigError(FedSegError):
     """A configuration value is missing or invalid; the message names the key and the reason."""
 
 
+class PrivacyBudgetError(FedSegError):
+    """Training as asked would spend more privacy than the site's budget allows (segmentation.privacy)."""
+
+
 def first_line(error: BaseException) -> str:
     """The first non-empty line of `error`'s text, or its type name when it has none: the short reason a
     one-line message can carry."""

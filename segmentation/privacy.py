@@ -29,16 +29,12 @@ from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from opacus.validators import ModuleValidator
 from torch.utils.data import DataLoader
 
-from segmentation.errors import ConfigError, FedSegError
+from segmentation.errors import ConfigError, PrivacyBudgetError
 from segmentation.patches import SliceDataset
 from segmentation.settings import PrivacySettings
 
 History = list[tuple[float, float, int]]
 Gradients = dict[torch.nn.Parameter, torch.Tensor]
-
-
-class PrivacyBudgetError(FedSegError):
-    """Training as asked would spend more privacy than the site's budget allows."""
 
 
 @dataclass(frozen=True)

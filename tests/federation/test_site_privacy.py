@@ -17,9 +17,9 @@ from test_client_app import TRAINING, instruction
 from federation import client_app
 from federation.config import load_site_config
 from federation.site_errors import SiteErrorCode
-from federation.task import PRIVACY_ACCOUNT_NAME, SiteSettings, named_weights
+from federation.task import PRIVACY_ACCOUNT_NAME, SiteSettings, error_code, named_weights
 from segmentation.algorithm import SegmentationAlgorithm
-from segmentation.errors import ConfigError
+from segmentation.errors import ConfigError, PrivacyBudgetError
 from segmentation.settings import PrivacySettings
 
 pytestmark = pytest.mark.usefixtures("case_cache")  # conftest: each test its own case cache
@@ -87,6 +87,10 @@ def test_a_round_beyond_the_budget_is_refused_before_any_step_and_evaluation_goe
     assert not (tmp_path / PRIVACY_ACCOUNT_NAME).exists()  # nothing spent
     evaluated = client_app.app(instruction(MessageType.EVALUATE, global_weights, 1), context)
     assert not evaluated.has_error() and "dice" in evaluated.content.metric_records["metrics"]
+
+
+def test_a_refusal_from_training_itself_answers_with_the_budget_code():
+    assert error_code(PrivacyBudgetError("beyond the budget")) == SiteErrorCode.PRIVACY_BUDGET
 
 
 def test_a_damaged_account_is_refused_and_kept(server_identity, site_dir, global_weights, tmp_path):

@@ -20,9 +20,9 @@ from test_algorithm import _config, _parameters, disk_plan, one_torch_thread, wr
 
 from segmentation.algorithm import SegmentationAlgorithm
 from segmentation.case_cache import CachedCase
-from segmentation.errors import ConfigError
+from segmentation.errors import ConfigError, PrivacyBudgetError
 from segmentation.patches import SliceDataset
-from segmentation.privacy import PrivacyBudgetError, PrivateTraining
+from segmentation.privacy import PrivateTraining
 from segmentation.settings import NetworkConfig, PrivacySettings
 
 # The disks: 4 training cases of 4 slices, batch 4 -> 16 records, 4 steps an epoch, each taking a slice
