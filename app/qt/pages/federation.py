@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -130,12 +131,12 @@ class FederationPage(Page):
         form.addRow("Give up after", self.join_timeout)
         card.body.addLayout(form)
         card.body.addWidget(self._privacy_box())
-        channel = QHBoxLayout()
+        channel = QGridLayout()  # two by two: four badges in a row cut their words off
         channel.setSpacing(6)
         self.channel_badges = [Badge() for _ in range(4)]
-        for badge in self.channel_badges:
-            channel.addWidget(badge)
-        channel.addStretch(1)
+        for index, badge in enumerate(self.channel_badges):
+            channel.addWidget(badge, index // 2, index % 2)
+        channel.setColumnStretch(2, 1)
         card.body.addLayout(channel)
         self.channel_line = hint("")
         card.body.addWidget(self.channel_line)
