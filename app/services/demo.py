@@ -20,7 +20,6 @@ DEMO_SIZE = 64
 TEST_FRACTION = 0.2  # the last fifth of a site's phantoms are its test cases
 CHEST_CT = "CTChest4.nrrd"
 CHEST_LABELS = "Segmentation.seg.nrrd"
-DEMO_ROUNDS = 3
 DEMO_JOIN_SITE = "ct"  # the demo site this workbench takes part as
 SERVER_JOB = "server"  # the job name of the server's events (federation.server_run)
 
@@ -85,12 +84,14 @@ class DemoFederationJob(FedsegChild):
     server writes them.
     """
 
-    def __init__(self, out: Path, rounds: int = DEMO_ROUNDS, join_site: str | None = None) -> None:
+    def __init__(self, out: Path, rounds: int | None = None, join_site: str | None = None) -> None:
+        """rounds None: the demo's own (federation.demo.DemoSettings: rounds short enough to reach the
+        pooled model)."""
+        chosen = [] if rounds is None else ["--rounds", str(rounds)]
         joining = [] if join_site is None else ["--join-site", join_site]
-        super().__init__(["demo", "--out", str(out), "--rounds", str(rounds), *joining], out / "demo.log",
+        super().__init__(["demo", "--out", str(out), *chosen, *joining], out / "demo.log",
                          out / "demo-events.jsonl")
         self.out = out
-        self.rounds = rounds
         self.join_site = join_site
 
     @property

@@ -309,6 +309,9 @@ def test_reachability_is_a_sentence_either_way():
 def test_the_demo_federation_finds_its_server_events(tmp_path):
     job = DemoFederationJob(tmp_path / "demo", rounds=2)
     assert job.arguments == ["demo", "--out", str(tmp_path / "demo"), "--rounds", "2"]
+    # The workbench's Start demo runs the demo's own rounds (1-epoch rounds: a handful would train little).
+    joined = DemoFederationJob(tmp_path / "demo", join_site="ct")
+    assert joined.arguments == ["demo", "--out", str(tmp_path / "demo"), "--join-site", "ct"]
     assert job.server_events() is None
     site = tmp_path / "demo" / "federation" / "sites" / "ct" / "events.jsonl"
     server = tmp_path / "demo" / "federation" / "run" / "events.jsonl"
