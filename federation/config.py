@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.he.context import HeContext, load_public_context, load_secret_context
+from federation.he.roster import MIN_MASK_SITES, MaskingSettings
 from federation.keys import load_private_key, load_public_key
 from federation.validation import ValidationLimits, is_site_name
 from segmentation.errors import ConfigError
@@ -277,6 +278,7 @@ class SiteConfig:
     he_fingerprint: str | None = None
     join_timeout: float = 60.0  # seconds until a site the server has not accepted gives up (0: never)
     privacy: PrivacySettings = PrivacySettings()  # [privacy]: DP-SGD at this site when dp is on
+    masking: MaskingSettings = MaskingSettings()  # [he] peer_keys, min_mask_sites and the node key
 
 
 MAX_PORT = 65535
@@ -466,14 +468,31 @@ def load_site_config(path: str | Path) -> SiteConfig:
     he_fingerprint = None
     if he_secret_context is not None:
         he_fingerprint = _he_context(he, "secret_context", he_secret_context, load_secret_context)
+    masking = _masking(he, node_key)
     he.finish()
     return SiteConfig(
         source=document.source, name=name, modality=modality, data_dir=data_dir, event_file=event_file,
         server_address=address, clientappio_port=clientappio_port, join_timeout=join_timeout,
         tls_enabled=tls_enabled,
         ca_certificate=ca_certificate, node_private_key=node_key, he_secret_context=he_secret_context,
-        he_fingerprint=he_fingerprint, privacy=_privacy(document.table("privacy")),
+        he_fingerprint=he_fingerprint, privacy=_privacy(document.table("privacy")), masking=masking,
     )
+
+
+def _masking(table: _Table, node_key: Path | None) -> MaskingSettings:
+    """site.toml [he] peer_keys (a folder of the federation's node public keys to pin the others' mask
+    keys to) and min_mask_sites (the fewest sites this site masks with), with the [auth] node key."""
+    peer_keys = table.path("peer_keys", None)
+    if peer_keys is not None and not peer_keys.is_dir():
+        raise table.error("peer_keys", f"must be a folder of the federation's node public keys (.pub), got "
+                                       f"{peer_keys}")
+    min_sites = table.integer("min_mask_sites", MIN_MASK_SITES, minimum=2)
+    settings = MaskingSettings(node_key, peer_keys, min_sites)
+    try:
+        settings.pinned()
+    except ConfigError as error:
+        raise table.error("peer_keys", f"is not usable: {error}") from None
+    return settings
 
 
 def _privacy(table: _Table) -> PrivacySettings:

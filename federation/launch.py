@@ -165,7 +165,7 @@ class FederationSite:
         self.restart_delay = restart_delay
         self.client_app = client_app
         site = SiteSettings(config.name, config.modality, config.data_dir, config.event_file,
-                            config.he_secret_context, config.privacy)
+                            config.he_secret_context, config.privacy, config.masking)
         state_dir = config.event_file.parent / "supernode"
         self.settings = SuperNodeSettings(
             superlink=config.server_address, runtime_port=config.clientappio_port,

@@ -15,6 +15,7 @@ from functools import cached_property
 from flwr.app import ConfigRecord, RecordDict
 
 from federation.he.records import FINGERPRINT_KEY
+from federation.he.roster import ADVERTISEMENT_RECORD, NODE_KEY, PUBLIC_KEY, SIGNATURE
 from federation.site_history import SITE_NAME_KEY, SITE_RECORD_KEY, SITE_SECONDS_KEY
 from federation.task import (
     AFTER,
@@ -34,9 +35,11 @@ SCORES = ("dice", "hd95")
 SCORE_PREFIXES = ("", f"{BEFORE}/", f"{AFTER}/", f"{PERSONALISED_MODEL}/")
 PLAIN_METRICS = (NUM_EXAMPLES, TRAIN_LOSS, SITE_SECONDS_KEY, EPSILON_METRIC)
 # A reply's ConfigRecords by name: the site's record (federation.site_work adds it to every reply: its
-# display name, and its HE key under HE) and the answer to the fingerprint query (federation.planning).
+# display name, and its HE key under HE), the answer to the fingerprint query (federation.planning) and,
+# under HE, the site's signed mask key (federation.he.roster).
 CONFIG_KEYS = {SITE_RECORD_KEY: frozenset({SITE_NAME_KEY, FINGERPRINT_KEY}),
-               DATA_FINGERPRINT_KEY: frozenset({DATA_FINGERPRINT_KEY})}
+               DATA_FINGERPRINT_KEY: frozenset({DATA_FINGERPRINT_KEY}),
+               ADVERTISEMENT_RECORD: frozenset({PUBLIC_KEY, NODE_KEY, SIGNATURE})}
 
 
 @dataclass(frozen=True)

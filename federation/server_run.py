@@ -38,7 +38,9 @@ from federation.he.checkpoint import (
     save_encrypted_checkpoint,
 )
 from federation.he.context import load_public_context
-from federation.he.records import FINGERPRINT_KEY, EncryptedAggregation
+from federation.he.records import FINGERPRINT_KEY
+from federation.he.secure_round import EncryptedAggregation
+from federation.keys import fingerprint, load_public_key
 from federation.planning import collect_fingerprints, federated_plan
 from federation.round_costs import SUMMARY_FIELD, RoundSummary, SiteCost, site_costs
 from federation.site_history import EVALUATE, TRAIN, SiteRound, write_metrics
@@ -84,12 +86,14 @@ def model_of(config: ServerConfig, plan: Plan) -> TrainingConfig:
 
 
 def encrypted_aggregation(config: ServerConfig, network: NetworkConfig) -> EncryptedAggregation | None:
-    """The server's part of HE when server.toml turns it on: the public context (a secret one is refused)
-    and the model's number of values."""
+    """The server's part of HE when server.toml turns it on: the public context (a secret one is refused),
+    the model's number of values and, with node authentication, the registered keys every site's mask key
+    must be signed with."""
     if not config.he.enabled:
         return None
     size = sum(tensor.numel() for tensor in network.build().state_dict().values())
-    return EncryptedAggregation(load_public_context(config.he.context), size)
+    pinned = [fingerprint(load_public_key(path)) for path in config.site_public_keys] or None
+    return EncryptedAggregation(load_public_context(config.he.context), size, pinned)
 
 
 @dataclass
@@ -197,6 +201,7 @@ class FederatedRun:
         self.run_dir = config.run_dir
         self.he = encrypted_aggregation(config, network_of(config))
         self.strategy: ValidatingFedAvg = build_strategy(config.federation, config.validation, self.he)
+        self.strategy.send = self._send
 
     def run(self, resume: bool) -> RunState:
         """Plan (a new run) or take the checkpoint's plan (a resumed one), train the remaining rounds, then

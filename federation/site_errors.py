@@ -21,6 +21,7 @@ class SiteErrorCode(IntEnum):
     UNSAFE_UPDATE = 106  # the site's update failed its own check before encryption
     UNKNOWN_QUERY = 107  # the server asked something this site does not answer
     PRIVACY_BUDGET = 108  # training this round would spend more privacy than the site's epsilon budget
+    MASKING = 109  # the server's roster of mask keys was refused (a signature, a short list), or nothing kept
 
     @property
     def reply(self) -> tuple[int, str]:

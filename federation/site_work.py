@@ -13,8 +13,9 @@ round r's. A round that failed or was stopped thus never names a model; a site t
 keeps it from its first message on, and a "global-model" event says which round it holds.
 
 With homomorphic encryption (site.toml [he]) the site decrypts the global model, checks its own update
-and sends it pre-weighted and encrypted (federation.he.site); its global-model.pt is then the only
-plaintext copy of the federation's model, since the server holds it encrypted.
+and, once the server sends the round's roster, sends it weighted, masked and encrypted
+(federation.he.site); its global-model.pt is then the only plaintext copy of the federation's model,
+since the server holds it encrypted.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
 
 from federation.he.context import HeContext
-from federation.he.records import FINGERPRINT_KEY, MAX_MAGNITUDE_KEY, is_encrypted, to_array_record
-from federation.he.site import decrypt_global, encrypt_update, site_context
+from federation.he.records import FINGERPRINT_KEY, is_encrypted
+from federation.he.roster import ADVERTISEMENT_RECORD, UNMASK_QUERY, UPLOAD_QUERY
+from federation.he.site import decrypt_global, prepare_upload, site_context, unmask, upload
 from federation.server_run import save_global_model
 from federation.site_history import EVALUATE, SITE_NAME_KEY, SITE_RECORD_KEY, SITE_SECONDS_KEY, TRAIN
 from federation.site_protocol import SiteAnswer
@@ -146,10 +148,10 @@ def _train(content: RecordDict, state: RecordDict, settings: SiteSettings, event
     reply = RecordDict({"metrics": MetricRecord(_numbers(metrics))})
     if he is None:
         reply["arrays"] = ArrayRecord({name: Array(array) for name, array in result.weights.items()})
-    else:
-        share = float(config.get(MAX_MAGNITUDE_KEY, he.capacity))
-        encrypted = encrypt_update(he, result.weights, global_model, int(result.metrics[NUM_EXAMPLES]), share)
-        reply["arrays"] = to_array_record(encrypted)
+    else:  # the update waits in the state for the server's roster (federation.he.site)
+        reply[ADVERTISEMENT_RECORD] = prepare_upload(
+            he, result.weights, global_model, int(result.metrics[NUM_EXAMPLES]), config, events.round,
+            settings.masking, state)
         reply[SITE_RECORD_KEY] = ConfigRecord({FINGERPRINT_KEY: he.fingerprint})
     events.emit("finished", metrics=result.metrics)
     return reply
@@ -199,8 +201,19 @@ def _personalise(
 
 
 def _query(content: RecordDict, state: RecordDict, settings: SiteSettings, events: RoundEvents) -> RecordDict:
-    """The site's training data fingerprint (numbers only), the one thing a server may ask outside a round."""
-    asked = _config(content).get(QUERY_KEY)
+    """The site's training data fingerprint (numbers only), the one thing a server may ask outside a round;
+    in an encrypted round, its masked upload or its mask corrections (federation.he.site)."""
+    config = _config(content)
+    asked = config.get(QUERY_KEY)
+    if asked in (UPLOAD_QUERY, UNMASK_QUERY):
+        fingerprint = config.get(FINGERPRINT_KEY)
+        he = site_context(settings.he_secret_context, fingerprint if isinstance(fingerprint, str) else None)
+        if he is None:
+            raise SiteRoundError(SiteErrorCode.HE_KEY, "the server asks for an encrypted upload, naming "
+                                                       "no key")
+        if asked == UPLOAD_QUERY:
+            return upload(he, config, events.round, settings.masking, state)
+        return unmask(he, config, events.round, state)
     if asked != FINGERPRINT_QUERY:
         raise SiteRoundError(SiteErrorCode.UNKNOWN_QUERY, f"the server asked for {asked!r}, which this site "
                                                           "does not answer")

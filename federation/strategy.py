@@ -6,14 +6,14 @@ delegate the averaging to Flower's own helpers, keep the previous global model w
 `min_valid_replies` survive, and record every site's reply in a SiteHistory. A reply with a metric or
 config name the federation does not know is dropped first (federation.reply_keys), and the history keeps
 only known metric names, so the server never shares a site's free text with the others. With homomorphic
-encryption (an EncryptedAggregation) replies are judged by their form and key and added as
-ciphertexts; each sampled site gets an equal share of the ciphertext capacity.
+encryption (an EncryptedAggregation) the training replies carry numbers and a signed mask key, and
+federation.he.secure_round collects the masked, encrypted uploads and adds them as ciphertexts.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -22,7 +22,9 @@ from flwr.serverapp.strategy import FedAvg, FedProx
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from federation.config import FederationSettings
-from federation.he.records import HE_KEY_MISMATCH, MAX_MAGNITUDE_KEY, EncryptedAggregation
+from federation.he.records import HE_KEY_MISMATCH
+from federation.he.roster import NODE_KEY_IN_ROUND, RUN_KEY
+from federation.he.secure_round import EncryptedAggregation
 from federation.reply_keys import ReplyKeys, check_reply_keys
 from federation.site_history import EVALUATE, TRAIN, SiteHistory, SiteRound
 from federation.task import SiteErrorCode
@@ -92,6 +94,10 @@ class ValidatingFedAvg(FedAvg):
         self.history = SiteHistory()
         self.reply_keys = ReplyKeys()  # the names replies may carry: set by each configure_* from its model
         self._global_arrays: ArrayRecord | None = None
+        # How an HE round's upload and unmask queries go out (server_run gives its own, with the round's
+        # timeout and cost accounting); by default straight through the grid of the round.
+        self.send: Callable[[list[Message]], list[Message]] | None = None
+        self._grid: Grid | None = None
 
     def summary(self) -> None:
         """Log the validation settings and the HE key, then Flower's own summary."""
@@ -104,14 +110,17 @@ class ValidatingFedAvg(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Remember the global arrays the replies will be judged against, then configure as usual; with HE
-        tell the sampled sites their share of the ciphertext capacity."""
-        self._global_arrays = arrays
+        tell each sampled site the run and its node id, which its signed mask key names."""
+        self._global_arrays, self._grid = arrays, grid
         self.reply_keys = ReplyKeys.of_round(config)
         messages = list(super().configure_train(server_round, arrays, config, grid))
-        if self.he is not None and messages:
-            share = self.he.context.capacity / len(messages)
-            for message in messages:
-                message.content.config_records[self.configrecord_key][MAX_MAGNITUDE_KEY] = share
+        if self.he is not None:  # Flower's messages share one content: each gets its own here
+            messages = [Message(RecordDict({
+                **message.content, self.configrecord_key: ConfigRecord({
+                    **message.content.config_records[self.configrecord_key],
+                    NODE_KEY_IN_ROUND: message.metadata.dst_node_id, RUN_KEY: _run_id(grid)})}),
+                dst_node_id=message.metadata.dst_node_id, message_type=message.metadata.message_type)
+                for message in messages]
         return messages
 
     def aggregate_train(
@@ -121,8 +130,9 @@ class ValidatingFedAvg(FedAvg):
         if self._global_arrays is None:
             raise RuntimeError("configure_train must run before aggregate_train")
         replies = list(replies)
-        reference = {} if self.he is not None else {  # the encrypted model's arrays need no decoding
-            key: array.numpy() for key, array in self._global_arrays.items()}
+        if self.he is not None:
+            return self._aggregate_encrypted(server_round, replies)
+        reference = {key: array.numpy() for key, array in self._global_arrays.items()}
         answered = [reply.content for reply in replies if not reply.has_error()]
         judged = iter(self._judge_train(answered, reference))
         verdicts = [error_verdict(reply) if reply.has_error() else next(judged) for reply in replies]
@@ -134,22 +144,43 @@ class ValidatingFedAvg(FedAvg):
             )
             return self._global_arrays, None
         contents = [reply.content for reply in valid]
-        if self.he is not None:
-            arrays = self.he.aggregate(contents)
-        else:
-            arrays = cast_like(aggregate_arrayrecords(contents, self.weighted_by_key), reference)
+        arrays = cast_like(aggregate_arrayrecords(contents, self.weighted_by_key), reference)
         return arrays, self.train_metrics_aggr_fn(common_metrics(contents), self.weighted_by_key)
 
     def _judge_train(self, contents: list[RecordDict], reference: dict[str, np.ndarray]) -> list[Verdict]:
-        """One verdict per training reply: its names first, then the other checks (plaintext or HE) on the
-        replies whose names are known, so an unknown name reaches neither the norm check nor the sum."""
+        """One verdict per training reply: its names first, then the other checks on the replies whose
+        names are known, so an unknown name reaches neither the norm check nor the sum."""
         named = [check_reply_keys(content, self.reply_keys) for content in contents]
         known = [content for content, verdict in zip(contents, named, strict=True) if verdict is None]
-        if self.he is not None:
-            judged = iter(self.he.judge(known, self.limits, self.weighted_by_key))
-        else:
-            judged = iter(validate_replies(known, reference, self.limits, self.weighted_by_key))
+        judged = iter(validate_replies(known, reference, self.limits, self.weighted_by_key))
         return [verdict or next(judged) for verdict in named]
+
+    def _aggregate_encrypted(
+        self, server_round: int, replies: list[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Judge the training replies of an HE round, collect the accepted sites' masked uploads and add
+        them (federation.he.secure_round); each site's verdict is its last one of the round."""
+        assert self.he is not None and self._grid is not None
+        verdicts = [error_verdict(reply) if reply.has_error()
+                    else check_reply_keys(reply.content, self.reply_keys)
+                    or self.he.judge_train(reply.content, self.limits, self.weighted_by_key)
+                    for reply in replies]
+        candidates = [reply for reply, verdict in zip(replies, verdicts, strict=True) if verdict.accepted]
+        arrays, later = None, {}
+        if len(candidates) >= self.min_valid_replies:
+            grid = self._grid
+            send = self.send or (lambda messages: list(grid.send_and_receive(messages, timeout=None)))
+            arrays, later = self.he.secure_sum(server_round, _run_id(grid), candidates, self.weighted_by_key,
+                                               send, error_verdict, self.min_valid_replies)
+        verdicts = [later.get(reply.metadata.src_node_id, verdict) if verdict.accepted else verdict
+                    for reply, verdict in zip(replies, verdicts, strict=True)]
+        valid = self._record(server_round, TRAIN, replies, verdicts)
+        if arrays is None:
+            logger.warning("round %d: fewer than %d encrypted uploads survived; the global model stays as it "
+                           "was", server_round, self.min_valid_replies)
+            return self._global_arrays, None
+        contents = [reply.content for reply in valid]
+        return arrays, self.train_metrics_aggr_fn(common_metrics(contents), self.weighted_by_key)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -212,6 +243,12 @@ class ValidatingFedAvg(FedAvg):
 
 class ValidatingFedProx(ValidatingFedAvg, FedProx):
     """FedProx (proximal_mu reaches the sites as "proximal-mu" in the train config) with validation."""
+
+
+def _run_id(grid: Grid) -> int:
+    """The Flower run's id (0 for a grid without one, as in-process tests use), bound into mask keys."""
+    run = getattr(grid, "run", None)
+    return int(getattr(run, "run_id", 0) or 0)
 
 
 def error_verdict(reply: Message) -> Verdict:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from federation.he.roster import MaskingSettings
 from federation.site_errors import SiteErrorCode
 from segmentation.errors import CheckpointError, ConfigError, FedSegError, PrivacyBudgetError
 from segmentation.events import EventWriter
@@ -57,6 +58,7 @@ NODE_DATA_DIR = "data-dir"
 NODE_EVENT_FILE = "event-file"
 NODE_HE_SECRET_CONTEXT = "he-secret-context"  # only when the site encrypts (site.toml [he] enabled)
 NODE_PRIVACY = "privacy"  # only with DP-SGD (site.toml [privacy] dp): PrivacySettings as JSON
+NODE_MASKING = "masking"  # only with HE: MaskingSettings as JSON
 PRIVACY_ACCOUNT_NAME = "privacy-account.json"  # a DP site's spent privacy, kept beside its event file
 
 
@@ -96,6 +98,7 @@ class SiteSettings:
     event_file: Path
     he_secret_context: Path | None = None
     privacy: PrivacySettings = PrivacySettings()
+    masking: MaskingSettings = MaskingSettings()
 
     def to_node_config(self) -> dict[str, str]:
         config = {
@@ -104,6 +107,7 @@ class SiteSettings:
         }
         if self.he_secret_context is not None:
             config[NODE_HE_SECRET_CONTEXT] = str(self.he_secret_context)
+            config[NODE_MASKING] = self.masking.to_json()
         if self.privacy.dp:
             config[NODE_PRIVACY] = json.dumps(asdict(self.privacy))
         return config
@@ -120,12 +124,24 @@ class SiteSettings:
             data_dir=Path(node_config[NODE_DATA_DIR]), event_file=Path(node_config[NODE_EVENT_FILE]),
             he_secret_context=Path(he_secret_context) if isinstance(he_secret_context, str) else None,
             privacy=_node_privacy(node_config.get(NODE_PRIVACY)),
+            masking=_node_masking(node_config.get(NODE_MASKING)),
         )
 
     @property
     def privacy_account(self) -> Path:
         """Where a site with DP-SGD keeps its privacy account across restarts: beside its event file."""
         return self.event_file.parent / PRIVACY_ACCOUNT_NAME
+
+
+def _node_masking(text: object) -> MaskingSettings:
+    """The node config's MaskingSettings JSON; none: the defaults (no node key, no pinning)."""
+    if text is None:
+        return MaskingSettings()
+    try:
+        return MaskingSettings.from_json(str(text))
+    except (ValueError, TypeError, KeyError, ConfigError):
+        raise SiteRoundError(SiteErrorCode.SETTINGS, "the node config's masking settings are unusable"
+                             ) from None
 
 
 def _node_privacy(text: object) -> PrivacySettings:

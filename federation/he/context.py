@@ -1,162 +1,271 @@
-"""CKKS contexts: the parameters, the key files `fedseg keys he` writes, and their fingerprints.
+"""BFV contexts: the parameters, the key files `fedseg keys he` writes, and their fingerprints.
 
-The sites share one secret context: they encrypt with the secret key (symmetric CKKS: faster and less
-noisy than public-key encryption) and decrypt with it. The server gets the public context: the same
-parameters and scale and no key at all, so it can add ciphertexts but neither read nor make them. A
-fingerprint of the secret key, which the server's file carries as a label, lets admins compare keys by
-eye and lets each side refuse a peer with another key before anything is decrypted into a garbage
-model. A context file is a header line naming the fingerprint, then TenSEAL's serialization.
+The sites share one secret key: they encrypt with it (secret-key encryption, whose ciphertexts SEAL
+saves "seeded": the random half of a ciphertext travels as a 64-byte seed, so an upload is one
+polynomial, not two) and decrypt with it. The server gets the public context: the same parameters and no
+key at all, so it can add ciphertexts but neither read nor make them. A fingerprint of the secret key,
+which the server's file carries as a label, lets admins compare keys by eye and lets each side refuse a
+peer with another key before anything is decrypted into a garbage model. A context file is a header
+line naming the fingerprint, then SEAL's own serialization of the parameters (and of the key).
 
-Aggregation only adds ciphertexts, so one coefficient modulus prime carries the data (TenSEAL also
-needs a second, "special" prime for the key-switching keys it always makes; it never travels with a
-ciphertext). Why these parameters: docs/security.md.
+Why BFV with N = 2048, one 40-bit coefficient prime and a 29-bit plaintext modulus: aggregation only adds
+ciphertexts, so the smallest ring SEAL rates at 128-bit security carries it; a seeded upload is then 1.52
+times the model's float32 bytes and the servers's sum 3.0 times; values are fixed-point integers modulo
+t, so pairwise masks uniform modulo t hide one site's share even from a holder of the key
+(federation.he.masking) and cancel exactly in the sum. Details: docs/security.md.
+
+TenSEAL's `sealapi` module (SEAL 4.x's own binding) saves and loads only through file paths, so
+`seal_bytes` and `seal_load` go through a private temporary folder of the process.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import itertools
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from federation.keys import write_new_file
 from segmentation.errors import ConfigError
 
 if TYPE_CHECKING:
-    import tenseal as ts
+    import tenseal.sealapi as seal
 
 SECRET_CONTEXT_NAME = "secret.ctx"
 PUBLIC_CONTEXT_NAME = "public.ctx"
-_MAGIC = b"fedseg-he-context/1\n"
+_MAGIC = b"fedseg-he-context/2\n"
+_EARLIER_MAGIC = b"fedseg-he-context/1\n"  # TenSEAL CKKS contexts, before the seeded BFV ones
 _MAKE_ONE = "make one with `fedseg keys he --out DIR`"
+_LENGTH_BYTES = 8  # the parameters' byte length, before them in a context file's payload
+_Loaded = TypeVar("_Loaded")
+_SCRATCH: dict[int, Path] = {}  # process id -> its scratch folder
+_NAMES = itertools.count()
 
 
 class HeContextError(ConfigError):
-    """A context file that is missing, unreadable, not CKKS, or of the wrong kind for its reader."""
+    """A context file that is missing, unreadable, of another version, or of the wrong kind for its reader."""
 
 
 @dataclass(frozen=True)
-class CkksParameters:
-    """CKKS parameters: ring degree N (N/2 values per ciphertext), the primes' bit sizes (the last one is
-    the special prime), the scale 2**scale_bits that fixed-point encodes the values, and whether the
-    sites encrypt with the secret key (symmetric) or with a public key."""
+class HeParameters:
+    """BFV parameters: ring degree N (N integer slots per ciphertext), the bit size of the one
+    coefficient prime, the bit size of the plaintext modulus t (a prime that allows batching), and the
+    fraction bits of the fixed-point code: a value v travels as round(v * 2**fraction_bits) modulo t."""
 
-    poly_modulus_degree: int = 4096
-    coeff_mod_bit_sizes: tuple[int, ...] = (56, 20)
-    scale_bits: int = 33
-    symmetric: bool = True  # encrypt with the secret key (the sites all hold it), not a public key
+    poly_modulus_degree: int = 2048
+    coeff_modulus_bits: int = 40
+    plain_modulus_bits: int = 29
+    fraction_bits: int = 24
 
     def __post_init__(self) -> None:
         degree = self.poly_modulus_degree
         if degree < 1024 or degree & (degree - 1):
             raise ValueError(f"poly_modulus_degree must be a power of two >= 1024, got {degree}")
-        primes = self.coeff_mod_bit_sizes
-        if len(primes) < 2 or not all(20 <= bits <= 60 for bits in primes):
-            raise ValueError(f"coeff_mod_bit_sizes needs at least two primes of 20-60 bits, got {primes}")
-        if not 0 < self.scale_bits < sum(primes[:-1]):
-            raise ValueError(f"scale_bits must be below the data primes' {sum(primes[:-1])} bits, "
-                             f"got {self.scale_bits}")
+        if not 17 <= self.plain_modulus_bits < self.coeff_modulus_bits <= 60:
+            raise ValueError(f"need 17 <= plain_modulus_bits < coeff_modulus_bits <= 60, got "
+                             f"{self.plain_modulus_bits} and {self.coeff_modulus_bits}")
+        if not 0 < self.fraction_bits < self.plain_modulus_bits - 2:
+            raise ValueError(f"fraction_bits must be in 1..{self.plain_modulus_bits - 3}, "
+                             f"got {self.fraction_bits}")
 
 
-DEFAULT_PARAMETERS = CkksParameters()
-# NVFlare's default CKKS parameters, the reference row of bench/he_aggregation.py.
-NVFLARE_PARAMETERS = CkksParameters(8192, (60, 40, 40), 40, symmetric=False)
+DEFAULT_PARAMETERS = HeParameters()
+
+
+def _scratch_folder() -> Path:
+    """This process's private folder (mode 0700) for SEAL's files, made once and removed at exit: a
+    folder per call cost more than the cryptography."""
+    folder = _SCRATCH.get(os.getpid())
+    if folder is None or not folder.is_dir():
+        folder = Path(tempfile.mkdtemp(prefix="fedseg-seal-"))
+        atexit.register(shutil.rmtree, folder, True)
+        _SCRATCH[os.getpid()] = folder  # a forked child makes its own
+    return folder
+
+
+def _scratch_file() -> Path:
+    return _scratch_folder() / f"{threading.get_ident()}-{next(_NAMES)}"
+
+
+def seal_bytes(item: Any) -> bytes:
+    """SEAL's serialization of a parameter set, key, ciphertext or Serializable (zstd-compressed)."""
+    path = _scratch_file()
+    try:
+        item.save(str(path))
+        return path.read_bytes()
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def seal_load(make: Callable[[], _Loaded], data: bytes, *context: Any) -> _Loaded:
+    """A new SEAL object of make() loaded from data (with the SEAL context when the type needs one);
+    SEAL checks the data is valid for the context and raises otherwise."""
+    item = make()
+    path = _scratch_file()
+    try:
+        path.write_bytes(data)
+        item.load(*context, str(path))  # type: ignore[attr-defined]
+    finally:
+        path.unlink(missing_ok=True)
+    return item
 
 
 class HeContext:
-    """A TenSEAL CKKS context, its key's fingerprint and what FedSeg reads from it: size, scale, capacity."""
+    """SEAL's BFV context, the secret key when this side holds it, and what FedSeg reads from them."""
 
-    def __init__(self, context: ts.Context, fingerprint: str) -> None:
-        self.tenseal = context
+    def __init__(self, parameters: HeParameters, secret_key: seal.SecretKey | None, fingerprint: str) -> None:
+        import tenseal.sealapi as seal
+
+        self.parameters = parameters
         self.fingerprint = fingerprint
-        seal = context.seal_context().data
-        data = seal.first_context_data()
-        self.poly_modulus_degree: int = data.parms().poly_modulus_degree()
-        self.data_bits: int = data.total_coeff_modulus_bit_count()
-        self.parms_id = seal.first_parms_id()
-        self.scale: float = context.global_scale
+        self.encryption_parameters = _encryption_parameters(parameters)
+        self.seal = seal.SEALContext(self.encryption_parameters, True, seal.SEC_LEVEL_TYPE.TC128)
+        if not self.seal.parameters_set():
+            raise ConfigError(f"{parameters} are not valid BFV parameters at 128-bit security "
+                              f"({self.seal.parameters_error_message()})")
+        self.secret_key = secret_key
+        self.parms_id = self.seal.first_parms_id()
+        self.plain_modulus: int = self.encryption_parameters.plain_modulus().value()
 
     @property
     def has_secret_key(self) -> bool:
-        return self.tenseal.has_secret_key()
+        return self.secret_key is not None
 
     @property
     def slots(self) -> int:
         """Values per ciphertext."""
-        return self.poly_modulus_degree // 2
+        return self.parameters.poly_modulus_degree
+
+    @property
+    def step(self) -> float:
+        """The fixed-point code's step: a value is rounded to a multiple of it."""
+        return 2.0 ** -self.parameters.fraction_bits
 
     @property
     def capacity(self) -> float:
-        """The largest |value| a ciphertext (a sum of several) may hold and still decrypt correctly.
+        """The largest |value| a site may send: a sum of shares weighted to add up to at most 1 then stays
+        within half the range t / 2 step that decodes correctly (the other half is headroom for rounding)."""
+        return (self.plain_modulus // 4) * self.step
 
-        Decryption reads scale * value modulo the data prime q, so |value| must stay below q / (2 scale);
-        one more halving leaves room for the noise and the prime being a little under 2**data_bits.
-        """
-        return 2.0 ** (self.data_bits - 2) / self.scale
+    @cached_property
+    def encoder(self) -> seal.BatchEncoder:
+        import tenseal.sealapi as seal
+
+        return seal.BatchEncoder(self.seal)
+
+    @cached_property
+    def evaluator(self) -> seal.Evaluator:
+        import tenseal.sealapi as seal
+
+        return seal.Evaluator(self.seal)
+
+    @cached_property
+    def encryptor(self) -> seal.Encryptor:
+        import tenseal.sealapi as seal
+
+        return seal.Encryptor(self.seal, self._require_secret_key("encrypt"))
+
+    @cached_property
+    def decryptor(self) -> seal.Decryptor:
+        import tenseal.sealapi as seal
+
+        return seal.Decryptor(self.seal, self._require_secret_key("decrypt"))
+
+    def _require_secret_key(self, action: str) -> seal.SecretKey:
+        if self.secret_key is None:
+            raise HeContextError(f"this context holds no secret key and cannot {action}")
+        return self.secret_key
 
     def public(self) -> HeContext:
-        """The server's view: parameters and scale only, no key (it cannot decrypt, nor encrypt)."""
-        data = self.tenseal.serialize(save_public_key=False, save_secret_key=False,
-                                      save_galois_keys=False, save_relin_keys=False)
-        return HeContext(_tenseal_context(data, "the public part of a context"), self.fingerprint)
+        """The server's view: parameters only, no key (it cannot decrypt, nor encrypt)."""
+        return HeContext(self.parameters, None, self.fingerprint)
 
     def file_bytes(self) -> bytes:
-        """What a context file holds: a header naming the key's fingerprint, then TenSEAL's serialization
-        (with the secret key when this context has it; no key-switching keys, addition needs none)."""
-        secret = self.has_secret_key
-        data = self.tenseal.serialize(save_public_key=False, save_secret_key=secret,
-                                      save_galois_keys=False, save_relin_keys=False)
-        return _MAGIC + self.fingerprint.encode() + b"\n" + data
+        """What a context file holds: a header naming the key's fingerprint, then the parameters' length,
+        SEAL's serialization of the parameters and, in the sites' file, of the secret key."""
+        parameters = seal_bytes(self.encryption_parameters)
+        key = seal_bytes(self.secret_key) if self.secret_key is not None else b""
+        header = _MAGIC + self.fingerprint.encode() + b"\n" + _fraction_line(self.parameters)
+        return header + len(parameters).to_bytes(_LENGTH_BYTES, "little") + parameters + key
 
 
-def key_fingerprint(context: ts.Context) -> str:
-    """A short, stable name of a secret key: 16 hex digits of a SHA-256 of the secret context.
+def _fraction_line(parameters: HeParameters) -> bytes:
+    return f"fraction-bits {parameters.fraction_bits}\n".encode()
+
+
+def _encryption_parameters(parameters: HeParameters) -> seal.EncryptionParameters:
+    import tenseal.sealapi as seal
+
+    encryption = seal.EncryptionParameters(seal.SCHEME_TYPE.BFV)
+    encryption.set_poly_modulus_degree(parameters.poly_modulus_degree)
+    try:
+        encryption.set_coeff_modulus(seal.CoeffModulus.Create(parameters.poly_modulus_degree,
+                                                              [parameters.coeff_modulus_bits]))
+        encryption.set_plain_modulus(seal.PlainModulus.Batching(parameters.poly_modulus_degree,
+                                                                parameters.plain_modulus_bits))
+    except (ValueError, RuntimeError) as error:
+        raise ConfigError(f"{parameters} are not valid BFV parameters: {error}") from None
+    return encryption
+
+
+def key_fingerprint(parameters: HeParameters, secret_key: seal.SecretKey) -> str:
+    """A short, stable name of a secret key: 16 hex digits of a SHA-256 of the parameters and the key.
 
     Only holders of the secret key can compute it; the server's file carries it as a label. The hash
     of a key with thousands of random coefficients reveals nothing usable about it.
     """
-    secret = context.serialize(save_public_key=False, save_secret_key=True,
-                               save_galois_keys=False, save_relin_keys=False)
-    digest = hashlib.sha256(b"fedseg-he-key\0" + secret).hexdigest()[:16]
+    data = seal_bytes(_encryption_parameters(parameters)) + seal_bytes(secret_key)
+    digest = hashlib.sha256(b"fedseg-he-key/2\0" + _fraction_line(parameters) + data).hexdigest()[:16]
     return "-".join(digest[index:index + 4] for index in range(0, 16, 4))
 
 
-def create_context(parameters: CkksParameters = DEFAULT_PARAMETERS) -> HeContext:
-    """A new secret CKKS context; SEAL refuses parameters below 128-bit security."""
-    import tenseal as ts
+def create_context(parameters: HeParameters = DEFAULT_PARAMETERS) -> HeContext:
+    """A new secret context; SEAL refuses parameters below 128-bit security."""
+    import tenseal.sealapi as seal
 
-    encryption = ts.ENCRYPTION_TYPE.SYMMETRIC if parameters.symmetric else ts.ENCRYPTION_TYPE.ASYMMETRIC
-    try:
-        context = ts.context(ts.SCHEME_TYPE.CKKS, parameters.poly_modulus_degree,
-                             coeff_mod_bit_sizes=list(parameters.coeff_mod_bit_sizes),
-                             encryption_type=encryption, n_threads=1)
-    except ValueError:
-        raise ConfigError(f"{parameters} are not valid CKKS parameters at 128-bit security") from None
-    context.global_scale = 2.0 ** parameters.scale_bits
-    return HeContext(context, key_fingerprint(context))
-
-
-def _tenseal_context(data: bytes, source: str) -> ts.Context:
-    import tenseal as ts
-
-    try:
-        context = ts.context_from(data, n_threads=1)
-        scheme = context.seal_context().data.first_context_data().parms().scheme()
-        usable = scheme == ts.SCHEME_TYPE.CKKS.value and context.global_scale > 0
-    except (ValueError, RuntimeError, TypeError):
-        usable = False
-    if not usable:
-        raise HeContextError(f"{source} is not a TenSEAL CKKS context ({_MAKE_ONE})")
-    return context
+    public = HeContext(parameters, None, "")
+    secret_key = seal.KeyGenerator(public.seal).secret_key()
+    return HeContext(parameters, secret_key, key_fingerprint(parameters, secret_key))
 
 
 def context_from_bytes(data: bytes, source: str) -> HeContext:
     """A context file's context (file_bytes); HeContextError when it is not one or is damaged."""
+    import tenseal.sealapi as seal
+
+    if data.startswith(_EARLIER_MAGIC):
+        raise HeContextError(f"{source} is a CKKS context of an earlier FedSeg version; every site and the "
+                             f"server need new keys ({_MAKE_ONE})")
     if not data.startswith(_MAGIC):
         raise HeContextError(f"{source} is not a FedSeg HE context ({_MAKE_ONE})")
-    fingerprint, _, payload = data[len(_MAGIC):].partition(b"\n")
-    context = HeContext(_tenseal_context(payload, source), fingerprint.decode(errors="replace"))
-    if context.has_secret_key and key_fingerprint(context.tenseal) != context.fingerprint:
+    fingerprint, _, rest = data[len(_MAGIC):].partition(b"\n")
+    fraction, _, rest = rest.partition(b"\n")
+    try:
+        label, bits = fraction.decode().split()
+        length = int.from_bytes(rest[:_LENGTH_BYTES], "little")
+        stored = rest[_LENGTH_BYTES:_LENGTH_BYTES + length]
+        encryption = seal_load(lambda: seal.EncryptionParameters(seal.SCHEME_TYPE.BFV), stored)
+        parameters = HeParameters(encryption.poly_modulus_degree(),
+                                  sum(prime.bit_count() for prime in encryption.coeff_modulus()),
+                                  encryption.plain_modulus().bit_count(), int(bits))
+        context = HeContext(parameters, None, fingerprint.decode())
+        key = rest[_LENGTH_BYTES + length:]
+        same = seal_bytes(context.encryption_parameters) == stored
+        if label != "fraction-bits" or not same:
+            raise ValueError("not FedSeg's layout")
+        if key:
+            context = HeContext(parameters, seal_load(seal.SecretKey, key, context.seal), context.fingerprint)
+    except (ValueError, RuntimeError, TypeError, UnicodeDecodeError, ConfigError):
+        raise HeContextError(f"{source} is damaged: not a readable FedSeg HE context ({_MAKE_ONE})") from None
+    secret_key = context.secret_key
+    if secret_key is not None and key_fingerprint(parameters, secret_key) != context.fingerprint:
         raise HeContextError(f"{source} is damaged: its secret key does not have the fingerprint it names")
     return context
 
@@ -204,7 +313,7 @@ class HeKeyFiles:
         return {"enabled": True, "secret_context": str(self.secret_context)}
 
 
-def write_he_keys(out_dir: str | Path, parameters: CkksParameters = DEFAULT_PARAMETERS) -> HeKeyFiles:
+def write_he_keys(out_dir: str | Path, parameters: HeParameters = DEFAULT_PARAMETERS) -> HeKeyFiles:
     """Write secret.ctx (mode 0600, for the sites) and public.ctx (for the server); never overwrites."""
     out_dir = Path(out_dir)
     secret_path, public_path = out_dir / SECRET_CONTEXT_NAME, out_dir / PUBLIC_CONTEXT_NAME

@@ -1,4 +1,12 @@
-"""A site's part of encrypted aggregation, without Flower: its key, the global model, its update.
+"""A site's part of secure aggregation: its key, the global model, and its masked, encrypted update.
+
+A round with HE has three steps at a site. Training: the site checks its new weights (it is their last
+check, as the server sees no value), keeps them in its state with a fresh mask key pair, and answers
+with its numbers and its signed mask key. Upload: the server sends the roster of the accepted sites' mask
+keys and N, their examples; the site checks the roster (federation.he.roster), derives a seed with every
+peer, and sends Enc(n / N * w + its masks). Unmask (only when some roster site's upload is missing): the
+site sends Enc(minus its masks with those sites), so the sum still decrypts. A site uploads once per
+round, so a server cannot ask for the same update under two rosters.
 
 Before anything is decrypted or sent, the site's key must be the federation's (same fingerprint) and
 both sides must agree on encrypting: a site with HE on never sends a plaintext update, whatever the
@@ -10,21 +18,52 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from federation.he.aggregation import (
     CiphertextError,
-    EncryptedSum,
     UnsafeUpdate,
     check_update,
+    check_weight,
     decrypt_average,
-    encrypt_weighted,
+    encrypt_integers,
+    encrypt_share,
 )
 from federation.he.context import HeContext, HeContextError, load_secret_context
+from federation.he.masking import (
+    Advertisement,
+    MaskError,
+    MaskKeyPair,
+    dropout_correction,
+    pairwise_mask,
+    round_context,
+)
 from federation.he.packing import Layout
-from federation.he.records import from_arrays
+from federation.he.records import FINGERPRINT_KEY, chunks_to_arrays, from_arrays, to_array_record
+from federation.he.roster import (
+    DROPPED_KEY,
+    NODE_KEY,
+    NODE_KEY_IN_ROUND,
+    PUBLIC_KEY,
+    RUN_KEY,
+    SIGNATURE,
+    TOTAL_KEY,
+    MaskingSettings,
+    advertisement_of,
+    advertisement_record,
+    check_roster,
+    roster_config,
+    roster_of,
+)
 from federation.task import SiteErrorCode, SiteRoundError
+from segmentation.errors import ConfigError
+
+_PENDING_KEY = "fedseg-he-update"  # state: the checked update between training and upload
+_MASK_KEY = "fedseg-he-mask"  # state: the round's mask key pair, examples, and the roster once uploaded
+_UPDATE = "update"
 
 
 def site_context(secret_context: Path | None, federation_fingerprint: str | None) -> HeContext | None:
@@ -59,15 +98,104 @@ def decrypt_global(context: HeContext, arrays: Mapping[str, np.ndarray],
         raise SiteRoundError(SiteErrorCode.MODEL, f"unusable encrypted global model: {error}") from None
 
 
-def encrypt_update(
+def _round_context(context: HeContext, config: Mapping[str, Any], server_round: int) -> tuple[int, bytes]:
+    """This site's node id as the server names it, and the round's signing context."""
+    node, run = config.get(NODE_KEY_IN_ROUND), config.get(RUN_KEY)
+    if not all(isinstance(value, int) and not isinstance(value, bool) and value >= 0
+               for value in (node, run)):
+        raise SiteRoundError(SiteErrorCode.MASKING, "the server's message names no node or run for masking")
+    return node, round_context(run, server_round, context.fingerprint)
+
+
+def prepare_upload(
     context: HeContext, weights: Mapping[str, np.ndarray], global_model: Mapping[str, np.ndarray],
-    num_examples: int, max_magnitude: float,
-) -> EncryptedSum:
-    """Check the site's new weights against the global model it started from, then Enc(n * weights)."""
+    num_examples: int, config: Mapping[str, Any], server_round: int, masking: MaskingSettings,
+    state: RecordDict,
+) -> ConfigRecord:
+    """Check the site's new weights against the global model it started from, keep them with a fresh mask
+    key pair in `state`, and return the signed mask key record for the training reply."""
     layout = Layout.of(global_model)
     vector = layout.flatten(weights)
     try:
-        check_update(vector, layout.flatten(global_model), num_examples, max_magnitude)
+        check_update(vector, layout.flatten(global_model), context.capacity)
     except UnsafeUpdate as error:
         raise SiteRoundError(SiteErrorCode.UNSAFE_UPDATE, f"not sent: {error}") from None
-    return encrypt_weighted(context, vector, num_examples)
+    node, signing = _round_context(context, config, server_round)
+    try:
+        node_key = masking.node_key()
+    except ConfigError as error:
+        raise SiteRoundError(SiteErrorCode.SETTINGS, str(error)) from None
+    keys = MaskKeyPair.generate()
+    advertisement = keys.advertise(node, signing, node_key)
+    state[_PENDING_KEY] = ArrayRecord({_UPDATE: Array(vector)})
+    state[_MASK_KEY] = ConfigRecord({"round": server_round, "node": node, "context": signing,
+                                     "private-key": keys.private_bytes(), "examples": int(num_examples),
+                                     "size": vector.size,
+                                     **advertisement_record(advertisement)})
+    return ConfigRecord(advertisement_record(advertisement))
+
+
+def _kept(state: RecordDict, server_round: int) -> ConfigRecord:
+    kept = state.get(_MASK_KEY)
+    if not isinstance(kept, ConfigRecord) or kept.get("round") != server_round:
+        raise SiteRoundError(SiteErrorCode.MASKING, f"this site trained no update for round {server_round}")
+    return kept
+
+
+def upload(context: HeContext, config: Mapping[str, Any], server_round: int, masking: MaskingSettings,
+           state: RecordDict) -> RecordDict:
+    """The masked, encrypted update kept since training, for the roster in `config` (once per round)."""
+    kept = _kept(state, server_round)
+    pending = state.get(_PENDING_KEY)
+    if not isinstance(pending, ArrayRecord):
+        raise SiteRoundError(SiteErrorCode.MASKING, f"this site already sent its round {server_round} update")
+    keys, own = _own(kept)
+    total = config.get(TOTAL_KEY)
+    try:
+        roster = roster_of(config)
+        check_roster(roster, own, kept["context"], masking)
+        check_weight(kept["examples"], total)
+        seeds = {ad.node_id: keys.pair_seed(own.node_id, ad, kept["context"]) for ad in roster if ad != own}
+    except (MaskError, UnsafeUpdate) as error:
+        raise SiteRoundError(SiteErrorCode.MASKING, f"refused the round's roster: {error}") from None
+    except ConfigError as error:
+        raise SiteRoundError(SiteErrorCode.SETTINGS, str(error)) from None
+    vector = pending[_UPDATE].numpy()
+    mask = pairwise_mask(own.node_id, seeds, vector.size, context.plain_modulus)
+    encrypted = encrypt_share(context, vector, kept["examples"], total, mask)
+    del state[_PENDING_KEY]  # one upload per round
+    kept.update(roster_config(roster))
+    return RecordDict({"arrays": to_array_record(encrypted),
+                       "site": ConfigRecord({FINGERPRINT_KEY: context.fingerprint})})
+
+
+def unmask(context: HeContext, config: Mapping[str, Any], server_round: int, state: RecordDict) -> RecordDict:
+    """Enc(minus this site's masks with the roster sites the server says are missing from the sum)."""
+    kept = _kept(state, server_round)
+    if _PENDING_KEY in state:
+        raise SiteRoundError(SiteErrorCode.MASKING, "asked to unmask before this site uploaded")
+    keys, own = _own(kept)
+    dropped = config.get(DROPPED_KEY)
+    try:
+        roster = {ad.node_id: ad for ad in roster_of(kept)}
+        if not isinstance(dropped, list) or not dropped or len(set(dropped)) != len(dropped):
+            raise MaskError("the server names no dropped sites, or one twice")
+        if own.node_id in dropped or any(node not in roster for node in dropped):
+            raise MaskError("the dropped sites are not peers of this site's round")
+        seeds = {node: keys.pair_seed(own.node_id, roster[node], kept["context"]) for node in dropped}
+    except MaskError as error:
+        raise SiteRoundError(SiteErrorCode.MASKING, f"refused to unmask: {error}") from None
+    correction = dropout_correction(own.node_id, seeds, kept["size"], context.plain_modulus)
+    arrays = chunks_to_arrays(encrypt_integers(context, correction))
+    return RecordDict({"arrays": ArrayRecord({name: Array(array) for name, array in arrays.items()}),
+                       "site": ConfigRecord({FINGERPRINT_KEY: context.fingerprint})})
+
+
+def _own(kept: ConfigRecord) -> tuple[MaskKeyPair, Advertisement]:
+    """The site's own mask key pair and advertisement of the round, as kept since training."""
+    try:
+        keys = MaskKeyPair.from_private_bytes(kept["private-key"])
+        own = advertisement_of(kept["node"], {key: kept[key] for key in (PUBLIC_KEY, NODE_KEY, SIGNATURE)})
+    except (KeyError, MaskError):
+        raise SiteRoundError(SiteErrorCode.MASKING, "this site's kept mask key is unusable") from None
+    return keys, own

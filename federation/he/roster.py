@@ -1,0 +1,126 @@
+"""Who masks with whom in a round: the roster of signed key advertisements, and a site's rules for it.
+
+The server relays the roster (every accepted site's Advertisement) in the upload query's config. A site
+masks only with a roster it accepts: well formed, every advertisement verified (against the pinned node
+keys of the federation when the site has them, so a server cannot invent sites), its own advertisement
+unchanged, no node twice, and at least `min_sites` sites, so a server cannot shrink a round to the victim
+and one colluding site. Flower-free: configs are plain mappings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from federation.he.masking import Advertisement, MaskError, verify_advertisement
+from federation.keys import fingerprint, load_private_key, load_public_key
+from segmentation.errors import ConfigError
+
+# The advertisement a site sends with its training reply, in a ConfigRecord of this name.
+ADVERTISEMENT_RECORD = "mask-key"
+PUBLIC_KEY = "public-key"
+NODE_KEY = "node-key"
+SIGNATURE = "signature"
+# The roster in the upload and unmask queries' config: four lists, one entry per site.
+ROSTER_NODES, ROSTER_PUBLIC_KEYS = "mask-nodes", "mask-public-keys"
+ROSTER_NODE_KEYS, ROSTER_SIGNATURES = "mask-node-keys", "mask-signatures"
+MIN_MASK_SITES = 3
+# The other names of the protocol: the queries after training, and their config values.
+UPLOAD_QUERY, UNMASK_QUERY = "he-upload", "he-unmask"
+TOTAL_KEY = "he-total"  # the round's N: the roster's examples, by which every site divides its weight
+NODE_KEY_IN_ROUND = "mask-node"  # the recipient's node id, as the server names it in the roster
+RUN_KEY = "mask-run"  # the server's run id, bound into every signature and seed
+DROPPED_KEY = "mask-dropped"  # the unmask query's roster nodes whose uploads the sum lacks
+
+
+@dataclass(frozen=True)
+class MaskingSettings:
+    """A site's masking settings: its node key (signs its mask key), the federation's node public keys
+    to pin peers to (a folder of .pub files; none: trust the keys the server relays), and the fewest
+    sites it masks with (2 only for a two-site federation, where each site can compute the other's
+    update from the average anyway)."""
+
+    node_private_key: Path | None = None
+    peer_keys: Path | None = None
+    min_sites: int = MIN_MASK_SITES
+
+    def __post_init__(self) -> None:
+        if isinstance(self.min_sites, bool) or not isinstance(self.min_sites, int) or self.min_sites < 2:
+            raise ConfigError(f"min_mask_sites must be an integer of at least 2, got {self.min_sites!r}")
+
+    def to_json(self) -> str:
+        return json.dumps({key: str(value) if isinstance(value, Path) else value
+                           for key, value in asdict(self).items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> MaskingSettings:
+        values = json.loads(text)
+        return cls(*(Path(values[key]) if values[key] is not None else None
+                     for key in ("node_private_key", "peer_keys")), min_sites=values["min_sites"])
+
+    def pinned(self) -> frozenset[str] | None:
+        """The fingerprints of the .pub files in peer_keys (None when not pinning); ConfigError when the
+        folder is unreadable or holds a key that is not one."""
+        if self.peer_keys is None:
+            return None
+        try:
+            paths = sorted(self.peer_keys.glob("*.pub"))
+        except OSError as error:
+            raise ConfigError(f"cannot read the peer key folder {self.peer_keys}: {error.strerror}") from None
+        if not paths:
+            raise ConfigError(f"the peer key folder {self.peer_keys} holds no .pub files")
+        return frozenset(fingerprint(load_public_key(path)) for path in paths)
+
+    def node_key(self) -> Any:
+        return None if self.node_private_key is None else load_private_key(self.node_private_key)
+
+
+def advertisement_record(advertisement: Advertisement) -> dict[str, Any]:
+    """The values of a site's ADVERTISEMENT_RECORD (its node id is the server's to say)."""
+    return {PUBLIC_KEY: advertisement.public_key, NODE_KEY: advertisement.node_key,
+            SIGNATURE: advertisement.signature}
+
+
+def advertisement_of(node_id: int, record: Mapping[str, Any]) -> Advertisement:
+    """The advertisement in a reply's ADVERTISEMENT_RECORD; MaskError when malformed."""
+    if set(record) != {PUBLIC_KEY, NODE_KEY, SIGNATURE}:
+        raise MaskError(f"node {node_id}'s mask key record is malformed")
+    return Advertisement(node_id, record[PUBLIC_KEY], record[NODE_KEY], record[SIGNATURE])
+
+
+def roster_config(roster: Sequence[Advertisement]) -> dict[str, Any]:
+    return {ROSTER_NODES: [ad.node_id for ad in roster],
+            ROSTER_PUBLIC_KEYS: [ad.public_key for ad in roster],
+            ROSTER_NODE_KEYS: [ad.node_key for ad in roster],
+            ROSTER_SIGNATURES: [ad.signature for ad in roster]}
+
+
+def roster_of(config: Mapping[str, Any]) -> list[Advertisement]:
+    """The roster in a query's config; MaskError when it is missing or malformed."""
+    try:
+        columns = [list(config[key]) for key in (ROSTER_NODES, ROSTER_PUBLIC_KEYS, ROSTER_NODE_KEYS,
+                                                 ROSTER_SIGNATURES)]
+    except (KeyError, TypeError):
+        raise MaskError("the server's roster of mask keys is missing or malformed") from None
+    if len({len(column) for column in columns}) != 1:
+        raise MaskError("the server's roster of mask keys has columns of different lengths")
+    return [Advertisement(*entry) for entry in zip(*columns, strict=True)]
+
+
+def check_roster(roster: Sequence[Advertisement], own: Advertisement, context: bytes,
+                 settings: MaskingSettings) -> None:
+    """MaskError (one line) unless this site may mask with `roster` (see the module's rules)."""
+    nodes = [ad.node_id for ad in roster]
+    if len(set(nodes)) != len(nodes):
+        raise MaskError("the roster names a node twice")
+    if own not in roster:
+        raise MaskError("the roster does not hold this site's own mask key as it sent it")
+    if len(roster) < settings.min_sites:
+        raise MaskError(f"the roster has {len(roster)} site(s); this site masks with at least "
+                        f"{settings.min_sites}")
+    pinned = settings.pinned()
+    for advertisement in roster:
+        verify_advertisement(advertisement, context, pinned)
