@@ -1,9 +1,9 @@
 """A real federation with homomorphic encryption on 127.0.0.1: `fedseg keys he`, then `fedseg server` and
-two `fedseg site` processes train one round on tiny demo data.
+three `fedseg site` processes train one round on tiny demo data, their updates masked pairwise.
 
-What must hold: every process shows the same HE key fingerprint; both sites' encrypted updates are
-accepted; the server keeps only the encrypted model.he (no model.pt) and the secret key never reaches
-its run folder, while the sites decrypt the same global model into their global-model.pt; both follow the
+What must hold: every process shows the same HE key fingerprint; all sites' masked, encrypted updates
+are accepted; the server keeps only the encrypted model.he (no model.pt) and the secret key never reaches
+its run folder, while the sites decrypt the same global model into their global-model.pt; all follow the
 plan the server made from the sites' fingerprints.
 """
 
@@ -20,7 +20,7 @@ from tiny_federation import server_toml, site_datasets, wait_for
 from federation.config import load_server_config
 from federation.he.aggregation import decrypt_average
 from federation.he.checkpoint import load_encrypted_checkpoint
-from federation.he.context import load_secret_context
+from federation.he.context import load_secret_context, seal_bytes
 from federation.he.packing import Layout
 from federation.he.records import from_arrays
 from federation.processes import free_port
@@ -30,14 +30,9 @@ from segmentation.plan import read_plan
 pytestmark = pytest.mark.slow
 
 
-def secret_key_bytes(secret_context: Path, folder: Path) -> bytes:
+def secret_key_bytes(secret_context: Path) -> bytes:
     """The raw secret key as SEAL saves it (what must never appear on the server's side)."""
-    context = load_secret_context(secret_context).tenseal
-    path = folder / "secret.key"
-    context.secret_key().data.save(str(path))
-    data = path.read_bytes()
-    path.unlink()
-    return data
+    return seal_bytes(load_secret_context(secret_context).secret_key)
 
 
 def test_two_sites_train_an_encrypted_round_through_real_flower_processes(tmp_path, launched):
@@ -46,7 +41,7 @@ def test_two_sites_train_an_encrypted_round_through_real_flower_processes(tmp_pa
     keys_output = (tmp_path / "keys.out").read_text(encoding="utf-8")
     fingerprint = re.search(r"fingerprint:\s+(\S+)", keys_output).group(1)
 
-    folders = site_datasets(tmp_path / "data", ("Hospital A", "Hospital B"), cases=2, test_fraction=0.5)
+    folders = site_datasets(tmp_path / "data", ("Hospital A", "Hospital B", "Hospital C"), cases=2, test_fraction=0.5)
     port = free_port()
     he = '[he]\nenabled = true\npublic_context = "he/public.ctx"\n'
     (tmp_path / "server.toml").write_text(server_toml(port, rounds=1, round_timeout=120, extra=he))
@@ -68,12 +63,12 @@ def test_two_sites_train_an_encrypted_round_through_real_flower_processes(tmp_pa
 
     run_dir = tmp_path / "run"
     assert not (run_dir / "model.pt").exists()
-    secret = secret_key_bytes(tmp_path / "he" / "secret.ctx", tmp_path)
+    secret = secret_key_bytes(tmp_path / "he" / "secret.ctx")
     assert not any(secret in path.read_bytes() for path in run_dir.rglob("*") if path.is_file())
 
     for site in sites:
         site.send_signal(signal.SIGTERM)
-    assert [site.wait(60) for site in sites] == [0, 0]
+    assert [site.wait(60) for site in sites] == [0, 0, 0]
     outputs = [(tmp_path / f"{name}.out").read_text(encoding="utf-8") for name in folders]
     assert all(f"HE key {fingerprint}" in output for output in outputs)
 
