@@ -237,7 +237,8 @@ class ServerTls:
 
 @dataclass(frozen=True)
 class HomomorphicEncryption:
-    """CKKS aggregation: the server holds only the public context (fingerprint: its key's, when on)."""
+    """Masked, encrypted (BFV) aggregation: the server holds only the public context (fingerprint: its
+    key's, when on)."""
 
     enabled: bool = False
     context: Path | None = None

@@ -32,7 +32,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, MetricRecord
 
 from federation.he.context import HeContext
 from federation.he.records import FINGERPRINT_KEY, is_encrypted
-from federation.he.roster import ADVERTISEMENT_RECORD, UNMASK_QUERY, UPLOAD_QUERY
+from federation.he.roster import ADVERTISEMENT_RECORD, DROPPED_KEY, UNMASK_QUERY, UPLOAD_QUERY
 from federation.he.site import decrypt_global, prepare_upload, site_context, unmask, upload
 from federation.server_run import save_global_model
 from federation.site_history import EVALUATE, SITE_NAME_KEY, SITE_RECORD_KEY, SITE_SECONDS_KEY, TRAIN
@@ -213,7 +213,10 @@ def _query(content: RecordDict, state: RecordDict, settings: SiteSettings, event
                                                        "no key")
         if asked == UPLOAD_QUERY:
             return upload(he, config, events.round, settings.masking, state)
-        return unmask(he, config, events.round, state)
+        reply = unmask(he, config, events.round, state)
+        # Every correction is on record: a server that claims drops it holds uploads of shows up here.
+        events.emit("mask-correction", peers=len(config[DROPPED_KEY]))
+        return reply
     if asked != FINGERPRINT_QUERY:
         raise SiteRoundError(SiteErrorCode.UNKNOWN_QUERY, f"the server asked for {asked!r}, which this site "
                                                           "does not answer")

@@ -27,6 +27,8 @@ the GUI's widgets both read them, so there is no second progress mechanism. Ever
                                                         round in its folder (no path)
   personalised-model  round, epochs, metrics{...}       a site fine-tuned the final global model on its
                                                         own data and saved it beside it (no path)
+  mask-correction  round, peers                         a site sent the server its encrypted mask
+                                                        corrections for that many dropped peers
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from typing import IO, Any
 
 EVENT_KINDS = (
     "started", "progress", "epoch", "evaluation", "checkpoint", "finished", "stopped", "error",
-    "site-metrics", "plan", "connection", "global-model", "personalised-model",
+    "site-metrics", "plan", "connection", "global-model", "personalised-model", "mask-correction",
 )
 
 

@@ -34,8 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also train local-only and centralized models for the same epochs and check the "
                              "demo's targets (takes about twice as long again)")
     parser.add_argument("--he", action="store_true",
-                        help="homomorphically encrypted aggregation: the sites encrypt their updates (CKKS), "
-                             "the server only adds them; keys made once into OUT/federation/he")
+                        help="homomorphically encrypted aggregation: the sites mask and encrypt their "
+                             "updates (BFV), the server only adds them; keys made once into "
+                             "OUT/federation/he")
     parser.add_argument("--dp", action="store_true",
                         help="differential privacy: every site trains with DP-SGD at site.toml [privacy]'s "
                              "defaults and the report gives each site's epsilon spent")

@@ -1,7 +1,7 @@
 """`fedseg keys KIND ...`: make the keys a federation needs, one sub-command per kind.
 
 `fedseg keys node --out DIR [--name SITE]` makes a site's SuperNode authentication key pair; the
-server's site_public_keys list admits the public half. `fedseg keys he --out DIR` makes the CKKS
+server's site_public_keys list admits the public half. `fedseg keys he --out DIR` makes the HE
 contexts of encrypted aggregation: secret.ctx for every site, public.ctx for the server.
 """
 
@@ -46,7 +46,7 @@ def run_node(args: argparse.Namespace) -> int:
 def _register_he(kinds: argparse._SubParsersAction) -> None:
     parser = kinds.add_parser(
         "he",
-        help="the CKKS contexts of homomorphically encrypted aggregation",
+        help="the HE contexts of homomorphically encrypted aggregation",
         description="Write secret.ctx (mode 0600: copy it to every site, site.toml [he] secret_context; "
                     "never to the server) and public.ctx (server.toml [he] public_context: it can add "
                     "encrypted updates but not read them), 128-bit secure. Never overwrites.",

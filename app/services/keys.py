@@ -67,7 +67,7 @@ def make_node_keys(folder: Path, name: str, replace: bool = False) -> KeySet:
 
 
 def make_he_keys(folder: Path, replace: bool = False) -> KeySet:
-    """New CKKS contexts; KeysExistError when either file exists, unless `replace` sets them aside."""
+    """New HE contexts; KeysExistError when either file exists, unless `replace` sets them aside."""
     from federation.he.context import write_he_keys
 
     def write() -> KeySet:

@@ -48,7 +48,7 @@ from segmentation.errors import CheckpointError
 from segmentation.settings import CHECKPOINT_NAME, GLOBAL_MODEL_NAME, PERSONALISED_MODEL_NAME
 
 SERVER_TOML = "server.toml"
-HE_KEYS = "he"  # the demo's CKKS contexts, under its federation folder
+HE_KEYS = "he"  # the demo's HE contexts, under its federation folder
 JOIN_ANNOUNCEMENT = "join-site.json"  # names the site.toml of the site left to an outside SuperNode
 _CONNECT_TIMEOUT = 120.0  # seconds for every SuperNode to be accepted
 _JOIN_TIMEOUT = 600.0  # seconds for the outside site to join (a person starts it)
@@ -103,7 +103,7 @@ def site_toml(name: str, dataset: DatasetIndex, server_port: int, ca_certificate
 
 
 def demo_he_keys(folder: Path) -> HeKeyFiles:
-    """The demo's CKKS contexts in folder/he: made on its first run with HE, reused by later ones (a pair
+    """The demo's HE contexts in folder/he: made on its first run with HE, reused by later ones (a pair
     that is incomplete, unreadable or of two keys is made again)."""
     keys = (folder / HE_KEYS).resolve()
     secret, public = keys / SECRET_CONTEXT_NAME, keys / PUBLIC_CONTEXT_NAME

@@ -357,9 +357,9 @@ def _encryption(report: DemoReport) -> list[str]:
     """A paragraph on encrypted aggregation when the run used it."""
     if not report.settings.he:
         return []
-    return [f"Homomorphically encrypted aggregation (CKKS) with HE key **{report.he_fingerprint}**: the "
-            "sites encrypted their updates, the server only added ciphertexts and kept the global model "
-            "encrypted; the federated model scored here is the one the sites decrypted.", ""]
+    return [f"Masked, homomorphically encrypted aggregation (BFV) with HE key **{report.he_fingerprint}**: "
+            "the sites masked and encrypted their updates, the server only added ciphertexts and kept the "
+            "global model encrypted; the federated model scored here is the one the sites decrypted.", ""]
 
 
 def _privacy(report: DemoReport) -> list[str]:

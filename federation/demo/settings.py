@@ -76,7 +76,7 @@ class DemoSettings:
     augmentation_probability: float = 1.0  # GIN on every sample: less drift between single-modality sites
     round_timeout: float = 900.0  # generous: --local-epochs may make rounds long
     seed: int = 0
-    he: bool = False  # homomorphically encrypted aggregation (CKKS keys made once into the demo folder)
+    he: bool = False  # homomorphically encrypted aggregation (BFV keys made once into the demo folder)
     dp: bool = False  # DP-SGD at every site, with site.toml [privacy]'s defaults (docs/security.md)
 
     def __post_init__(self) -> None:

@@ -41,7 +41,8 @@ def test_two_sites_train_an_encrypted_round_through_real_flower_processes(tmp_pa
     keys_output = (tmp_path / "keys.out").read_text(encoding="utf-8")
     fingerprint = re.search(r"fingerprint:\s+(\S+)", keys_output).group(1)
 
-    folders = site_datasets(tmp_path / "data", ("Hospital A", "Hospital B", "Hospital C"), cases=2, test_fraction=0.5)
+    folders = site_datasets(tmp_path / "data", ("Hospital A", "Hospital B", "Hospital C"), cases=2,
+                            test_fraction=0.5)
     port = free_port()
     he = '[he]\nenabled = true\npublic_context = "he/public.ctx"\n'
     (tmp_path / "server.toml").write_text(server_toml(port, rounds=1, round_timeout=120, extra=he))

@@ -409,7 +409,7 @@ def test_an_encrypted_demo_scores_the_sites_model_and_its_report_names_the_key(t
         *((FEDERATED, s) for s in SITES), *((PERSONALISED, s) for s in SITES)]
     assert json.loads((tmp_path / "report.json").read_text())["he"] == {"enabled": True,
                                                                        "fingerprint": fingerprint}
-    assert f"Homomorphically encrypted aggregation (CKKS) with HE key **{fingerprint}**" in (
+    assert f"Masked, homomorphically encrypted aggregation (BFV) with HE key **{fingerprint}**" in (
         tmp_path / "report.md").read_text()
     assert "encrypted" not in report_markdown(report_with(scores()))
 

@@ -189,3 +189,45 @@ def test_a_mask_key_signed_with_an_unregistered_node_key_keeps_that_site_out(key
     assert statuses[("train", 13)] == BAD_MASK_KEY
     assert statuses[("train", 11)] == statuses[("train", 12)] == ACCEPTED
     assert load_encrypted_checkpoint(tmp_path / "run" / ENCRYPTED_CHECKPOINT_NAME).round == 1
+
+
+class UploadLosingGrid(LocalGrid):
+    """A grid on which one site's upload never arrives: it drops after the masks are fixed."""
+
+    def __init__(self, sites: dict[int, Context], lost: int) -> None:
+        super().__init__(sites)
+        self.lost = lost
+
+    def send_and_receive(self, messages, timeout):
+        replies = super().send_and_receive(messages, timeout)
+        return [reply for reply in replies
+                if not (reply.metadata.src_node_id == self.lost and _is_upload(reply))]
+
+
+def _is_upload(reply) -> bool:
+    return reply.has_content() and "he/weight" in reply.content.get("arrays", {})
+
+
+def test_a_site_whose_upload_is_lost_leaves_a_round_the_survivors_unmask(keys, site_dirs, tmp_path,
+                                                                         server_identity):
+    contexts = three_sites(tmp_path, site_dirs, [keys.secret_context] * 3,
+                           MaskingSettings(min_sites=2)).sites
+    grid = UploadLosingGrid(contexts, lost=13)
+    state = run_server(grid, load_server_config(he_server_toml(tmp_path, keys.public_context)), resume=False)
+    statuses = {(r.phase, r.node_id): r.status for r in state.records}
+    assert statuses[("train", 13)] == "no-upload"
+    assert statuses[("train", 11)] == statuses[("train", 12)] == ACCEPTED
+    examples = {r.node_id: r.num_examples for r in state.records if r.phase == "train"}
+    stored = load_encrypted_checkpoint(tmp_path / "run" / ENCRYPTED_CHECKPOINT_NAME)
+    assert int(stored.arrays["he/weight"]) == examples[11] + examples[12]
+    assert int(stored.arrays["he/total"]) == examples[11] + examples[12] + examples[13]
+    for name in ("Site A", "Site B"):
+        events = read_events(tmp_path / name / "events.jsonl")
+        corrections = [event for event in events if event["kind"] == "mask-correction"]
+        assert [e["peers"] for e in corrections] == [1]
+    # The survivors' corrections cancel the lost site's masks: the model decrypts to sane weights.
+    decrypted = decrypt_global_with(load_secret_context(keys.secret_context), stored.arrays, tmp_path)
+    site_model = load_checkpoint(tmp_path / "Site A" / GLOBAL_MODEL_NAME)
+    assert max(float(np.max(np.abs(site_model.state_dict[name].numpy() - decrypted[name])))
+               for name in decrypted) <= 1e-6
+    assert max(float(np.max(np.abs(value))) for value in decrypted.values()) < 8
