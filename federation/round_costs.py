@@ -124,14 +124,21 @@ def _payload(record: ArrayRecord) -> int:
 
 
 def site_costs(
-    server_round: int, messages: list[Message], replies: list[Message], history: SiteHistory
+    server_round: int, messages: list[Message], replies: list[Message], history: SiteHistory,
+    later_replies: Sequence[Message] = (),
 ) -> tuple[SiteCost, ...]:
     """Each site's part in a training round, from the round's messages (sent: the grid gave them their
-    ids and packed them), the replies and the strategy's verdicts on them in `history`."""
+    ids and packed them), the replies and the strategy's verdicts on them in `history`; `later_replies`
+    are the round's other replies, whose arrays count as the site's too (with HE: its masked upload and
+    any mask corrections, which follow the training reply)."""
     answered = {history.node_of(reply): reply for reply in replies}
     verdicts = {record.node_id: record for record in history.records
                 if record.round == server_round and record.phase == TRAIN}
     array_bytes = ArrayBytes()
+    later: dict[int, int] = {}
+    for reply in later_replies:
+        node_id = history.node_of(reply)
+        later[node_id] = later.get(node_id, 0) + array_bytes(reply)
     costs = []
     for message in messages:
         node_id = message.metadata.dst_node_id
@@ -141,7 +148,7 @@ def site_costs(
             continue
         seconds = record.metrics.get(SITE_SECONDS_KEY)
         costs.append(SiteCost(record.site, record.status, float(seconds) if _is_finite(seconds) else None,
-                              array_bytes(message), array_bytes(reply)))
+                              array_bytes(message), array_bytes(reply) + later.get(node_id, 0)))
     return tuple(costs)
 
 

@@ -201,7 +201,8 @@ class FederatedRun:
         self.run_dir = config.run_dir
         self.he = encrypted_aggregation(config, network_of(config))
         self.strategy: ValidatingFedAvg = build_strategy(config.federation, config.validation, self.he)
-        self.strategy.send = self._send
+        self.strategy.send = self._send_within_round
+        self._within_round: list[Message] = []  # a training round's later replies (HE uploads, corrections)
 
     def run(self, resume: bool) -> RunState:
         """Plan (a new run) or take the checkpoint's plan (a resumed one), train the remaining rounds, then
@@ -289,10 +290,12 @@ class FederatedRun:
         config = self._round_config()
         messages = list(self.strategy.configure_train(server_round, record, config, self.grid))
         replies = self._send(messages)
+        self._within_round = []
         aggregated, metrics = self.strategy.aggregate_train(server_round, replies)
         if aggregated is not None:
             arrays = {name: array.numpy() for name, array in aggregated.items()}
-        return arrays, _plain(metrics), site_costs(server_round, messages, replies, self.strategy.history)
+        costs = site_costs(server_round, messages, replies, self.strategy.history, self._within_round)
+        return arrays, _plain(metrics), costs
 
     def _final_evaluation(self, server_round: int, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         record = ArrayRecord({name: Array(array) for name, array in arrays.items()})
@@ -301,6 +304,12 @@ class FederatedRun:
         config[PERSONALISE_EPOCHS_KEY] = self.config.federation.personalise_epochs
         messages = self.strategy.configure_evaluate(server_round, record, config, self.grid)
         return _plain(self.strategy.aggregate_evaluate(server_round, self._send(messages)))
+
+    def _send_within_round(self, messages: list[Message]) -> list[Message]:
+        """The strategy's exchanges after the training replies, whose replies count in the round's costs."""
+        replies = self._send(messages)
+        self._within_round.extend(replies)
+        return replies
 
     def _send(self, messages: Iterable[Message]) -> list[Message]:
         messages = list(messages)

@@ -27,7 +27,8 @@ from federation.he.packing import Layout
 from federation.he.records import HE_KEY_MISMATCH, from_arrays, is_encrypted
 from federation.he.roster import MaskingSettings
 from federation.he.secure_round import BAD_MASK_KEY
-from federation.server_run import METRICS_NAME, model_of, read_metrics, run_server
+from federation.round_costs import round_summaries
+from federation.server_run import EVENTS_NAME, METRICS_NAME, model_of, read_metrics, run_server
 from federation.task import SiteSettings, named_weights
 from federation.validation import ACCEPTED
 from segmentation.algorithm import SegmentationAlgorithm
@@ -116,6 +117,12 @@ def test_an_encrypted_run_trains_and_only_the_sites_can_read_the_model(he_run, k
     decrypted = decrypt_global_with(load_secret_context(keys.secret_context), stored.arrays, folder)
     assert max(float(np.max(np.abs(site_model.state_dict[name].numpy() - decrypted[name])))
                for name in decrypted) <= 1e-6
+    # Each round's costs count every site's masked upload (which follows its training reply): one seeded
+    # ciphertext of about 12.4 KB per 2048 values (1.52 x float32 bytes for a full one).
+    chunks = -(-Layout.of(decrypted).size // 2048)
+    for summary in round_summaries(read_events(folder / "run" / EVENTS_NAME)):
+        received = [cost.array_bytes_received for cost in summary.sites]
+        assert len(received) == 3 and all(12_000 * chunks < size < 13_000 * chunks for size in received)
 
 
 def test_an_encrypted_run_resumes_from_its_encrypted_checkpoint(he_run, keys, site_dirs, tmp_path,
