@@ -258,3 +258,42 @@ def test_site_mistakes_name_the_key_and_reason(site_folder, old, new, expected):
     with pytest.raises(ConfigError) as error:
         load_site_config(path)
     assert str(error.value).startswith(f"{path}: ") and expected in str(error.value)
+
+
+def test_a_site_pins_its_peers_and_masks_with_at_least_min_mask_sites(site_folder):
+    from federation.he.context import write_he_keys
+    from federation.keys import fingerprint, load_public_key
+
+    keys = write_he_keys(site_folder / "he")
+    pairs = [generate_node_keys(site_folder / "peers", name) for name in ("a", "b", "c")]
+    (site_folder / "peers" / "a.key").unlink()  # a folder of public keys only, as handed out
+    he = f'[he]\nenabled = true\nsecret_context = "{keys.secret_context}"\n'
+    config = load_site_config(write(site_folder, "site.toml", MINIMAL_SITE + he))
+    assert (config.masking.peer_keys, config.masking.min_sites) == (None, 3)
+    config = load_site_config(write(site_folder, "site.toml", MINIMAL_SITE + he
+                                    + 'peer_keys = "peers"\nmin_mask_sites = 4\n'))
+    assert config.masking.min_sites == 4
+    assert config.masking.pinned() == {fingerprint(load_public_key(pair.public_key)) for pair in pairs}
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        ("min_mask_sites = 1\n", "[he] min_mask_sites must be an integer of at least 2, got 1"),
+        ('min_mask_sites = "3"\n', "[he] min_mask_sites must be an integer of at least 2"),
+        ('peer_keys = "nowhere"\n', "[he] peer_keys names 'nowhere', which does not exist"),
+        ('peer_keys = "empty"\n', "[he] peer_keys is not usable: the peer key folder"),
+        ('peer_keys = "junk"\n', "[he] peer_keys is not usable:"),
+    ],
+)
+def test_masking_mistakes_name_the_key_and_reason(site_folder, entries, expected):
+    from federation.he.context import write_he_keys
+
+    keys = write_he_keys(site_folder / "he")
+    (site_folder / "empty").mkdir()
+    (site_folder / "junk").mkdir()
+    (site_folder / "junk" / "x.pub").write_text("not a key\n")
+    he = f'[he]\nenabled = true\nsecret_context = "{keys.secret_context}"\n'
+    with pytest.raises(ConfigError) as error:
+        load_site_config(write(site_folder, "site.toml", MINIMAL_SITE + he + entries))
+    assert expected in str(error.value)
