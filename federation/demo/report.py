@@ -36,6 +36,7 @@ ROUND_CHART = "dice_per_round.png"
 LABEL_CHART = "final_dice_per_label.png"
 MODEL_CHART = "dice_by_model.png"
 FORMAT_NAMES = {"dicom": "DICOM series", "nifti": "NIfTI"}
+TABLE_ROUNDS = 8  # rows of report.md's epsilon table, spread over the run (report.json has every round)
 
 
 def round_rows(records: Iterable[SiteRound]) -> list[dict[str, Any]]:
@@ -78,8 +79,14 @@ class DemoReport:
     results: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     he_fingerprint: str | None = None
-    epsilon: dict[str, float] = field(default_factory=dict)  # with settings.dp: each site's spent, at the end
+    # With settings.dp: each site's epsilon spent after each of its accepted training rounds.
+    epsilon_by_round: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     round_summaries: list[RoundSummary] = field(default_factory=list)
+
+    @property
+    def epsilon(self) -> dict[str, float]:
+        """Each DP site's epsilon spent at the end: after its last accepted training round."""
+        return {site: pairs[-1][1] for site, pairs in self.epsilon_by_round.items() if pairs}
 
     @property
     def storage(self) -> dict[str, PhantomGeometry]:
@@ -165,7 +172,9 @@ class DemoReport:
             "plan": {"description": self.plan.describe(), **self.plan.to_dict()},
             "seconds": self.seconds,
             "he": {"enabled": self.settings.he, "fingerprint": self.he_fingerprint},
-            "dp": {"enabled": self.settings.dp, "epsilon": self.epsilon},
+            "dp": {"enabled": self.settings.dp, "epsilon": self.epsilon,
+                   "epsilon_by_round": {site: [list(pair) for pair in pairs]
+                                        for site, pairs in self.epsilon_by_round.items()}},
             "rounds": self.rounds,
             "round_summaries": [summary.to_dict() for summary in self.round_summaries],
             "results": self.results,
@@ -363,22 +372,34 @@ def _encryption(report: DemoReport) -> list[str]:
 
 
 def _privacy(report: DemoReport) -> list[str]:
-    """A paragraph on the sites' differential privacy when the run used it."""
+    """A paragraph and a table of the sites' differential privacy when the run used it: epsilon after a
+    few rounds spread over the run (report.json has every round)."""
     if not report.settings.dp:
         return []
     spent = ", ".join(f"{site} {value:.2f}" for site, value in report.epsilon.items()) or "none reported"
-    return [f"Every site trained with DP-SGD (site.toml [privacy] defaults: one training slice is the unit "
-            f"of privacy, delta 1e-5). Epsilon spent: {spent}.", ""]
+    lines = [f"Every site trained with DP-SGD (site.toml [privacy] defaults: one training slice is the unit "
+             f"of privacy, delta 1e-5). Epsilon spent: {spent}.", ""]
+    rounds = sorted({number for pairs in report.epsilon_by_round.values() for number, _ in pairs})
+    if not rounds:
+        return lines
+    step = max(1, -(-len(rounds) // TABLE_ROUNDS))
+    shown = sorted({*rounds[::step], rounds[-1]})
+    sites = list(report.epsilon_by_round)
+    by_site = {site: dict(pairs) for site, pairs in report.epsilon_by_round.items()}
+    lines += ["| round | " + " | ".join(sites) + " |", "|---|" + "---|" * len(sites)]
+    lines += [f"| {number} | " + " | ".join(f"{by_site[site][number]:.2f}" if number in by_site[site] else ""
+                                             for site in sites) + " |" for number in shown]
+    return [*lines, ""]
 
 
-def epsilon_spent(records: Iterable[SiteRound]) -> dict[str, float]:
-    """Each DP site's epsilon after its last accepted training round (sites without DP report none)."""
-    spent: dict[str, float] = {}
+def epsilon_by_round(records: Iterable[SiteRound]) -> dict[str, list[tuple[int, float]]]:
+    """Each DP site's epsilon after each of its accepted training rounds (sites without DP report none)."""
+    spent: dict[str, dict[int, float]] = {}
     for record in records:
         value = record.metrics.get(EPSILON_METRIC)
         if record.phase == TRAIN and record.accepted and isinstance(value, (int, float)):
-            spent[record.site] = float(value)
-    return spent
+            spent.setdefault(record.site, {})[record.round] = float(value)
+    return {site: sorted(rounds.items()) for site, rounds in spent.items()}
 
 
 def _met(ok: bool) -> str:

@@ -13,7 +13,7 @@ from federation.demo.report import (
     FEDERATED,
     PERSONALISED,
     DemoReport,
-    epsilon_spent,
+    epsilon_by_round,
     result_row,
     round_rows,
     write_report,
@@ -82,7 +82,7 @@ def run_demo(
                         rounds=round_rows(read_metrics(config.run_dir / METRICS_NAME)),
                         round_summaries=round_summaries(read_events(config.run_dir / EVENTS_NAME)),
                         he_fingerprint=config.he.fingerprint, plan=plan,
-                        epsilon=epsilon_spent(read_metrics(config.run_dir / METRICS_NAME)))
+                        epsilon_by_round=epsilon_by_round(read_metrics(config.run_dir / METRICS_NAME)))
     for model, algorithm in models.items():
         report.results += [result_row(model, site, algorithm.evaluate(dataset.test))
                            for site, dataset in datasets.items()]

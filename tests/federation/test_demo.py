@@ -5,6 +5,7 @@ the baselines follow the federation's plan (the sites' merged fingerprints), and
 final model comes from. The real federated run is what tests/e2e and `fedseg demo` run."""
 
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -35,7 +36,7 @@ from federation.demo.report import (
     PERSONALISED,
     ROUND_CHART,
     DemoReport,
-    epsilon_spent,
+    epsilon_by_round,
     report_markdown,
     round_rows,
     write_report,
@@ -102,7 +103,7 @@ def test_the_written_server_and_site_files_are_valid_and_use_tls(tmp_path):
     assert load_site_config(tmp_path / "site.toml").privacy == PrivacySettings(dp=True)  # --dp: the defaults
 
 
-def test_a_dp_demo_reports_each_sites_last_epsilon(tmp_path):
+def test_a_dp_demo_reports_each_sites_epsilon_per_round(tmp_path):
     records = [
         SiteRound(1, "train", "CT Hospital", 7, "accepted", 32, 1.0, {"epsilon": 1.5}),
         SiteRound(1, "train", "MR-T1 Clinic", 8, "accepted", 32, 1.0, {"epsilon": 2.0}),
@@ -110,14 +111,29 @@ def test_a_dp_demo_reports_each_sites_last_epsilon(tmp_path):
         SiteRound(2, "train", "MR-T1 Clinic", 8, "privacy-budget", None, None, {}),  # refused: spent stays
         SiteRound(2, "evaluate", "CT Hospital", 7, "accepted", 4, None, {"dice": 0.5}),
     ]
-    assert epsilon_spent(records) == {"CT Hospital": 2.25, "MR-T1 Clinic": 2.0}
+    assert epsilon_by_round(records) == {"CT Hospital": [(1, 1.5), (2, 2.25)], "MR-T1 Clinic": [(1, 2.0)]}
     report = report_with(scores())
     report.settings = replace(TINY, dp=True)
-    report.epsilon = epsilon_spent(records)
+    report.epsilon_by_round = epsilon_by_round(records)
     write_report(report, tmp_path)
-    assert "Epsilon spent: CT Hospital 2.25, MR-T1 Clinic 2.00." in (tmp_path / "report.md").read_text()
+    text = (tmp_path / "report.md").read_text()
+    assert "Epsilon spent: CT Hospital 2.25, MR-T1 Clinic 2.00." in text
+    assert "| round | CT Hospital | MR-T1 Clinic |" in text and "| 1 | 1.50 | 2.00 |" in text
+    assert "| 2 | 2.25 |  |" in text
     assert json.loads((tmp_path / "report.json").read_text())["dp"] == {
-        "enabled": True, "epsilon": {"CT Hospital": 2.25, "MR-T1 Clinic": 2.0}}
+        "enabled": True, "epsilon": {"CT Hospital": 2.25, "MR-T1 Clinic": 2.0},
+        "epsilon_by_round": {"CT Hospital": [[1, 1.5], [2, 2.25]], "MR-T1 Clinic": [[1, 2.0]]}}
+
+
+def test_the_epsilon_table_of_a_long_run_shows_a_few_rounds_and_the_last(tmp_path):
+    report = report_with(scores())
+    report.settings = replace(TINY, dp=True)
+    report.epsilon_by_round = {"CT Hospital": [(number, number / 10) for number in range(1, 81)]}
+    write_report(report, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    shown = [int(number) for number in re.findall(r"^\| (\d+) \| \d+\.\d\d \|$", text, re.MULTILINE)]
+    assert shown[0] == 1 and shown[-1] == 80 and 5 <= len(shown) <= 9
+    assert "| 80 | 8.00 |" in text
 
 
 def test_site_data_is_reused_until_its_settings_change(tmp_path):
