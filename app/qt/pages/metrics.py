@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.image import imsave
 from matplotlib.ticker import MaxNLocator
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import (
@@ -20,7 +21,7 @@ from PySide6.QtWidgets import (
 from app.models.colors import label_color
 from app.qt.dialogs import show_error
 from app.qt.widgets.common import Card, Page, PathField, button, hint
-from app.qt.widgets.plots import Canvas, rgb_to_mpl, style_axes, style_legend
+from app.qt.widgets.plots import Canvas, rgb_to_mpl, stacked_image, style_axes, style_legend
 from app.services.workbench import Workbench
 from segmentation.events import EventTail
 
@@ -114,9 +115,13 @@ class MetricsPage(Page):
             self.save_csv(Path(chosen))
 
     def save_png(self, path: Path) -> None:
+        """The Dice charts and, when a site trains with DP, the privacy chart below them, in one PNG."""
+        figures = [self.canvas.figure]
+        if self.privacy.isVisibleTo(self):
+            figures.append(self.privacy_canvas.figure)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.canvas.figure.savefig(path, dpi=150, facecolor=self.canvas.figure.get_facecolor())
+            imsave(path, stacked_image(figures))
         except OSError as error:
             show_error(self, "Export failed", error, "saving the PNG")
             return

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
+from matplotlib.image import imread
 
 from app.qt.theme import PALETTE
 
@@ -45,3 +49,22 @@ class Canvas(FigureCanvasQTAgg):
 
 def rgb_to_mpl(rgb: tuple[int, int, int]) -> tuple[float, float, float]:
     return tuple(channel / 255 for channel in rgb)  # type: ignore[return-value]
+
+
+def stacked_image(figures: Sequence[Figure], dpi: int = 150) -> np.ndarray:
+    """The figures rendered at `dpi` and stacked top to bottom into one RGBA image (narrower ones padded
+    on the right with the first figure's background), for exporting several charts as one PNG."""
+    images = []
+    for figure in figures:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=dpi, facecolor=figure.get_facecolor())
+        buffer.seek(0)
+        images.append(imread(buffer))
+    width = max(image.shape[1] for image in images)
+    background = np.array(to_rgba(figures[0].get_facecolor()), dtype=images[0].dtype)
+    padded = []
+    for image in images:
+        pad = np.empty((image.shape[0], width - image.shape[1], 4), dtype=image.dtype)
+        pad[...] = background
+        padded.append(np.concatenate([image, pad], axis=1))
+    return np.concatenate(padded, axis=0)

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from matplotlib.image import imread
 
 from app.commands.gui import PAGE_NAMES
 from app.qt.main_window import PAGES
@@ -104,6 +105,14 @@ def test_metrics_follow_site_metrics_and_export(qtbot, window, tmp_path):
     assert page.privacy.isVisibleTo(page)
     lines = {line.get_label(): list(line.get_ydata()) for line in page.epsilon_axes.get_lines()}
     assert lines == {"CT Hospital": [3.0, 5.5]}
+    # The exported PNG now holds the privacy chart below the Dice charts, as matplotlib renders it alone.
+    page.save_png(tmp_path / "private.png")
+    figure = page.privacy_canvas.figure
+    figure.savefig(tmp_path / "privacy-alone.png", dpi=150, facecolor=figure.get_facecolor())
+    exported, alone = imread(tmp_path / "private.png"), imread(tmp_path / "privacy-alone.png")
+    assert exported.shape[0] > alone.shape[0]
+    difference = np.abs(exported[-alone.shape[0]:, :alone.shape[1]] - alone)  # two renders: antialiasing
+    assert float(difference.mean()) < 1e-3 and float(np.mean(difference > 2 / 255)) < 1e-3
 
 
 def test_federation_join_refuses_an_incomplete_form_and_settings_persist(qtbot, window, tmp_path,
