@@ -1,7 +1,7 @@
 """A demo round's wall time with homomorphically encrypted aggregation against without, in real processes.
 
 Runs the federated part of `fedseg demo` with HE off and with HE on (`fedseg demo --he`: the sites
-decrypt, check, pre-weight and encrypt, the server adds ciphertexts) in one run, on the same phantoms
+decrypt, check, weight, mask and encrypt, the server adds ciphertexts) in one run, on the same phantoms
 and settings; with --repeats the pair runs again in the opposite order (off/on, on/off, ...) so that a
 drifting machine load favours neither. Each run is a real SuperLink and one SuperNode per site on
 127.0.0.1 with TLS: the demo's network, data and plan (which the server makes from the sites'
@@ -11,15 +11,15 @@ than in the demo itself.
 A round's wall time comes from the server's own events, from the run's plan or the previous round's
 checkpoint to this round's checkpoint (bench/federation_round.py), so starting the processes and the
 fingerprint query before round 1 are not counted. Of that, "sites" is the slowest site's own round work
-(scoring, local training and, with HE, encrypting: its started/finished events) and "rest" everything
-else: the global model's way to the sites (with HE, decrypting it), a ClientApp process per message, the
-replies' way back, and the server's checks, sum and checkpoint. CPU is the CPU time of every process a
-run started, start-up included: less sensitive to other work on a shared machine, where single rounds'
-wall times vary by tens of percent; on Linux it is also split by program when the run finishes (a
-flower-superexec counts the ClientApp or ServerApp processes it started and that have exited), which
-shows where Flower spends it.
+(scoring and local training: its started/finished events) and "rest" everything else: the global model's
+way to the sites (with HE, decrypting it), the replies' way back, with HE the upload query (the roster
+of mask keys out; the masked, encrypted updates back), and the server's checks, sum and checkpoint. CPU
+is the CPU time of every process a run started, start-up included: less sensitive to other work on a
+shared machine, where single rounds' wall times vary by tens of percent; on Linux it is also split by
+program when the run finishes (a flower-superexec counts the ClientApp or ServerApp processes it started
+and that have exited), which shows where Flower spends it.
 
-Target: HE round wall time <= 1.15x plaintext (issue 4). Last line: a JSON object.
+Target: HE round wall time <= 1.15x plaintext (issues 4 and 15). Last line: a JSON object.
 """
 
 from __future__ import annotations
