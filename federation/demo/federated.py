@@ -39,6 +39,7 @@ from federation.he.context import (
     load_secret_context,
     write_he_keys,
 )
+from federation.he.roster import MIN_MASK_SITES
 from federation.launch import FINISHED, EventTail, FederationServer, FederationSite
 from federation.processes import FlowerProcessError, free_port
 from federation.validation import ACCEPTED
@@ -90,13 +91,16 @@ def site_model_file(folder: Path, name: str, model: str = GLOBAL_MODEL_NAME) -> 
 
 
 def site_toml(name: str, dataset: DatasetIndex, server_port: int, ca_certificate: Path,
-              he: HeKeyFiles | None = None, dp: bool = False) -> str:
+              he: HeKeyFiles | None = None, dp: bool = False, sites: int = MIN_MASK_SITES) -> str:
+    """A demo site's site.toml; with `he` it masks with all `sites` of the demo (at least 2, at most the
+    default 3 a real site asks for)."""
     document: dict[str, Any] = {
         "site": {"name": name, "modality": dataset.modality, "data_dir": str(dataset.root),
                  "event_file": str(site_event_file(Path(), name))},
         "server": {"address": f"127.0.0.1:{server_port}", "clientappio_port": free_port()},
         "tls": {"ca_certificate": str(ca_certificate)},
-        **({"he": he.site_table()} if he is not None else {}),
+        **({"he": {**he.site_table(), "min_mask_sites": max(2, min(MIN_MASK_SITES, sites))}}
+           if he is not None else {}),
         **({"privacy": {"dp": True}} if dp else {}),
     }
     return WRITTEN_BY + tomli_w.dumps(document)
@@ -189,8 +193,8 @@ def run_federation(
         for name, dataset in datasets.items():
             path = folder / f"{dataset.modality}-site.toml"
             ca_certificate = server.tls.ca_certificate
-            path.write_text(site_toml(name, dataset, config.fleet_port, ca_certificate, he, settings.dp),
-                            "utf-8")
+            path.write_text(site_toml(name, dataset, config.fleet_port, ca_certificate, he, settings.dp,
+                                      len(datasets)), "utf-8")
             for model in (GLOBAL_MODEL_NAME, PERSONALISED_MODEL_NAME):  # a previous run's are not this one's
                 site_model_file(folder, name, model).unlink(missing_ok=True)
             if dataset.modality == join_site:

@@ -86,6 +86,9 @@ class DemoSettings:
                               f"{', '.join(unknown) or 'none'}")
         if len(set(self.sites)) < len(self.sites):
             raise ConfigError(f"each demo modality can have one site only, got {', '.join(self.sites)}")
+        if self.he and len(self.sites) < 2:
+            raise ConfigError("encrypted aggregation masks each site's update with the others': the demo "
+                              "needs at least two sites with --he")
         for name in ("rounds", "local_epochs", "train_cases", "test_cases"):
             value = getattr(self, name)
             if value < 1:

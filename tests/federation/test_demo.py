@@ -339,12 +339,16 @@ def test_with_he_the_server_gets_the_public_context_and_every_site_the_secret_on
         name = TINY_HE.site_name(modality)
         dataset = site_dataset(tmp_path / modality, site_data_spec(TINY_HE, modality))
         path = tmp_path / f"{modality}-site.toml"
-        path.write_text(site_toml(name, dataset, config.fleet_port, tmp_path / "ca.crt", keys))
+        path.write_text(site_toml(name, dataset, config.fleet_port, tmp_path / "ca.crt", keys,
+                                  sites=len(TINY_HE.sites)))
         site = load_site_config(path)
         assert (site.he_secret_context, site.he_fingerprint) == (keys.secret_context, keys.fingerprint)
+        assert site.masking.min_sites == min(3, len(TINY_HE.sites))  # a two-site demo masks with 2
 
     plain = write_server_config(tmp_path, TINY, LABELS)
     assert not plain.he.enabled and "[he]" not in (tmp_path / "server.toml").read_text()
+    with pytest.raises(ConfigError, match="at least two sites with --he"):
+        replace(TINY_HE, sites=("ct",))
 
 
 def test_the_final_model_is_the_servers_without_he_and_a_sites_decrypted_copy_with_it(tmp_path):
