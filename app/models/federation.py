@@ -46,7 +46,8 @@ class Channel:
     def sentence(self) -> str:
         """What leaves the site and how, in words a site admin can check against the badges."""
         wire = ("over TLS" if self.tls else "UNENCRYPTED on the network (no TLS, for testing only)")
-        update = ("encrypted with homomorphic encryption, so the server cannot read them" if self.he
+        update = ("encrypted with homomorphic encryption and masked pairwise with the other sites, so the "
+                  "server cannot read them" if self.he
                   else "in plaintext to the server (no homomorphic encryption)")
         who = "; the server knows this site by its node key" if self.node_auth else ""
         private = (" Training is differentially private (DP-SGD): the updates bound what anyone can learn "

@@ -10,6 +10,7 @@ import tomli_w
 
 from app.models.federation import Channel
 from app.services.child_process import FedsegChild
+from federation.he.roster import MIN_MASK_SITES, MaskingSettings
 from segmentation.atomic import write_text_atomic
 from segmentation.errors import ConfigError
 from segmentation.settings import PrivacySettings
@@ -22,7 +23,9 @@ LOG_NAME = "site.log"
 class SiteForm:
     """The federation page's fields; empty paths mean "not used". Without a CA certificate the site joins
     only when `unencrypted` was chosen explicitly (testing only). The privacy numbers are kept as typed
-    even while `dp` is off, so that turning it on again finds them."""
+    even while `dp` is off, so that turning it on again finds them. The masking settings (a folder of the
+    federation's node public keys to pin peers to, the fewest sites to mask with) are written and checked
+    only with an HE secret context, and kept as typed while there is none."""
 
     name: str
     modality: str
@@ -32,6 +35,8 @@ class SiteForm:
     unencrypted: bool = False
     node_key: str = ""
     he_context: str = ""
+    peer_keys: str = ""
+    min_mask_sites: int = MIN_MASK_SITES
     clientappio_port: int = 9094
     join_timeout: float = 60.0
     dp: bool = PrivacySettings.dp
@@ -41,14 +46,30 @@ class SiteForm:
     epsilon_budget: float = PrivacySettings.epsilon_budget
 
     def check(self) -> None:
-        """A ConfigError for a form that cannot join: a missing field, no TLS and no explicit choice, or
-        privacy numbers PrivacySettings refuses."""
+        """A ConfigError for a form that cannot join: a missing field, no TLS and no explicit choice,
+        privacy numbers PrivacySettings refuses, or (with HE) masking settings that cannot be used."""
         if not self.name or not self.data_dir or not self.server_address:
             raise ConfigError("fill in the site name, the dataset folder and the server address")
         if not self.ca_certificate and not self.unencrypted:
             raise ConfigError("give the federation's CA certificate, or choose \"unencrypted connection "
                               "(testing only)\" to send updates without TLS")
         self.privacy()
+        if self.he_context:
+            self.masking()
+
+    def masking(self) -> MaskingSettings:
+        """The site.toml's masking settings ([he] peer_keys and min_mask_sites, with the node key); a
+        one-sentence ConfigError when min_mask_sites is below 2 or the peer key folder is missing or holds
+        no .pub file that loads."""
+        peer_keys = Path(self.peer_keys).expanduser() if self.peer_keys else None
+        if peer_keys is not None and not peer_keys.exists():
+            raise ConfigError(f"the peer key folder {peer_keys} does not exist")
+        if peer_keys is not None and not peer_keys.is_dir():
+            raise ConfigError(f"the peer key folder {peer_keys} is not a folder")
+        settings = MaskingSettings(Path(self.node_key) if self.node_key else None, peer_keys,
+                                   self.min_mask_sites)
+        settings.pinned()
+        return settings
 
     def privacy(self) -> PrivacySettings:
         """The site.toml's [privacy]; PrivacySettings' one-sentence ConfigError for numbers it refuses."""
@@ -78,10 +99,18 @@ class SiteForm:
             "tls": {"enabled": bool(self.ca_certificate),
                     **({"ca_certificate": self.ca_certificate} if self.ca_certificate else {})},
             "auth": {"node_private_key": self.node_key} if self.node_key else {},
-            "he": {"enabled": True, "secret_context": self.he_context} if self.he_context else {},
+            "he": self._he_table(),
             "privacy": asdict(self.privacy()),
         }
         return tomli_w.dumps(document)
+
+    def _he_table(self) -> dict[str, object]:
+        """[he]: the secret context and the masking settings, all only when HE is used."""
+        if not self.he_context:
+            return {}
+        return {"enabled": True, "secret_context": self.he_context,
+                **({"peer_keys": self.peer_keys} if self.peer_keys else {}),
+                "min_mask_sites": self.min_mask_sites}
 
 
 def site_folder(parent: Path, name: str) -> Path:

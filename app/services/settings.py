@@ -10,6 +10,7 @@ from typing import Any
 import platformdirs
 import tomli_w
 
+from federation.he.roster import MIN_MASK_SITES
 from segmentation.atomic import set_aside, write_text_atomic
 from segmentation.settings import PrivacySettings
 
@@ -43,6 +44,8 @@ class SiteDefaults:
     ca_certificate: str = ""
     node_key: str = ""
     he_context: str = ""
+    peer_keys: str = ""  # [he] peer_keys and min_mask_sites, used with the HE secret context
+    min_mask_sites: int = MIN_MASK_SITES
     unencrypted: bool = False  # chosen explicitly: join without TLS (testing only)
     join_timeout: float = 60.0  # seconds to wait for the server to accept the site
     dp: bool = PrivacySettings.dp  # the site.toml's [privacy], as the page last joined with it

@@ -40,6 +40,7 @@ def test_settings_round_trip_recent_files_and_damaged_files(tmp_path):
     settings.add_recent_study("/data/study5.nii.gz")
     settings.training.learning_rate = 0.0005
     settings.site.name = "hospital-a"
+    settings.site.peer_keys, settings.site.min_mask_sites = "/keys/federation", 2
     store.save(settings)
     loaded = SettingsStore(store.path).load()
     assert loaded == settings

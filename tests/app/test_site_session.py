@@ -1,10 +1,12 @@
 """The Federation page's controllers without Qt: the site session (join, connection state from events,
 join timeout, leave), the demo session (join once, stop leaves first, no report promised when none was
-written), the plaintext choice, the [privacy] the form writes and the channel the page shows."""
+written), the plaintext choice, the [privacy] and the [he] masking settings the form writes and the channel
+the page shows."""
 
 from __future__ import annotations
 
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,9 @@ from app.services import site_session
 from app.services.federation_site import SiteForm, write_site_config
 from app.services.site_session import DemoSession, SiteSession
 from federation.config import load_site_config
+from federation.he.context import write_he_keys
+from federation.he.roster import MaskingSettings
+from federation.keys import generate_node_keys
 from federation.processes import free_port
 from segmentation.errors import ConfigError
 from segmentation.settings import PrivacySettings
@@ -81,6 +86,75 @@ def test_refused_privacy_numbers_are_one_sentence_and_no_file_is_written(dataset
         write_site_config(refused, tmp_path / "site")
     assert str(raised.value) == sentence and not (tmp_path / "site").exists()
     assert form(dataset, unencrypted=True, dp=True).privacy_problem() == ""
+
+
+@pytest.fixture(scope="module")
+def he_context(tmp_path_factory) -> Path:
+    return write_he_keys(tmp_path_factory.mktemp("he")).secret_context
+
+
+@pytest.fixture(scope="module")
+def peers(tmp_path_factory) -> Path:
+    """A folder of three sites' node key pairs: their .pub files are the federation's node public keys."""
+    folder = tmp_path_factory.mktemp("peers")
+    for name in ("CT-Hospital", "MR-T1", "MR-T2"):
+        generate_node_keys(folder, name)
+    return folder
+
+
+def test_the_masking_settings_are_written_only_with_he_and_read_back_the_same(dataset, tmp_path, he_context,
+                                                                               peers):
+    node_key = str(peers / "CT-Hospital.key")
+    plain = form(dataset, unencrypted=True, node_key=node_key, peer_keys=str(peers), min_mask_sites=2)
+    assert tomllib.loads(plain.to_toml(tmp_path / "events.jsonl"))["he"] == {}
+    assert write_site_config(plain, tmp_path / "plain").masking == MaskingSettings(peers / "CT-Hospital.key")
+    masked = form(dataset, unencrypted=True, node_key=node_key, he_context=str(he_context),
+                  peer_keys=str(peers), min_mask_sites=2)
+    assert tomllib.loads(masked.to_toml(tmp_path / "events.jsonl"))["he"] == {
+        "enabled": True, "secret_context": str(he_context), "peer_keys": str(peers), "min_mask_sites": 2}
+    config = write_site_config(masked, tmp_path / "masked")
+    assert config.masking == masked.masking() == MaskingSettings(peers / "CT-Hospital.key", peers, 2)
+    assert len(config.masking.pinned()) == 3
+    unpinned = form(dataset, unencrypted=True, he_context=str(he_context))
+    assert tomllib.loads(unpinned.to_toml(tmp_path / "events.jsonl"))["he"] == {
+        "enabled": True, "secret_context": str(he_context), "min_mask_sites": 3}
+    assert write_site_config(unpinned, tmp_path / "unpinned").masking == MaskingSettings() == \
+        unpinned.masking()
+    masked_channel = masked.channel().sentence()
+    assert "masked" in masked_channel and "masked" not in plain.channel().sentence()
+
+
+def _folder(tmp_path: Path, kind: str) -> Path:
+    """A peer key folder that cannot be used: missing, a file, empty, or holding a .pub that is no key."""
+    path = tmp_path / kind
+    if kind == "file":
+        path.write_text("not a folder")
+    elif kind != "missing":
+        path.mkdir()
+    if kind == "not-a-key":
+        (path / "site.pub").write_text("ssh-rsa AAAA not an ECDSA key\n")
+    return path
+
+
+@pytest.mark.parametrize(("change", "sentence"), [
+    ({"min_mask_sites": 1}, "min_mask_sites must be an integer of at least 2, got 1"),
+    ({"min_mask_sites": 2.5}, "min_mask_sites must be an integer of at least 2, got 2.5"),
+    ({"peer_keys": "missing"}, "the peer key folder {folder} does not exist"),
+    ({"peer_keys": "file"}, "the peer key folder {folder} is not a folder"),
+    ({"peer_keys": "empty"}, "the peer key folder {folder} holds no .pub files"),
+    ({"peer_keys": "not-a-key"}, "{folder}/site.pub is not an ECDSA public key in OpenSSH format"),
+])
+def test_refused_masking_settings_are_one_sentence_and_no_file_is_written(dataset, tmp_path, he_context,
+                                                                         change, sentence):
+    folder = _folder(tmp_path, change["peer_keys"]) if "peer_keys" in change else None
+    changes = {**change, "peer_keys": str(folder)} if folder is not None else change
+    refused = form(dataset, unencrypted=True, he_context=str(he_context), **changes)
+    with pytest.raises(ConfigError) as raised:
+        write_site_config(refused, tmp_path / "site")
+    message = str(raised.value)
+    assert message.startswith(sentence.format(folder=folder)) and "\n" not in message
+    assert not (tmp_path / "site").exists()
+    form(dataset, unencrypted=True, **changes).check()  # without HE they are not used, so not checked
 
 
 def _written(site_form: SiteForm, folder: Path) -> Path:

@@ -121,6 +121,21 @@ class FederationPage(Page):
         self.fingerprint = QLabel("—")
         self.fingerprint.setObjectName("Muted")
         form.addRow("Fingerprint", self.fingerprint)
+        self.peer_keys = PathField("folder", "The federation's node public keys (.pub)",
+                                   placeholder="optional: folder of every site's .pub")
+        self.peer_keys.set_path(site.peer_keys or None)
+        self.peer_keys.setToolTip("Mask only with sites whose mask keys are signed by one of these node "
+                                  "public keys (exported by Keys… at each site), so the server cannot "
+                                  "invent sites")
+        form.addRow("Peer node keys", self.peer_keys)
+        self.min_mask_sites = QSpinBox()
+        self.min_mask_sites.setRange(2, 1000)
+        self.min_mask_sites.setSuffix(" sites")
+        self.min_mask_sites.setValue(site.min_mask_sites)
+        self.min_mask_sites.setToolTip("Refuse a round of fewer sites than this, this one included, so the "
+                                       "server cannot leave this site alone with one colluding site; set 2 "
+                                       "only for a two-site federation")
+        form.addRow("Mask with at least", self.min_mask_sites)
         self.join_timeout = QDoubleSpinBox()
         self.join_timeout.setRange(5, 3600)
         self.join_timeout.setDecimals(0)
@@ -233,6 +248,7 @@ class FederationPage(Page):
             data_dir=str(self.data.path or ""), server_address=self.address.text().strip(),
             ca_certificate=str(self.ca.path or ""), unencrypted=self.unencrypted.isChecked(),
             node_key=str(self.node_key.path or ""), he_context=str(self.he.path or ""),
+            peer_keys=str(self.peer_keys.path or ""), min_mask_sites=self.min_mask_sites.value(),
             clientappio_port=self.port.value(), join_timeout=self.join_timeout.value(),
             dp=self.dp.isChecked(), noise_multiplier=self.noise.value(), max_grad_norm=self.clipping.value(),
             delta=_float(self.delta.text()), epsilon_budget=self.budget.value(),
@@ -243,6 +259,7 @@ class FederationPage(Page):
         site.name, site.modality, site.data_dir = form.name, form.modality, form.data_dir
         site.server_address, site.ca_certificate = form.server_address, form.ca_certificate
         site.node_key, site.he_context = form.node_key, form.he_context
+        site.peer_keys, site.min_mask_sites = form.peer_keys, form.min_mask_sites
         site.unencrypted, site.join_timeout = form.unencrypted, form.join_timeout
         site.dp, site.noise_multiplier, site.delta = form.dp, form.noise_multiplier, form.delta
         site.max_grad_norm, site.epsilon_budget = form.max_grad_norm, form.epsilon_budget
@@ -250,7 +267,8 @@ class FederationPage(Page):
 
     def _channel_changed(self, *_args) -> None:
         """The badges and the sentence say what protects this site's link with the settings as they are;
-        the privacy numbers are editable while DP is on and say at once why they cannot be used."""
+        the privacy numbers are editable while DP is on and say at once why they cannot be used, the
+        masking settings while an HE secret context is given."""
         form = self.form()
         channel = form.channel()
         for badge, (text, tone) in zip(self.channel_badges, channel.badges(), strict=True):
@@ -259,6 +277,8 @@ class FederationPage(Page):
         self.unencrypted.setEnabled(not self.ca.path)
         for field in (self.noise, self.clipping, self.delta, self.budget):
             field.setEnabled(form.dp)
+        for field in (self.peer_keys, self.min_mask_sites):
+            field.setEnabled(bool(form.he_context))
         problem = form.privacy_problem()
         self.privacy_problem.setText(problem[:1].upper() + problem[1:])
         self.privacy_problem.setVisible(bool(problem))
@@ -351,6 +371,8 @@ class FederationPage(Page):
         self.unencrypted.setChecked(not site.tls_enabled)
         self.node_key.set_path(site.node_private_key)
         self.he.set_path(site.he_secret_context)
+        self.peer_keys.set_path(site.masking.peer_keys)
+        self.min_mask_sites.setValue(site.masking.min_sites)
         self.dp.setChecked(site.privacy.dp)
         self.noise.setValue(site.privacy.noise_multiplier)
         self.clipping.setValue(site.privacy.max_grad_norm)

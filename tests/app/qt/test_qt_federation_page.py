@@ -1,6 +1,6 @@
 """The Federation page's channel: no TLS only by explicit choice, badges and a sentence that say what is
-true for the settings, differential privacy's numbers (checked, remembered, written to site.toml), and a
-join that gives up after its timeout with the reason (real `fedseg site`)."""
+true for the settings, differential privacy's numbers and HE's masking settings (checked, remembered,
+written to site.toml), and a join that gives up after its timeout with the reason (real `fedseg site`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from PySide6.QtCore import Qt
 from app.models.federation import SiteState
 from app.qt.pages.federation import FederationPage
 from federation.config import load_site_config
+from federation.he.context import write_he_keys
+from federation.he.roster import MaskingSettings
+from federation.keys import generate_node_keys
 from federation.processes import free_port
 from segmentation.settings import PrivacySettings
 from segmentation.synth import generate_dataset
@@ -83,6 +86,7 @@ def test_the_home_page_says_what_leaves_the_site_with_the_current_settings(qtbot
     window.navigate("settings")
     window.navigate("home")
     assert "over TLS" in step.text() and "cannot read" in step.text() and "UNENCRYPTED" not in step.text()
+    assert "masked" in step.text()
 
 
 def test_differential_privacy_is_edited_while_on_checked_as_typed_and_reloaded(qtbot, window, page, tmp_path,
@@ -108,6 +112,42 @@ def test_differential_privacy_is_edited_while_on_checked_as_typed_and_reloaded(q
     qtbot.addWidget(reloaded)
     assert reloaded.dp.isChecked() and reloaded.noise.isEnabled()
     assert (reloaded.noise.value(), reloaded.delta.text(), reloaded.budget.value()) == (0.7, "2e-06", 3.5)
+
+
+def test_masking_settings_are_edited_with_he_checked_written_to_site_toml_and_remembered(
+        qtbot, window, page, tmp_path, error_dialogs):
+    fields = (page.peer_keys, page.min_mask_sites)
+    assert not any(field.isEnabled() for field in fields) and "masked" not in page.channel_line.text()
+    assert (page.min_mask_sites.value(), page.min_mask_sites.minimum()) == (3, 2)
+    assert "cannot invent sites" in page.peer_keys.toolTip() and "two-site" in page.min_mask_sites.toolTip()
+    peers = tmp_path / "peers"
+    for name in ("CT-Hospital", "MR-T1", "MR-T2"):
+        generate_node_keys(peers, name)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    page.unencrypted.setChecked(True)
+    page.he.set_path(write_he_keys(tmp_path / "he").secret_context)
+    qtbot.waitUntil(lambda: page.fingerprint.text() not in ("—", "reading…"), timeout=30_000)
+    assert all(field.isEnabled() for field in fields) and "masked" in page.channel_line.text()
+    page.peer_keys.set_path(empty)
+    page.join_button.click()
+    assert error_dialogs(page) and "holds no .pub files" in error_dialogs(page)[0].text()
+    assert page.session.job is None and not (window.workbench.settings.workspace_dir / "federation").exists()
+    page.peer_keys.set_path(peers)
+    page.min_mask_sites.setValue(2)
+    assert (page.form().peer_keys, page.form().min_mask_sites) == (str(peers), 2)
+    page.join_button.click()
+    assert page.run.state is SiteState.CONNECTING
+    written = load_site_config(page.session.job.config.source)
+    assert written.masking == MaskingSettings(None, peers, 2) and len(written.masking.pinned()) == 3
+    page.leave()
+    site = window.workbench.settings.site  # remembered for next time, shown by the next page
+    assert (site.peer_keys, site.min_mask_sites) == (str(peers), 2)
+    reloaded = FederationPage(window.workbench, window)
+    qtbot.addWidget(reloaded)
+    assert reloaded.peer_keys.path == peers and reloaded.min_mask_sites.value() == 2
+    assert reloaded.peer_keys.isEnabled() and reloaded.min_mask_sites.isEnabled()
+    qtbot.waitUntil(lambda: reloaded.fingerprint.text() not in ("—", "reading…"), timeout=30_000)
 
 
 def red_pixels(widget) -> int:
