@@ -213,7 +213,7 @@ def _query(content: RecordDict, state: RecordDict, settings: SiteSettings, event
                                                        "no key")
         if asked == UPLOAD_QUERY:
             return upload(he, config, events.round, settings.masking, state)
-        reply = unmask(he, config, events.round, state)
+        reply = unmask(he, config, events.round, settings.masking, state)
         # Every correction is on record: a server that claims drops it holds uploads of shows up here.
         events.emit("mask-correction", peers=len(config[DROPPED_KEY]))
         return reply

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
 from federation.he.aggregation import CiphertextError, add_checked, check_chunks, check_weight
 from federation.he.context import HeContext, HeContextError
@@ -90,7 +90,7 @@ class EncryptedAggregation:
     def secure_sum(
         self, server_round: int, run_id: int, replies: Sequence[Message], weight_key: str, send: Send,
         error_verdict: ErrorVerdict, min_sites: int,
-    ) -> tuple[Any, dict[int, Verdict]]:
+    ) -> tuple[ArrayRecord | None, dict[int, Verdict]]:
         """The encrypted sum of the accepted training replies' uploads (an ArrayRecord, or None when
         fewer than `min_sites` uploads survive), and a verdict for each site that fell out on the way."""
         verdicts: dict[int, Verdict] = {}

@@ -64,6 +64,7 @@ from segmentation.errors import ConfigError
 _PENDING_KEY = "fedseg-he-update"  # state: the checked update between training and upload
 _MASK_KEY = "fedseg-he-mask"  # state: the round's mask key pair, examples, and the roster once uploaded
 _UPDATE = "update"
+_DROPPED_SO_FAR = "dropped"  # every roster site the server has named dropped this round
 
 
 def site_context(secret_context: Path | None, federation_fingerprint: str | None) -> HeContext | None:
@@ -169,8 +170,14 @@ def upload(context: HeContext, config: Mapping[str, Any], server_round: int, mas
                        "site": ConfigRecord({FINGERPRINT_KEY: context.fingerprint})})
 
 
-def unmask(context: HeContext, config: Mapping[str, Any], server_round: int, state: RecordDict) -> RecordDict:
-    """Enc(minus this site's masks with the roster sites the server says are missing from the sum)."""
+def unmask(context: HeContext, config: Mapping[str, Any], server_round: int, masking: MaskingSettings,
+           state: RecordDict) -> RecordDict:
+    """Enc(minus this site's masks with the roster sites the server says are missing from the sum).
+
+    Each correction tells a holder of the key this site's masks with those sites, so the site refuses
+    when the sites it would still be masked with (the roster less every site named dropped this round,
+    in this request or an earlier one) are fewer than min_mask_sites: a server cannot strip its masks by
+    calling peers dropped."""
     kept = _kept(state, server_round)
     if _PENDING_KEY in state:
         raise SiteRoundError(SiteErrorCode.MASKING, "asked to unmask before this site uploaded")
@@ -182,9 +189,14 @@ def unmask(context: HeContext, config: Mapping[str, Any], server_round: int, sta
             raise MaskError("the server names no dropped sites, or one twice")
         if own.node_id in dropped or any(node not in roster for node in dropped):
             raise MaskError("the dropped sites are not peers of this site's round")
+        named = set(kept.get(_DROPPED_SO_FAR, [])) | set(dropped)
+        if len(roster) - len(named) < masking.min_sites:
+            raise MaskError(f"{len(named)} of the round's {len(roster)} sites named dropped would leave this "
+                            f"site masked with fewer than {masking.min_sites}")
         seeds = {node: keys.pair_seed(own.node_id, roster[node], kept["context"]) for node in dropped}
     except MaskError as error:
         raise SiteRoundError(SiteErrorCode.MASKING, f"refused to unmask: {error}") from None
+    kept[_DROPPED_SO_FAR] = sorted(named)
     correction = dropout_correction(own.node_id, seeds, kept["size"], context.plain_modulus)
     arrays = chunks_to_arrays(encrypt_integers(context, correction))
     return RecordDict({"arrays": ArrayRecord({name: Array(array) for name, array in arrays.items()}),

@@ -114,7 +114,7 @@ class Network:
                     content = RecordDict({"arrays": from_upload_garbage(),
                                           "site": ConfigRecord({FINGERPRINT_KEY: self.secret.fingerprint})})
                 else:
-                    content = unmask(self.secret, config, ROUND, site.state)
+                    content = unmask(self.secret, config, ROUND, site.masking(self.min_sites), site.state)
             except SiteRoundError as error:
                 code, reason = error.code.reply
                 replies.append(Message(Error(code=code, reason=reason),
@@ -301,7 +301,7 @@ def test_the_correction_of_an_upload_that_the_server_lacks_is_a_chunk_layout(sec
     network.absent = {sites[0].node}
     run_round(secret, sites, network, train_replies(secret, sites, monkeypatch))
     config = {"mask-dropped": [sites[0].node]}
-    content = unmask(secret, config, ROUND, sites[1].state)
+    content = unmask(secret, config, ROUND, sites[1].masking(), sites[1].state)
     chunks = chunks_from_arrays({name: array.numpy() for name, array in content["arrays"].items()})
     correction = decrypt_integers(secret, chunks, SIZE) % secret.plain_modulus
     assert correction.any()  # a real, non-zero mask term travels encrypted
@@ -314,3 +314,21 @@ def test_the_train_reply_of_an_encrypted_round_must_carry_a_mask_key_and_no_arra
     assert server.judge_train(replies[0].content, ValidationLimits(), "num-examples").code == ACCEPTED
     del replies[1].content[ADVERTISEMENT_RECORD]
     assert server.judge_train(replies[1].content, ValidationLimits(), "num-examples").code == BAD_MASK_KEY
+
+
+def test_a_site_refuses_corrections_that_would_leave_it_masked_with_too_few_sites(secret, monkeypatch):
+    """A server that calls peers dropped to strip a site's masks: each correction reveals the site's masks
+    with those peers to a key holder, so the site stops before fewer than min_mask_sites remain, counting
+    every site named dropped this round, in one request or several."""
+    sites = make_sites(5, seed=11)
+    network = Network(secret, sites)
+    run_round(secret, sites, network, train_replies(secret, sites, monkeypatch))
+    victim = sites[0]
+    others = [site.node for site in sites[1:]]
+    with pytest.raises(SiteRoundError, match="masked with fewer than 3") as refused:
+        unmask(secret, {"mask-dropped": others[:3]}, ROUND, victim.masking(), victim.state)
+    assert refused.value.code == SiteErrorCode.MASKING
+    unmask(secret, {"mask-dropped": others[:1]}, ROUND, victim.masking(), victim.state)  # 4 remain
+    unmask(secret, {"mask-dropped": others[:2]}, ROUND, victim.masking(), victim.state)  # 3 remain
+    with pytest.raises(SiteRoundError, match="masked with fewer than 3"):
+        unmask(secret, {"mask-dropped": others[2:3]}, ROUND, victim.masking(), victim.state)  # 2 would
