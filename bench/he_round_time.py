@@ -8,10 +8,10 @@ drifting machine load favours neither. Each run is a real SuperLink and one Supe
 fingerprints); fewer rounds and local epochs than the demo, which makes the HE share of a round larger
 than in the demo itself.
 
-A round's wall time comes from the server's own events, from the run's plan or the previous round's
-checkpoint to this round's checkpoint (bench/federation_round.py), so starting the processes and the
+A round's wall time comes from the server's own round summaries (federation.round_costs: from the run's
+plan or the previous round's checkpoint to this round's checkpoint), so starting the processes and the
 fingerprint query before round 1 are not counted. Of that, "sites" is the slowest site's own round work
-(scoring and local training: its started/finished events) and "rest" everything else: the global model's
+(scoring and local training, the `site-seconds` it reports) and "rest" everything else: the global model's
 way to the sites (with HE, decrypting it), the replies' way back, with HE the upload query (the roster
 of mask keys out; the masked, encrypted updates back), and the server's checks, sum and checkpoint. CPU
 is the CPU time of every process a run started, start-up included: less sensitive to other work on a
@@ -35,11 +35,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from federation_round import round_walls, site_compute
-
 from federation.demo import DemoSettings
 from federation.demo.data import demo_datasets
-from federation.demo.federated import EventCallback, run_federation, site_event_file
+from federation.demo.federated import EventCallback, run_federation
+from federation.round_costs import round_summaries
 from federation.server_run import EVENTS_NAME
 from segmentation.datalist import DatasetIndex
 from segmentation.events import read_events
@@ -102,10 +101,8 @@ def run_once(folder: Path, settings: DemoSettings, datasets: Mapping[str, Datase
     cpu = children_cpu_seconds()
     config = run_federation(folder, replace(settings, he=MODES[mode]), datasets, on_event)
     cpu = children_cpu_seconds() - cpu
-    walls = round_walls(list(read_events(config.run_dir / EVENTS_NAME)))
-    work = [site_compute(list(read_events(site_event_file(folder, site)))) for site in datasets]
-    rounds = [{"round": number, "wall_s": wall, "sites_s": max(site.get(number, 0.0) for site in work)}
-              for number, wall in sorted(walls.items())]
+    rounds = [{"round": summary.round, "wall_s": summary.wall_s, "sites_s": summary.work_s or 0.0}
+              for summary in round_summaries(read_events(config.run_dir / EVENTS_NAME))]
     return {"mode": mode, "cpu_s": cpu, "program_cpu_s": programs, "rounds": rounds}
 
 

@@ -15,7 +15,7 @@ from functools import cached_property
 from flwr.app import ConfigRecord, RecordDict
 
 from federation.he.records import FINGERPRINT_KEY
-from federation.he.roster import ADVERTISEMENT_RECORD, NODE_KEY, PUBLIC_KEY, SIGNATURE
+from federation.he.roster import ADVERTISEMENT_FIELDS, ADVERTISEMENT_RECORD, ROUND_KEY
 from federation.site_history import SITE_NAME_KEY, SITE_RECORD_KEY, SITE_SECONDS_KEY
 from federation.task import (
     AFTER,
@@ -39,7 +39,7 @@ PLAIN_METRICS = (NUM_EXAMPLES, TRAIN_LOSS, SITE_SECONDS_KEY, EPSILON_METRIC)
 # under HE, the site's signed mask key (federation.he.roster).
 CONFIG_KEYS = {SITE_RECORD_KEY: frozenset({SITE_NAME_KEY, FINGERPRINT_KEY}),
                DATA_FINGERPRINT_KEY: frozenset({DATA_FINGERPRINT_KEY}),
-               ADVERTISEMENT_RECORD: frozenset({PUBLIC_KEY, NODE_KEY, SIGNATURE})}
+               ADVERTISEMENT_RECORD: frozenset({*ADVERTISEMENT_FIELDS, ROUND_KEY})}
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, MetricRecord
 
 from federation.he.context import HeContext
 from federation.he.records import FINGERPRINT_KEY, is_encrypted
-from federation.he.roster import ADVERTISEMENT_RECORD, DROPPED_KEY, UNMASK_QUERY, UPLOAD_QUERY
-from federation.he.site import decrypt_global, prepare_upload, site_context, unmask, upload
+from federation.he.roster import DROPPED_KEY, UNMASK_QUERY, UPLOAD_QUERY
+from federation.he.site import decrypt_global, site_context, train_reply, unmask, upload
 from federation.server_run import save_global_model
 from federation.site_history import EVALUATE, SITE_NAME_KEY, SITE_RECORD_KEY, SITE_SECONDS_KEY, TRAIN
 from federation.site_protocol import SiteAnswer
@@ -148,10 +148,9 @@ def _train(content: RecordDict, state: RecordDict, settings: SiteSettings, event
     reply = RecordDict({"metrics": MetricRecord(_numbers(metrics))})
     if he is None:
         reply["arrays"] = ArrayRecord({name: Array(array) for name, array in result.weights.items()})
-    else:  # the update waits in the state for the server's roster (federation.he.site)
-        reply[ADVERTISEMENT_RECORD] = prepare_upload(
-            he, result.weights, global_model, int(result.metrics[NUM_EXAMPLES]), config, events.round,
-            settings.masking, state)
+    else:  # masked and encrypted now, or kept for the upload query (federation.he.site)
+        reply.update(train_reply(he, result.weights, global_model, int(result.metrics[NUM_EXAMPLES]),
+                                 config, events.round, settings.masking, state))
         reply[SITE_RECORD_KEY] = ConfigRecord({FINGERPRINT_KEY: he.fingerprint})
     events.emit("finished", metrics=result.metrics)
     return reply
@@ -212,8 +211,11 @@ def _query(content: RecordDict, state: RecordDict, settings: SiteSettings, event
             raise SiteRoundError(SiteErrorCode.HE_KEY, "the server asks for an encrypted upload, naming "
                                                        "no key")
         if asked == UPLOAD_QUERY:
-            return upload(he, config, events.round, settings.masking, state)
+            reply = upload(he, config, events.round, settings.masking, state)
+            reply[SITE_RECORD_KEY] = ConfigRecord({FINGERPRINT_KEY: he.fingerprint})
+            return reply
         reply = unmask(he, config, events.round, settings.masking, state)
+        reply[SITE_RECORD_KEY] = ConfigRecord({FINGERPRINT_KEY: he.fingerprint})
         # Every correction is on record: a server that claims drops it holds uploads of shows up here.
         events.emit("mask-correction", peers=len(config[DROPPED_KEY]))
         return reply

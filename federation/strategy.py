@@ -110,14 +110,17 @@ class ValidatingFedAvg(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Remember the global arrays the replies will be judged against, then configure as usual; with HE
-        tell each sampled site the run and its node id, which its signed mask key names."""
+        tell each sampled site the run and its node id, which its signed mask key names, and the round's
+        roster when every sampled site advertised a mask key for it (federation.he.secure_round)."""
         self._global_arrays, self._grid = arrays, grid
         self.reply_keys = ReplyKeys.of_round(config)
         messages = list(super().configure_train(server_round, arrays, config, grid))
         if self.he is not None:  # Flower's messages share one content: each gets its own here
+            nodes = [message.metadata.dst_node_id for message in messages]
+            roster = self.he.roster_config(server_round, nodes)
             messages = [Message(RecordDict({
                 **message.content, self.configrecord_key: ConfigRecord({
-                    **message.content.config_records[self.configrecord_key],
+                    **message.content.config_records[self.configrecord_key], **roster,
                     NODE_KEY_IN_ROUND: message.metadata.dst_node_id, RUN_KEY: _run_id(grid)})}),
                 dst_node_id=message.metadata.dst_node_id, message_type=message.metadata.message_type)
                 for message in messages]

@@ -19,11 +19,14 @@ from federation.he.masking import Advertisement, MaskError, verify_advertisement
 from federation.keys import fingerprint, load_private_key, load_public_key
 from segmentation.errors import ConfigError
 
-# The advertisement a site sends with its training reply, in a ConfigRecord of this name.
+# The advertisement a site sends with its replies, in a ConfigRecord of this name: its mask key for a
+# round (this one, or the next when the reply carries its upload), signed for that round.
 ADVERTISEMENT_RECORD = "mask-key"
 PUBLIC_KEY = "public-key"
 NODE_KEY = "node-key"
 SIGNATURE = "signature"
+ROUND_KEY = "round"
+ADVERTISEMENT_FIELDS = (PUBLIC_KEY, NODE_KEY, SIGNATURE)
 # The roster in the upload and unmask queries' config: four lists, one entry per site.
 ROSTER_NODES, ROSTER_PUBLIC_KEYS = "mask-nodes", "mask-public-keys"
 ROSTER_NODE_KEYS, ROSTER_SIGNATURES = "mask-node-keys", "mask-signatures"
@@ -86,9 +89,17 @@ def advertisement_record(advertisement: Advertisement) -> dict[str, Any]:
 
 def advertisement_of(node_id: int, record: Mapping[str, Any]) -> Advertisement:
     """The advertisement in a reply's ADVERTISEMENT_RECORD; MaskError when malformed."""
-    if set(record) != {PUBLIC_KEY, NODE_KEY, SIGNATURE}:
+    if not set(ADVERTISEMENT_FIELDS) <= set(record) <= {*ADVERTISEMENT_FIELDS, ROUND_KEY}:
         raise MaskError(f"node {node_id}'s mask key record is malformed")
-    return Advertisement(node_id, record[PUBLIC_KEY], record[NODE_KEY], record[SIGNATURE])
+    return Advertisement(node_id, *(record[key] for key in ADVERTISEMENT_FIELDS))
+
+
+def advertised_round(node_id: int, record: Mapping[str, Any]) -> int:
+    """The round a reply's mask key is for; MaskError when the record does not say."""
+    value = record.get(ROUND_KEY)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise MaskError(f"node {node_id}'s mask key names no round")
+    return value
 
 
 def roster_config(roster: Sequence[Advertisement]) -> dict[str, Any]:

@@ -1,12 +1,16 @@
 """A site's part of secure aggregation: its key, the global model, and its masked, encrypted update.
 
-A round with HE has three steps at a site. Training: the site checks its new weights (it is their last
-check, as the server sees no value), keeps them in its state with a fresh mask key pair, and answers
-with its numbers and its signed mask key. Upload: the server sends the roster of the accepted sites' mask
-keys and N, their examples; the site checks the roster (federation.he.roster), derives a seed with every
-peer, and sends Enc(n / N * w + its masks). Unmask (only when some roster site's upload is missing): the
-site sends Enc(minus its masks with those sites), so the sum still decrypts. A site uploads once per
-round, so a server cannot ask for the same update under two rosters.
+A site checks its new weights after training (it is their last check, as the server sees no value).
+Masking needs the roster: every site's signed mask key for the round, and N, their examples. Every
+masked upload a site sends carries its fresh mask key for the next round, so from the second round on
+the server already holds the roster when it sends the training message: the site checks it
+(federation.he.roster), derives a seed with every peer, and answers its training message with Enc(n / N
+* w + its masks) at once. Without a roster (the first round, or a sampled site the server holds no key
+of) the site keeps its update, answers with its numbers and its mask key for this round, and uploads
+when the server's upload query brings the roster. Unmask (only when some roster site's upload is
+missing): the site sends Enc(minus its masks with those sites), so the sum still decrypts. A mask key
+serves one round and a site uploads once per round, so a server cannot ask for the same update under
+two rosters.
 
 Before anything is decrypted or sent, the site's key must be the federation's (same fingerprint) and
 both sides must agree on encrypting: a site with HE on never sends a plaintext update, whatever the
@@ -42,14 +46,15 @@ from federation.he.masking import (
     round_context,
 )
 from federation.he.packing import Layout
-from federation.he.records import FINGERPRINT_KEY, chunks_to_arrays, from_arrays, to_array_record
+from federation.he.records import chunks_to_arrays, from_arrays, to_array_record
 from federation.he.roster import (
+    ADVERTISEMENT_FIELDS,
+    ADVERTISEMENT_RECORD,
     DROPPED_KEY,
-    NODE_KEY,
     NODE_KEY_IN_ROUND,
-    PUBLIC_KEY,
+    ROSTER_NODES,
+    ROUND_KEY,
     RUN_KEY,
-    SIGNATURE,
     TOTAL_KEY,
     MaskingSettings,
     advertisement_of,
@@ -61,8 +66,9 @@ from federation.he.roster import (
 from federation.task import SiteErrorCode, SiteRoundError
 from segmentation.errors import ConfigError
 
-_PENDING_KEY = "fedseg-he-update"  # state: the checked update between training and upload
+_PENDING_KEY = "fedseg-he-update"  # state: the checked update between training and the upload query
 _MASK_KEY = "fedseg-he-mask"  # state: the round's mask key pair, examples, and the roster once uploaded
+_NEXT_KEY = "fedseg-he-next-mask"  # state: the mask key pair the site advertised for the next round
 _UPDATE = "update"
 _DROPPED_SO_FAR = "dropped"  # every roster site the server has named dropped this round
 
@@ -99,57 +105,86 @@ def decrypt_global(context: HeContext, arrays: Mapping[str, np.ndarray],
         raise SiteRoundError(SiteErrorCode.MODEL, f"unusable encrypted global model: {error}") from None
 
 
-def _round_context(context: HeContext, config: Mapping[str, Any], server_round: int) -> tuple[int, bytes]:
-    """This site's node id as the server names it, and the round's signing context."""
+def _node_and_run(config: Mapping[str, Any]) -> tuple[int, int]:
+    """This site's node id as the server names it, and the run's id."""
     node, run = config.get(NODE_KEY_IN_ROUND), config.get(RUN_KEY)
     if not all(isinstance(value, int) and not isinstance(value, bool) and value >= 0
                for value in (node, run)):
         raise SiteRoundError(SiteErrorCode.MASKING, "the server's message names no node or run for masking")
-    return node, round_context(run, server_round, context.fingerprint)
+    return node, run
 
 
-def prepare_upload(
+def _new_mask_key(context: HeContext, config: Mapping[str, Any], for_round: int, masking: MaskingSettings,
+                  state: RecordDict, slot: str) -> ConfigRecord:
+    """A fresh mask key pair for round `for_round`, kept in state[slot]; its signed record for a reply."""
+    node, run = _node_and_run(config)
+    signing = round_context(run, for_round, context.fingerprint)
+    try:
+        node_key = masking.node_key()
+    except ConfigError as error:
+        raise SiteRoundError(SiteErrorCode.SETTINGS, str(error)) from None
+    keys = MaskKeyPair.generate()
+    record = {**advertisement_record(keys.advertise(node, signing, node_key)), ROUND_KEY: for_round}
+    state[slot] = ConfigRecord({"node": node, "context": signing, "private-key": keys.private_bytes(),
+                                **record})
+    return ConfigRecord(record)
+
+
+def train_reply(
     context: HeContext, weights: Mapping[str, np.ndarray], global_model: Mapping[str, np.ndarray],
     num_examples: int, config: Mapping[str, Any], server_round: int, masking: MaskingSettings,
     state: RecordDict,
-) -> ConfigRecord:
-    """Check the site's new weights against the global model it started from, keep them with a fresh mask
-    key pair in `state`, and return the signed mask key record for the training reply."""
+) -> RecordDict:
+    """The HE part of a training reply, after the site checked its new weights against the global model
+    it started from. When the message carries the round's roster (the server holds every sampled site's
+    mask key for this round), the masked, encrypted update and the mask key for the next round; otherwise
+    the update waits in `state` and the reply carries the mask key for this round, for the upload query."""
     layout = Layout.of(global_model)
     vector = layout.flatten(weights)
     try:
         check_update(vector, layout.flatten(global_model), context.capacity)
     except UnsafeUpdate as error:
         raise SiteRoundError(SiteErrorCode.UNSAFE_UPDATE, f"not sent: {error}") from None
-    node, signing = _round_context(context, config, server_round)
-    try:
-        node_key = masking.node_key()
-    except ConfigError as error:
-        raise SiteRoundError(SiteErrorCode.SETTINGS, str(error)) from None
-    keys = MaskKeyPair.generate()
-    advertisement = keys.advertise(node, signing, node_key)
-    state[_PENDING_KEY] = ArrayRecord({_UPDATE: Array(vector)})
-    state[_MASK_KEY] = ConfigRecord({"round": server_round, "node": node, "context": signing,
-                                     "private-key": keys.private_bytes(), "examples": int(num_examples),
-                                     "size": vector.size,
-                                     **advertisement_record(advertisement)})
-    return ConfigRecord(advertisement_record(advertisement))
+    if ROSTER_NODES in config:
+        kept = state.get(_NEXT_KEY)
+        if not isinstance(kept, ConfigRecord) or kept.get(ROUND_KEY) != server_round:
+            raise SiteRoundError(SiteErrorCode.MASKING,
+                                 f"this site keeps no mask key for round {server_round}")
+        state[_MASK_KEY] = ConfigRecord({**kept, "examples": int(num_examples), "size": vector.size})
+        del state[_NEXT_KEY]
+        reply = _masked_upload(context, vector, config, masking, state)
+    else:
+        state[_PENDING_KEY] = ArrayRecord({_UPDATE: Array(vector)})
+        reply = RecordDict()
+        reply[ADVERTISEMENT_RECORD] = _new_mask_key(context, config, server_round, masking, state, _MASK_KEY)
+        state[_MASK_KEY].update({"examples": int(num_examples), "size": vector.size})
+    return reply
 
 
 def _kept(state: RecordDict, server_round: int) -> ConfigRecord:
     kept = state.get(_MASK_KEY)
-    if not isinstance(kept, ConfigRecord) or kept.get("round") != server_round:
+    if not isinstance(kept, ConfigRecord) or kept.get(ROUND_KEY) != server_round:
         raise SiteRoundError(SiteErrorCode.MASKING, f"this site trained no update for round {server_round}")
     return kept
 
 
 def upload(context: HeContext, config: Mapping[str, Any], server_round: int, masking: MaskingSettings,
            state: RecordDict) -> RecordDict:
-    """The masked, encrypted update kept since training, for the roster in `config` (once per round)."""
-    kept = _kept(state, server_round)
+    """The masked, encrypted update kept since training, for the roster in `config` (once per round), and
+    the mask key for the next round."""
+    _kept(state, server_round)
     pending = state.get(_PENDING_KEY)
     if not isinstance(pending, ArrayRecord):
         raise SiteRoundError(SiteErrorCode.MASKING, f"this site already sent its round {server_round} update")
+    reply = _masked_upload(context, pending[_UPDATE].numpy(), config, masking, state)
+    del state[_PENDING_KEY]  # one upload per round (a roster refused leaves none sent)
+    return reply
+
+
+def _masked_upload(context: HeContext, vector: np.ndarray, config: Mapping[str, Any],
+                   masking: MaskingSettings, state: RecordDict) -> RecordDict:
+    """Enc(n / N * update + pairwise masks) for the roster in `config`, with the next round's mask key."""
+    kept = state[_MASK_KEY]
     keys, own = _own(kept)
     total = config.get(TOTAL_KEY)
     try:
@@ -161,13 +196,13 @@ def upload(context: HeContext, config: Mapping[str, Any], server_round: int, mas
         raise SiteRoundError(SiteErrorCode.MASKING, f"refused the round's roster: {error}") from None
     except ConfigError as error:
         raise SiteRoundError(SiteErrorCode.SETTINGS, str(error)) from None
-    vector = pending[_UPDATE].numpy()
     mask = pairwise_mask(own.node_id, seeds, vector.size, context.plain_modulus)
     encrypted = encrypt_share(context, vector, kept["examples"], total, mask)
-    del state[_PENDING_KEY]  # one upload per round
     kept.update(roster_config(roster))
-    return RecordDict({"arrays": to_array_record(encrypted),
-                       "site": ConfigRecord({FINGERPRINT_KEY: context.fingerprint})})
+    reply = RecordDict({"arrays": to_array_record(encrypted)})
+    next_round = kept[ROUND_KEY] + 1
+    reply[ADVERTISEMENT_RECORD] = _new_mask_key(context, config, next_round, masking, state, _NEXT_KEY)
+    return reply
 
 
 def unmask(context: HeContext, config: Mapping[str, Any], server_round: int, masking: MaskingSettings,
@@ -199,15 +234,14 @@ def unmask(context: HeContext, config: Mapping[str, Any], server_round: int, mas
     kept[_DROPPED_SO_FAR] = sorted(named)
     correction = dropout_correction(own.node_id, seeds, kept["size"], context.plain_modulus)
     arrays = chunks_to_arrays(encrypt_integers(context, correction))
-    return RecordDict({"arrays": ArrayRecord({name: Array(array) for name, array in arrays.items()}),
-                       "site": ConfigRecord({FINGERPRINT_KEY: context.fingerprint})})
+    return RecordDict({"arrays": ArrayRecord({name: Array(array) for name, array in arrays.items()})})
 
 
 def _own(kept: ConfigRecord) -> tuple[MaskKeyPair, Advertisement]:
     """The site's own mask key pair and advertisement of the round, as kept since training."""
     try:
         keys = MaskKeyPair.from_private_bytes(kept["private-key"])
-        own = advertisement_of(kept["node"], {key: kept[key] for key in (PUBLIC_KEY, NODE_KEY, SIGNATURE)})
+        own = advertisement_of(kept["node"], {key: kept[key] for key in ADVERTISEMENT_FIELDS})
     except (KeyError, MaskError):
         raise SiteRoundError(SiteErrorCode.MASKING, "this site's kept mask key is unusable") from None
     return keys, own

@@ -442,7 +442,7 @@ def test_the_he_option_turns_encryption_on(monkeypatch, capsys):
         raise ConfigError("stopped before running")
 
     monkeypatch.setattr(federation.demo, "run_demo", stop)
-    assert main(["demo", "--sites", "ct", "--he"]) == 2 and main(["demo", "--sites", "ct"]) == 2
+    assert main(["demo", "--sites", "ct,mr-t1", "--he"]) == 2 and main(["demo", "--sites", "ct"]) == 2
     assert asked == [True, False] and "stopped before running" in capsys.readouterr().err
 
 

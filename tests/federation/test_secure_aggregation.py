@@ -31,7 +31,7 @@ from federation.he.roster import (
     MaskingSettings,
 )
 from federation.he.secure_round import BAD_MASK_KEY, NO_UPLOAD, EncryptedAggregation
-from federation.he.site import prepare_upload, unmask, upload
+from federation.he.site import train_reply, unmask, upload
 from federation.strategy import error_verdict
 from federation.task import CONFIG_KEY, QUERY_KEY, SiteErrorCode, SiteRoundError
 from federation.validation import ACCEPTED, MALFORMED, ValidationLimits
@@ -73,17 +73,18 @@ def make_sites(count: int, seed: int = 0) -> list[Site]:
             for index in range(count)]
 
 
-def train_replies(secret, sites: list[Site], monkeypatch, min_sites: int = 3) -> list[Message]:
-    """Each site's training reply (numbers, its key, its signed mask key), as prepare_upload makes it."""
+def train_replies(secret, sites: list[Site], monkeypatch, min_sites: int = 3, server_round: int = ROUND,
+                  roster: dict | None = None) -> list[Message]:
+    """Each site's training reply (numbers, its key, its signed mask key and, when the message carried a
+    `roster`, its masked upload), as federation.he.site.train_reply makes it."""
     replies = []
     for site in sites:
         monkeypatch.setattr(MaskingSettings, "node_key", lambda self, key=site.key: key)
-        config = {NODE_KEY_IN_ROUND: site.node, RUN_KEY: RUN}
-        record = prepare_upload(secret, {"w": site.weights}, {"w": np.full(SIZE, 0.1)}, site.examples, config,
-                                ROUND, site.masking(min_sites), site.state)
-        content = RecordDict({"metrics": MetricRecord({"num-examples": site.examples}),
-                              "site": ConfigRecord({FINGERPRINT_KEY: secret.fingerprint}),
-                              ADVERTISEMENT_RECORD: record})
+        config = {NODE_KEY_IN_ROUND: site.node, RUN_KEY: RUN, **(roster or {})}
+        content = train_reply(secret, {"w": site.weights}, {"w": np.full(SIZE, 0.1)}, site.examples, config,
+                              server_round, site.masking(min_sites), site.state)
+        content["metrics"] = MetricRecord({"num-examples": site.examples})
+        content["site"] = ConfigRecord({FINGERPRINT_KEY: secret.fingerprint})
         replies.append(content_reply(content, node_id=site.node, message_type=MessageType.TRAIN))
     return replies
 
@@ -107,14 +108,15 @@ class Network:
             if site.node in self.absent:
                 continue
             try:
+                number = config["server-round"]
                 if config[QUERY_KEY] == UPLOAD_QUERY:
-                    content = upload(self.secret, config, ROUND, site.masking(self.min_sites), site.state)
+                    content = upload(self.secret, config, number, site.masking(self.min_sites), site.state)
                     self.uploads[site.node] = content
                 elif site.node in self.garbage:
-                    content = RecordDict({"arrays": from_upload_garbage(),
-                                          "site": ConfigRecord({FINGERPRINT_KEY: self.secret.fingerprint})})
+                    content = RecordDict({"arrays": from_upload_garbage()})
                 else:
-                    content = unmask(self.secret, config, ROUND, site.masking(self.min_sites), site.state)
+                    content = unmask(self.secret, config, number, site.masking(self.min_sites), site.state)
+                content["site"] = ConfigRecord({FINGERPRINT_KEY: self.secret.fingerprint})
             except SiteRoundError as error:
                 code, reason = error.code.reply
                 replies.append(Message(Error(code=code, reason=reason),
@@ -131,9 +133,9 @@ def from_upload_garbage():
                         "he/data": Array(np.frombuffer(b"hello", dtype=np.uint8))})
 
 
-def run_round(secret, sites, network, replies, min_sites: int = 3):
-    server = EncryptedAggregation(secret.public(), SIZE)
-    return server.secure_sum(ROUND, RUN, replies, "num-examples", network, error_verdict, min_sites)
+def run_round(secret, sites, network, replies, min_sites: int = 3, server=None, server_round: int = ROUND):
+    server = server or EncryptedAggregation(secret.public(), SIZE)
+    return server.secure_sum(server_round, RUN, replies, "num-examples", network, error_verdict, min_sites)
 
 
 def fedavg(sites: list[Site]) -> np.ndarray:
@@ -332,3 +334,37 @@ def test_a_site_refuses_corrections_that_would_leave_it_masked_with_too_few_site
     unmask(secret, {"mask-dropped": others[:2]}, ROUND, victim.masking(), victim.state)  # 3 remain
     with pytest.raises(SiteRoundError, match="masked with fewer than 3"):
         unmask(secret, {"mask-dropped": others[2:3]}, ROUND, victim.masking(), victim.state)  # 2 would
+
+
+def test_from_the_second_round_the_training_replies_carry_the_masked_uploads(secret, monkeypatch):
+    """Each upload brings its site's mask key for the next round, so the server sends round 2's roster
+    with the training messages: no upload query, and the sum is still FedAvg of the uploading sites; a
+    site that fails its training in that round is unmasked by the others."""
+    sites = make_sites(4, seed=12)
+    server = EncryptedAggregation(secret.public(), SIZE)
+    network = Network(secret, sites)
+    run_round(secret, sites, network, train_replies(secret, sites, monkeypatch), server=server)
+    assert server.roster_config(ROUND + 2, [site.node for site in sites]) == {}  # keys are for round 4
+    roster = server.roster_config(ROUND + 1, [site.node for site in sites])
+    assert roster["he-total"] == sum(site.examples for site in sites)
+    for site in sites:
+        site.asked.clear()
+        site.weights = site.weights + 0.05
+    replies = train_replies(secret, sites[1:], monkeypatch, server_round=ROUND + 1, roster=roster)
+    assert all(len(reply.content.array_records) == 1 for reply in replies)
+    assert all(server.judge_train(reply.content, ValidationLimits(), "num-examples").code == ACCEPTED
+               for reply in replies)
+    record, verdicts = run_round(secret, sites, network, replies, server=server, server_round=ROUND + 1)
+    assert verdicts[sites[0].node].code == NO_UPLOAD  # its training failed: no reply at all
+    assert [site.asked for site in sites[1:]] == [["he-unmask"]] * 3
+    assert np.max(np.abs(decrypted(secret, record) - fedavg(sites[1:]))) < 1e-6
+
+
+def test_a_one_phase_training_message_without_a_kept_mask_key_is_refused(secret, monkeypatch):
+    sites = make_sites(3, seed=13)
+    server = EncryptedAggregation(secret.public(), SIZE)
+    run_round(secret, sites, Network(secret, sites), train_replies(secret, sites, monkeypatch), server=server)
+    roster = server.roster_config(ROUND + 1, [site.node for site in sites])
+    train_replies(secret, sites, monkeypatch, server_round=ROUND + 1, roster=roster)
+    with pytest.raises(SiteRoundError, match=f"keeps no mask key for round {ROUND + 1}"):  # a second message
+        train_replies(secret, sites[:1], monkeypatch, server_round=ROUND + 1, roster=roster)
