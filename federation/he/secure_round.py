@@ -131,7 +131,14 @@ class EncryptedAggregation:
         examples = {reply.metadata.src_node_id: _examples(reply, weight_key) for reply in replies}
         base = {"server-round": server_round, RUN_KEY: run_id, FINGERPRINT_KEY: self.fingerprint}
         if self._roster is not None:
-            roster, total, answers = self._roster, self._total, list(replies)
+            roster, total, answers = self._roster, self._total, []
+            for reply in replies:  # N counted each site's examples of its last round: they must not change
+                node = reply.metadata.src_node_id
+                if examples[node] == self._examples.get(node):
+                    answers.append(reply)
+                else:
+                    verdicts[node] = Verdict(MALFORMED, f"{examples[node]} examples where the round's N "
+                                                        f"counted {self._examples.get(node)}")
         else:
             roster = self._verified_keys(server_round, run_id, replies, verdicts)
             for node in verdicts:

@@ -368,3 +368,19 @@ def test_a_one_phase_training_message_without_a_kept_mask_key_is_refused(secret,
     train_replies(secret, sites, monkeypatch, server_round=ROUND + 1, roster=roster)
     with pytest.raises(SiteRoundError, match=f"keeps no mask key for round {ROUND + 1}"):  # a second message
         train_replies(secret, sites[:1], monkeypatch, server_round=ROUND + 1, roster=roster)
+
+
+def test_a_site_whose_example_count_changed_sits_out_a_one_phase_round(secret, monkeypatch):
+    """N of a one-phase round counts each site's examples of its last round; a site that reports another
+    count is dropped for the round (the others unmask it), so the sum's weight never exceeds N."""
+    sites = make_sites(4, seed=14)
+    server = EncryptedAggregation(secret.public(), SIZE)
+    run_round(secret, sites, Network(secret, sites), train_replies(secret, sites, monkeypatch), server=server)
+    roster = server.roster_config(ROUND + 1, [site.node for site in sites])
+    sites[0].examples += 1
+    replies = train_replies(secret, sites, monkeypatch, server_round=ROUND + 1, roster=roster)
+    record, verdicts = run_round(secret, sites, Network(secret, sites), replies, server=server,
+                                 server_round=ROUND + 1)
+    assert verdicts[sites[0].node].code == MALFORMED and "examples where the round's N" in (
+        verdicts[sites[0].node].detail)
+    assert np.max(np.abs(decrypted(secret, record) - fedavg(sites[1:]))) < 1e-6
