@@ -1,6 +1,6 @@
 """Encrypted aggregation: what it costs in bytes, time and precision, before and after the move to BFV.
 
-Part 1, for the demo 2D U-Net and a ~5M-parameter 3D U-Net, with SITES (20) sites each: three rows side by
+For the demo 2D U-Net and a ~5M-parameter 3D U-Net, with SITES (20) sites each: three rows side by
 side, in one run.
   ckks-before      FedSeg's previous setting, rebuilt here with TenSEAL directly since the product no
                    longer has it: CKKS N=4096, coeff [56, 20], scale 2^33, symmetric (secret-key)
@@ -23,29 +23,21 @@ row hands all 20 uploads to add_encrypted at once, as the server does. Each row 
 against SEAL's 128-bit maximum for its N; the fedseg context is made at SEC_LEVEL_TYPE.TC128, so SEAL
 refuses parameters below 128-bit security.
 
-Part 2 (skipped with --part1-only): the time of a demo round with HE and without, alternating: the default
-server.toml model, two in-process sites with phantom CT, one local epoch; the second round of each run is
-timed, as it is the first in which the sites decrypt. The in-process sites run one after the other, so their
-encryption adds up where real sites would encrypt in parallel. Wall time is the target's measure; this
-process's CPU time is reported too, since other work on a shared machine makes wall times noisy.
+A round's wall time with HE against without, through real Flower processes, is bench/he_round_time.py's.
 
-Targets (fedseg row): upload <= 1.6x float32, download <= 3.1x, max |HE - FedAvg| <= 1e-6 with 20 sites,
-HE round <= 1.15x plaintext. Last line: a JSON object ("upload_ratio" and "download_ratio" are the fedseg
-row's largest over the models).
+Targets (fedseg row): upload <= 1.6x float32, download <= 3.1x, max |HE - FedAvg| <= 1e-6 with 20 sites.
+Last line: a JSON object ("upload_ratio" and "download_ratio" are the fedseg row's largest over the
+models).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import tenseal as ts
@@ -58,17 +50,10 @@ from federation.he.masking import MaskKeyPair, pairwise_mask, round_context
 from federation.he.packing import Layout, chunks
 from segmentation.settings import NetworkConfig
 
-if TYPE_CHECKING:
-    from flwr.app import Context, Message
-
-    from federation.task import SiteSettings
-
 SITES = 20
 UPLOAD_TARGET = 1.6
 DOWNLOAD_TARGET = 3.1
 ERROR_TARGET = 1e-6
-ROUND_TARGET = 1.15
-ROUND_REPEATS = 2
 NETWORKS = {
     "demo 2D U-Net": NetworkConfig(out_channels=5),
     "3D U-Net": NetworkConfig(spatial_dims=3, out_channels=5, channels=(48, 96, 192, 384)),
@@ -242,7 +227,7 @@ def row_figures(setting: str, size: int, upload: int, download: int, encrypt_s: 
     }
 
 
-def part1(sites: int) -> dict[str, dict[str, Any]]:
+def measure(sites: int) -> dict[str, dict[str, Any]]:
     """The three rows for each network, printed as they come."""
     models = {}
     examples = site_examples(sites)
@@ -273,120 +258,12 @@ def part1(sites: int) -> dict[str, dict[str, Any]]:
     return models
 
 
-# -- part 2: a demo round with and without HE ------------------------------------------------------------
-# The federation modules are imported inside the functions, so that part 1 runs (--part1-only) while the
-# server and site code change around it.
-
-class InProcessGrid:
-    """Delivers each message to an in-process ClientApp, as the site's SuperNode would, and notes the
-    wall and CPU clocks whenever the server sends (rounds start with a send)."""
-
-    def __init__(self, sites: dict[int, Context]) -> None:
-        self.sites = sites
-        self.sent_at: list[tuple[float, float]] = []
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.sites)
-
-    def send_and_receive(self, messages: list[Message], timeout: float) -> list[Message]:
-        from federation import client_app
-
-        self.sent_at.append((time.perf_counter(), time.process_time()))
-        return [client_app.app(message, self.sites[message.metadata.dst_node_id]) for message in messages]
-
-
-def demo_site_settings(node: int, data: Path, run: Path, secret: Path | None) -> SiteSettings:
-    """The settings of in-process site `node` of a demo round: its phantom data, its event file and, with
-    HE, the sites' secret context; two sites mask with each other (min_mask_sites 2)."""
-    from federation.he.roster import MaskingSettings
-    from federation.task import SiteSettings
-
-    return SiteSettings(f"Site {node}", "ct", data, run / f"site{node}.jsonl", secret,
-                        masking=MaskingSettings(min_sites=2))
-
-
-def demo_round(
-    folder: Path, data: list[Path], secret: Path | None, public: Path | None
-) -> tuple[float, float]:
-    """Wall and CPU seconds of the second round of a two-round demo run with or without HE: from its
-    training messages to the final evaluation's (aggregation, metrics and checkpoint included)."""
-    from flwr.app import Context, RecordDict
-
-    from federation.config import load_server_config
-    from federation.server_run import run_server
-    from segmentation.synth.anatomy import LABELS
-
-    run = folder / "run"
-    labels = json.dumps([LABELS[value] for value in sorted(LABELS)])
-    he = f'[he]\nenabled = true\npublic_context = "{public}"\n' if public else ""
-    folder.mkdir(parents=True)
-    path = folder / "server.toml"
-    path.write_text(f'[server]\nrun_dir = "{run}"\n[federation]\nrounds = 2\nmin_sites = 2\n'
-                    f'[model]\nlabels = {labels}\n{he}')
-    contexts = {}
-    for node, site in enumerate(data, start=1):
-        settings = demo_site_settings(node, site, run, secret)
-        contexts[node] = Context(run_id=1, node_id=node, node_config=settings.to_node_config(),
-                                 state=RecordDict(), run_config={})
-    grid = InProcessGrid(contexts)
-    run_server(grid, load_server_config(path), resume=False)
-    (wall, cpu), (wall_end, cpu_end) = grid.sent_at[1:3]
-    return wall_end - wall, cpu_end - cpu
-
-
-def round_times(folder: Path) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-    """(wall, CPU) seconds of demo rounds without and with HE, alternating."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    from federation.he.context import write_he_keys
-    from segmentation.synth import generate_dataset
-
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1  # what a ServerApp process has
-    data = [generate_dataset(folder / f"data{seed}", "ct", 3, seed, size=96, test_fraction=0.34).root
-            for seed in range(2)]
-    keys = write_he_keys(folder / "keys")
-    plain, encrypted = [], []
-    for repeat in range(ROUND_REPEATS):
-        plain.append(demo_round(folder / f"plain{repeat}", data, None, None))
-        encrypted.append(demo_round(folder / f"he{repeat}", data, keys.secret_context, keys.public_context))
-    return plain, encrypted
-
-
-def part2(demo: dict[str, Any]) -> dict[str, Any]:
-    """The demo round's times; `demo` is part 1's fedseg row of the demo network."""
-    from flwr.common.logger import LOGGER_NAME
-
-    from segmentation.case_cache import CACHE_DIR_ENVIRONMENT
-
-    logging.getLogger(LOGGER_NAME).setLevel(logging.WARNING)
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ[CACHE_DIR_ENVIRONMENT] = str(Path(tmp) / "cache")
-        plain, encrypted = round_times(Path(tmp))
-    plain_s, he_s = (statistics.median(wall for wall, _ in times) for times in (plain, encrypted))
-    plain_cpu, he_cpu = (statistics.median(cpu for _, cpu in times) for times in (plain, encrypted))
-    round_ratio, cpu_ratio = he_s / plain_s, he_cpu / plain_cpu
-    he_work_s = demo["encrypt_s_per_site"] + demo["aggregate_s"] + demo["decrypt_s_per_site"]
-    parts_ratio = (plain_s + he_work_s) / plain_s
-    print(f"demo round (2 sites, 1 local epoch, median of {ROUND_REPEATS}): plaintext {plain_s:.1f} s, "
-          f"HE {he_s:.1f} s, ratio {round_ratio:.3f} (target <= {ROUND_TARGET}); CPU time: plaintext "
-          f"{plain_cpu:.1f} s, HE {he_cpu:.1f} s, ratio {cpu_ratio:.3f}; HE work per round in part 1 "
-          f"({SITES} sites) {he_work_s:.1f} s (site encrypt + server aggregate + site decrypt): "
-          f"{parts_ratio:.3f}")
-    return {"plaintext_s": round(plain_s, 2), "he_s": round(he_s, 2), "ratio": round(round_ratio, 3),
-            "plaintext_cpu_s": round(plain_cpu, 2), "he_cpu_s": round(he_cpu, 2),
-            "cpu_ratio": round(cpu_ratio, 3), "walls_plaintext_s": [round(w, 2) for w, _ in plain],
-            "walls_he_s": [round(w, 2) for w, _ in encrypted],
-            "he_work_s": round(he_work_s, 2), "ratio_from_parts": round(parts_ratio, 3),
-            "target_ratio": ROUND_TARGET, "met": round_ratio <= ROUND_TARGET}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part1-only", action="store_true", help="skip part 2, the demo rounds")
-    parser.add_argument("--sites", type=int, default=SITES, help=f"sites in part 1 (default {SITES})")
+    parser.add_argument("--sites", type=int, default=SITES, help=f"sites (default {SITES})")
     arguments = parser.parse_args()
     torch.set_num_threads(2)
-    models = part1(arguments.sites)
+    models = measure(arguments.sites)
     fedseg = [model["rows"]["fedseg"] for model in models.values()]
     upload_ratio = max(row["upload_ratio"] for row in fedseg)
     download_ratio = max(row["download_ratio"] for row in fedseg)
@@ -396,20 +273,13 @@ def main() -> None:
     print(f"fedseg: upload {upload_ratio:.2f}x float32 (target <= {UPLOAD_TARGET}), download "
           f"{download_ratio:.2f}x (target <= {DOWNLOAD_TARGET}), max |HE - FedAvg| {error:.1e} with "
           f"{arguments.sites} sites (target <= {ERROR_TARGET:g})")
-    demo_round_figures = None
-    if arguments.part1_only:
-        print(f"demo round: skipped (--part1-only; target <= {ROUND_TARGET}x plaintext)")
-    else:
-        demo_round_figures = part2(models["demo 2D U-Net"]["rows"]["fedseg"])
-        met["round"] = demo_round_figures["met"]
     print(json.dumps({
         "benchmark": "he_aggregation",
         "sites": arguments.sites,
         "models": models,
-        "round": demo_round_figures,
         "upload_ratio": upload_ratio, "download_ratio": download_ratio, "max_abs_error": error,
         "targets": {"upload_ratio": UPLOAD_TARGET, "download_ratio": DOWNLOAD_TARGET,
-                    "max_abs_error": ERROR_TARGET, "round_ratio": ROUND_TARGET},
+                    "max_abs_error": ERROR_TARGET},
         "targets_met": met,
         "met": all(met.values()),
     }))
