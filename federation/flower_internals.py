@@ -9,6 +9,10 @@ Flower's fixed waits make every round seconds longer than its work (docs/federat
   pull_and_inflate_object_from_tree): the SuperNode
   pulls the server's messages that way and the ServerApp the sites' replies; shorten_object_pulls()
   starts at 0.05 s and caps at 2 s in this process (the retries still end after 500 tries, as before);
+- Flower's parent monitor (flwr/supercore/app_utils.py) ends a ServerApp whose parent is gone by asking
+  os.kill(pid, 0), which succeeds for a zombie: a parent killed but never reaped (PID 1 of a container
+  without an init reaps nothing) keeps the ServerApp of a dead SuperLink alive for good.
+  notice_a_zombie_parent() counts a zombie as gone in this process;
 - Flower starts a fresh flwr-clientapp process for every message, and it pays for Python, flwr's imports
   and the app's before any work. Under `flower-supernode --isolation process` Flower leaves running the
   ClientApps to whoever serves its ClientApp I/O API: serve_client_tasks() does it in one long-lived
@@ -25,6 +29,7 @@ import sys
 import time
 from collections.abc import Sequence
 from importlib.metadata import version
+from pathlib import Path
 
 from segmentation.errors import FedSegError
 
@@ -82,6 +87,32 @@ def shorten_object_pulls(initial: float = PULL_BACKOFF_SECONDS[0],
 
     for pull in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
         pull.__kwdefaults__.update(initial_backoff=initial, backoff_cap=cap)
+
+
+def notice_a_zombie_parent() -> None:
+    """Make Flower's parent monitor in this process count a zombie parent as gone (see the module's
+    docstring); the monitor looks the check up by name on every pass, so a running one follows."""
+    check_flower_version()
+    from flwr.supercore import app_utils
+
+    exists = app_utils._pid_exists
+    if getattr(exists, "notices_zombies", False):
+        return
+
+    def alive(pid: int) -> bool:
+        return exists(pid) and not _is_zombie(pid)
+
+    alive.notices_zombies = True  # type: ignore[attr-defined]
+    app_utils._pid_exists = alive
+
+
+def _is_zombie(pid: int) -> bool:
+    """Whether the process has ended and waits to be reaped (Linux /proc; False where there is none)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:].split()[:1] == ["Z"]
 
 
 def run_supernode(arguments: Sequence[str]) -> int:

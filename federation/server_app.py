@@ -10,7 +10,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from federation.config import load_server_config
-from federation.flower_internals import shorten_object_pulls
+from federation.flower_internals import notice_a_zombie_parent, shorten_object_pulls
 from federation.prompt_grid import PromptGrid
 from federation.server_run import run_server
 from segmentation.errors import ConfigError
@@ -30,4 +30,5 @@ def main(grid: Grid, context: Context) -> None:
         raise ConfigError(f"the run config has no {SERVER_CONFIG_KEY!r}; start runs with `fedseg server`")
     resume = bool(context.run_config.get(RESUME_KEY, False))
     shorten_object_pulls()  # the sites' replies are pulled as soon as they are uploaded
+    notice_a_zombie_parent()  # ends with its SuperLink even where nothing reaps a killed one
     run_server(PromptGrid(grid), load_server_config(path), resume=resume)

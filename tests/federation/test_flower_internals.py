@@ -4,6 +4,7 @@ loudly when the pinned Flower no longer has what it patches or calls, or no long
 from __future__ import annotations
 
 import inspect
+import os
 
 import pytest
 
@@ -66,3 +67,39 @@ def test_the_clientapp_io_it_uses_is_still_there():
     assert list(inspect.signature(run_clientapp.push_message).parameters) == ["client", "message", "context"]
     assert list(inspect.signature(run_clientapp.push_task_output).parameters) == [
         "client", "context", "sub_status", "details"]
+
+
+def test_the_parent_monitor_still_asks_pid_exists_by_name():
+    """notice_a_zombie_parent replaces app_utils._pid_exists, which the monitor must look up on every
+    pass (a running monitor then follows) and which must still be the os.kill(pid, 0) check."""
+    from flwr.supercore import app_utils
+
+    monitor = inspect.getsource(app_utils.start_parent_process_monitor)
+    assert "if not _pid_exists(parent_pid):" in monitor
+    assert "os.kill(pid, 0)" in inspect.getsource(app_utils._pid_exists)
+
+
+def test_a_zombie_parent_counts_as_gone(monkeypatch):
+    """A child that exited but is not reaped is a zombie: Flower's check says it exists, the patched one
+    that it is gone; a live process still exists."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from flwr.supercore import app_utils
+
+    monkeypatch.setattr(app_utils, "_pid_exists", app_utils._pid_exists)  # undone afterwards
+    child = subprocess.Popen([sys.executable, "-c", "pass"])  # not waited for: a zombie once it exits
+    try:
+        deadline = time.monotonic() + 30
+        while " Z " not in Path(f"/proc/{child.pid}/stat").read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert app_utils._pid_exists(child.pid)  # Flower's own check is fooled by the zombie
+        flower_internals.notice_a_zombie_parent()
+        flower_internals.notice_a_zombie_parent()  # twice is once
+        assert not app_utils._pid_exists(child.pid)
+        assert app_utils._pid_exists(os.getpid())
+    finally:
+        child.wait()
+    assert not app_utils._pid_exists(child.pid)  # reaped: gone for both checks
