@@ -53,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
               f"events: {config.event_file}{leave}")
         if config.he_fingerprint is not None:
             print(f"homomorphic encryption on: HE key {config.he_fingerprint} (the server shows the same)")
+            masking = config.masking
+            peers = (f"peers pinned to the keys in {masking.peer_keys}" if masking.peer_keys is not None
+                     else "peers' keys as the server relays them ([he] peer_keys pins them)")
+            print(f"updates masked pairwise with at least {masking.min_sites} sites; {peers}")
         link = Link(config, site, events)
         while not stop():
             link.check()

@@ -72,6 +72,7 @@ def test_two_sites_train_an_encrypted_round_through_real_flower_processes(tmp_pa
     assert [site.wait(60) for site in sites] == [0, 0, 0]
     outputs = [(tmp_path / f"{name}.out").read_text(encoding="utf-8") for name in folders]
     assert all(f"HE key {fingerprint}" in output for output in outputs)
+    assert all("updates masked pairwise with at least 3 sites" in output for output in outputs)
 
     stored = load_encrypted_checkpoint(run_dir / "model.he")
     site_model = load_checkpoint(tmp_path / "Hospital B" / "global-model.pt")
