@@ -1,10 +1,11 @@
 """Who masks with whom in a round: the roster of signed key advertisements, and a site's rules for it.
 
-The server relays the roster (every accepted site's Advertisement) in the upload query's config. A site
-masks only with a roster it accepts: well formed, every advertisement verified (against the pinned node
-keys of the federation when the site has them, so a server cannot invent sites), its own advertisement
-unchanged, no node twice, and at least `min_sites` sites, so a server cannot shrink a round to the victim
-and one colluding site. Flower-free: configs are plain mappings.
+The server relays the roster (every site's Advertisement for the round) in the config of the training
+message or, in a run's first round, of the upload query. A site masks only with a roster it accepts:
+well formed, every advertisement verified (against the pinned node keys of the federation when the site
+has them, so a server cannot invent sites), its own advertisement unchanged, no node twice, and at least
+`min_sites` sites, so a server cannot shrink a round to the victim and one colluding site. Flower-free:
+configs are plain mappings.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from federation.he.masking import Advertisement, MaskError, verify_advertisement
 from federation.keys import fingerprint, load_private_key, load_public_key
@@ -77,7 +80,8 @@ class MaskingSettings:
             raise ConfigError(f"the peer key folder {self.peer_keys} holds no .pub files")
         return frozenset(fingerprint(load_public_key(path)) for path in paths)
 
-    def node_key(self) -> Any:
+    def node_key(self) -> ec.EllipticCurvePrivateKey | None:
+        """The node key that signs this site's mask keys; ConfigError when the file is not one."""
         return None if self.node_private_key is None else load_private_key(self.node_private_key)
 
 
