@@ -119,6 +119,30 @@ def federation(tmp_path, site_data):
         os.kill(pid, signal.SIGKILL)
 
 
+def describe_processes(pids: list[int]) -> str:
+    """State, kernel wait channel and parent of each process, to say why one did not end (a failure's
+    message, for the flaky case of a ServerApp outliving its killed SuperLink)."""
+    lines = []
+    for pid in pids:
+        proc = Path(f"/proc/{pid}")
+        try:
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            wchan = (proc / "wchan").read_text()
+            arguments = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            lines.append(f"{pid}: gone")
+            continue
+        flag = b"--parent-pid"
+        parent = arguments[arguments.index(flag) + 1].decode() if flag in arguments else "?"
+        try:
+            parent_state = Path(f"/proc/{parent}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, ValueError):
+            parent_state = "gone"
+        lines.append(f"{pid}: state {state}, waiting in {wchan or '-'}, "
+                     f"--parent-pid {parent} ({parent_state})")
+    return "; ".join(lines)
+
+
 def server_apps_of(folder: Path) -> list[int]:
     """Live flwr-serverapp processes whose Flower home is under `folder`."""
     found = []
@@ -182,7 +206,10 @@ def test_a_server_killed_mid_round_resumes_after_its_last_checkpoint(federation)
     kill_group(server.superlink.pid)
     server.superlink.popen.wait()
     server.superlink = None
-    wait_for(lambda: not server_apps_of(federation.folder), 60, "the killed server's ServerApp to end")
+    try:
+        wait_for(lambda: not server_apps_of(federation.folder), 60, "the killed server's ServerApp to end")
+    except AssertionError as error:
+        raise AssertionError(f"{error}: {describe_processes(server_apps_of(federation.folder))}") from None
     assert load_checkpoint(model).round == 1 and set(rounds_read) == {1}
     federation.release.touch()  # site B trains round 2 for the dead run, then is free again
 
