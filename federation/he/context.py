@@ -29,7 +29,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -272,10 +272,21 @@ def context_from_bytes(data: bytes, source: str) -> HeContext:
 
 def _read(path: str | Path) -> HeContext:
     try:
+        stat = Path(path).stat()
+    except OSError as error:
+        raise HeContextError(f"cannot read the HE context {path}: {error.strerror}") from None
+    return _read_file(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=8)
+def _read_file(path: str, mtime_ns: int, size: int) -> HeContext:
+    """A context file's context, read once while the file stays as it is (its time and size are part of
+    the key): a site worker that answers every message of a run loads its key once, not per message."""
+    try:
         data = Path(path).read_bytes()
     except OSError as error:
         raise HeContextError(f"cannot read the HE context {path}: {error.strerror}") from None
-    return context_from_bytes(data, str(path))
+    return context_from_bytes(data, path)
 
 
 def load_secret_context(path: str | Path) -> HeContext:
