@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.he.context import HeContext, load_public_context, load_secret_context
-from federation.he.roster import MIN_MASK_SITES, MaskingSettings
+from federation.he.masking_settings import MIN_MASK_SITES, MaskingSettings
 from federation.keys import load_private_key, load_public_key
 from federation.validation import ValidationLimits, is_site_name
 from segmentation.errors import ConfigError
@@ -484,9 +484,6 @@ def _masking(table: _Table, node_key: Path | None) -> MaskingSettings:
     """site.toml [he] peer_keys (a folder of the federation's node public keys to pin the others' mask
     keys to) and min_mask_sites (the fewest sites this site masks with), with the [auth] node key."""
     peer_keys = table.path("peer_keys", None)
-    if peer_keys is not None and not peer_keys.is_dir():
-        raise table.error("peer_keys", f"must be a folder of the federation's node public keys (.pub), got "
-                                       f"{peer_keys}")
     min_sites = table.integer("min_mask_sites", MIN_MASK_SITES, minimum=2)
     settings = MaskingSettings(node_key, peer_keys, min_sites)
     try:

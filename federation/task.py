@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from federation.he.roster import MaskingSettings
+from federation.he.masking_settings import MaskingSettings
 from federation.site_errors import SiteErrorCode
 from segmentation.errors import CheckpointError, ConfigError, FedSegError, PrivacyBudgetError
 from segmentation.events import EventWriter

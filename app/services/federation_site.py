@@ -10,7 +10,7 @@ import tomli_w
 
 from app.models.federation import Channel
 from app.services.child_process import FedsegChild
-from federation.he.roster import MIN_MASK_SITES, MaskingSettings
+from federation.he.masking_settings import MIN_MASK_SITES, MaskingSettings
 from segmentation.atomic import write_text_atomic
 from segmentation.errors import ConfigError
 from segmentation.settings import PrivacySettings
@@ -62,10 +62,6 @@ class SiteForm:
         one-sentence ConfigError when min_mask_sites is below 2 or the peer key folder is missing or holds
         no .pub file that loads."""
         peer_keys = Path(self.peer_keys).expanduser() if self.peer_keys else None
-        if peer_keys is not None and not peer_keys.exists():
-            raise ConfigError(f"the peer key folder {peer_keys} does not exist")
-        if peer_keys is not None and not peer_keys.is_dir():
-            raise ConfigError(f"the peer key folder {peer_keys} is not a folder")
         settings = MaskingSettings(Path(self.node_key) if self.node_key else None, peer_keys,
                                    self.min_mask_sites)
         settings.pinned()

@@ -10,7 +10,7 @@ from typing import Any
 import platformdirs
 import tomli_w
 
-from federation.he.roster import MIN_MASK_SITES
+from federation.he.masking_settings import MIN_MASK_SITES
 from segmentation.atomic import set_aside, write_text_atomic
 from segmentation.settings import PrivacySettings
 

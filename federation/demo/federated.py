@@ -39,7 +39,7 @@ from federation.he.context import (
     load_secret_context,
     write_he_keys,
 )
-from federation.he.roster import MIN_MASK_SITES
+from federation.he.masking_settings import MIN_MASK_SITES
 from federation.launch import FINISHED, EventTail, FederationServer, FederationSite
 from federation.processes import FlowerProcessError, free_port
 from federation.validation import ACCEPTED

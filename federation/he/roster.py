@@ -10,17 +10,11 @@ configs are plain mappings.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from federation.he.masking import Advertisement, MaskError, verify_advertisement
-from federation.keys import fingerprint, load_private_key, load_public_key
-from segmentation.errors import ConfigError
+from federation.he.masking_settings import MaskingSettings
 
 # The advertisement a site sends with its replies, in a ConfigRecord of this name: its mask key for a
 # round (this one, or the next when the reply carries its upload), signed for that round.
@@ -33,56 +27,12 @@ ADVERTISEMENT_FIELDS = (PUBLIC_KEY, NODE_KEY, SIGNATURE)
 # The roster in the upload and unmask queries' config: four lists, one entry per site.
 ROSTER_NODES, ROSTER_PUBLIC_KEYS = "mask-nodes", "mask-public-keys"
 ROSTER_NODE_KEYS, ROSTER_SIGNATURES = "mask-node-keys", "mask-signatures"
-MIN_MASK_SITES = 3
 # The other names of the protocol: the queries after training, and their config values.
 UPLOAD_QUERY, UNMASK_QUERY = "he-upload", "he-unmask"
 TOTAL_KEY = "he-total"  # the round's N: the roster's examples, by which every site divides its weight
 NODE_KEY_IN_ROUND = "mask-node"  # the recipient's node id, as the server names it in the roster
 RUN_KEY = "mask-run"  # the server's run id, bound into every signature and seed
 DROPPED_KEY = "mask-dropped"  # the unmask query's roster nodes whose uploads the sum lacks
-
-
-@dataclass(frozen=True)
-class MaskingSettings:
-    """A site's masking settings: its node key (signs its mask key), the federation's node public keys
-    to pin peers to (a folder of .pub files; none: trust the keys the server relays), and the fewest
-    sites it masks with (2 only for a two-site federation, where each site can compute the other's
-    update from the average anyway)."""
-
-    node_private_key: Path | None = None
-    peer_keys: Path | None = None
-    min_sites: int = MIN_MASK_SITES
-
-    def __post_init__(self) -> None:
-        if isinstance(self.min_sites, bool) or not isinstance(self.min_sites, int) or self.min_sites < 2:
-            raise ConfigError(f"min_mask_sites must be an integer of at least 2, got {self.min_sites!r}")
-
-    def to_json(self) -> str:
-        return json.dumps({key: str(value) if isinstance(value, Path) else value
-                           for key, value in asdict(self).items()})
-
-    @classmethod
-    def from_json(cls, text: str) -> MaskingSettings:
-        values = json.loads(text)
-        return cls(*(Path(values[key]) if values[key] is not None else None
-                     for key in ("node_private_key", "peer_keys")), min_sites=values["min_sites"])
-
-    def pinned(self) -> frozenset[str] | None:
-        """The fingerprints of the .pub files in peer_keys (None when not pinning); ConfigError when the
-        folder is unreadable or holds a key that is not one."""
-        if self.peer_keys is None:
-            return None
-        try:
-            paths = sorted(self.peer_keys.glob("*.pub"))
-        except OSError as error:
-            raise ConfigError(f"cannot read the peer key folder {self.peer_keys}: {error.strerror}") from None
-        if not paths:
-            raise ConfigError(f"the peer key folder {self.peer_keys} holds no .pub files")
-        return frozenset(fingerprint(load_public_key(path)) for path in paths)
-
-    def node_key(self) -> ec.EllipticCurvePrivateKey | None:
-        """The node key that signs this site's mask keys; ConfigError when the file is not one."""
-        return None if self.node_private_key is None else load_private_key(self.node_private_key)
 
 
 def advertisement_record(advertisement: Advertisement) -> dict[str, Any]:

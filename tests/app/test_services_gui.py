@@ -1,6 +1,7 @@
 """The workbench's plain-Python services: settings, event tail, training jobs, studies, inference, demo."""
 
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -320,3 +321,11 @@ def test_the_demo_federation_finds_its_server_events(tmp_path):
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps({"kind": "started", "job": job_name}) + "\n", encoding="utf-8")
     assert job.server_events() == server
+
+
+def test_the_workbenchs_settings_and_site_form_load_no_cryptography():
+    """Their masking settings are plain (federation.he.masking_settings): the keys are read at Join."""
+    code = ("import sys\nimport app.services.settings, app.services.federation_site\n"
+            "assert not [m for m in sys.modules if m.startswith('cryptography')], 'cryptography imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -18,7 +18,7 @@ from app.services.federation_site import SiteForm, write_site_config
 from app.services.site_session import DemoSession, SiteSession
 from federation.config import load_site_config
 from federation.he.context import write_he_keys
-from federation.he.roster import MaskingSettings
+from federation.he.masking_settings import MaskingSettings
 from federation.keys import generate_node_keys
 from federation.processes import free_port
 from segmentation.errors import ConfigError

@@ -23,9 +23,9 @@ from federation.config import load_server_config
 from federation.he.aggregation import CiphertextError, decrypt_average
 from federation.he.checkpoint import ENCRYPTED_CHECKPOINT_NAME, load_encrypted_checkpoint
 from federation.he.context import load_public_context, load_secret_context, write_he_keys
+from federation.he.masking_settings import MaskingSettings
 from federation.he.packing import Layout
 from federation.he.records import HE_KEY_MISMATCH, from_arrays, is_encrypted
-from federation.he.roster import MaskingSettings
 from federation.he.secure_round import BAD_MASK_KEY
 from federation.round_costs import round_summaries
 from federation.server_run import EVENTS_NAME, METRICS_NAME, model_of, read_metrics, run_server

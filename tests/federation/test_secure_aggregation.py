@@ -20,6 +20,7 @@ from flwr.app import ConfigRecord, Error, Message, MessageType, MetricRecord, Re
 from federation.he.aggregation import decrypt_average, decrypt_integers, quantise
 from federation.he.context import create_context
 from federation.he.masking import MaskKeyPair, round_context
+from federation.he.masking_settings import MaskingSettings
 from federation.he.records import FINGERPRINT_KEY, chunks_from_arrays, from_arrays
 from federation.he.roster import (
     ADVERTISEMENT_RECORD,
@@ -28,7 +29,6 @@ from federation.he.roster import (
     RUN_KEY,
     SIGNATURE,
     UPLOAD_QUERY,
-    MaskingSettings,
 )
 from federation.he.secure_round import BAD_MASK_KEY, NO_UPLOAD, EncryptedAggregation
 from federation.he.site import train_reply, unmask, upload

@@ -13,7 +13,7 @@ from app.models.federation import SiteState
 from app.qt.pages.federation import FederationPage
 from federation.config import load_site_config
 from federation.he.context import write_he_keys
-from federation.he.roster import MaskingSettings
+from federation.he.masking_settings import MaskingSettings
 from federation.keys import generate_node_keys
 from federation.processes import free_port
 from segmentation.settings import PrivacySettings
