@@ -94,10 +94,10 @@ class ValidatingFedAvg(FedAvg):
         self.history = SiteHistory()
         self.reply_keys = ReplyKeys()  # the names replies may carry: set by each configure_* from its model
         self._global_arrays: ArrayRecord | None = None
-        # How an HE round's upload and unmask queries go out (server_run gives its own, with the round's
-        # timeout and cost accounting); by default straight through the grid of the round.
+        # How an HE round's upload and unmask queries go out: server_run's, with the round's timeout and
+        # cost accounting.
         self.send: Callable[[list[Message]], list[Message]] | None = None
-        self._grid: Grid | None = None
+        self._run_id = 0  # the Flower run's, bound into every mask key
 
     def summary(self) -> None:
         """Log the validation settings and the HE key, then Flower's own summary."""
@@ -112,7 +112,7 @@ class ValidatingFedAvg(FedAvg):
         """Remember the global arrays the replies will be judged against, then configure as usual; with HE
         tell each sampled site the run and its node id, which its signed mask key names, and the round's
         roster when every sampled site advertised a mask key for it (federation.he.secure_round)."""
-        self._global_arrays, self._grid = arrays, grid
+        self._global_arrays, self._run_id = arrays, _run_id(grid)
         self.reply_keys = ReplyKeys.of_round(config)
         messages = list(super().configure_train(server_round, arrays, config, grid))
         if self.he is not None:  # Flower's messages share one content: each gets its own here
@@ -121,7 +121,7 @@ class ValidatingFedAvg(FedAvg):
             messages = [Message(RecordDict({
                 **message.content, self.configrecord_key: ConfigRecord({
                     **message.content.config_records[self.configrecord_key], **roster,
-                    NODE_KEY_IN_ROUND: message.metadata.dst_node_id, RUN_KEY: _run_id(grid)})}),
+                    NODE_KEY_IN_ROUND: message.metadata.dst_node_id, RUN_KEY: self._run_id})}),
                 dst_node_id=message.metadata.dst_node_id, message_type=message.metadata.message_type)
                 for message in messages]
         return messages
@@ -134,20 +134,22 @@ class ValidatingFedAvg(FedAvg):
             raise RuntimeError("configure_train must run before aggregate_train")
         replies = list(replies)
         if self.he is not None:
-            return self._aggregate_encrypted(server_round, replies)
-        reference = {key: array.numpy() for key, array in self._global_arrays.items()}
-        answered = [reply.content for reply in replies if not reply.has_error()]
-        judged = iter(self._judge_train(answered, reference))
-        verdicts = [error_verdict(reply) if reply.has_error() else next(judged) for reply in replies]
+            verdicts, arrays = self._judge_and_add_encrypted(server_round, replies)
+        else:
+            reference = {key: array.numpy() for key, array in self._global_arrays.items()}
+            answered = [reply.content for reply in replies if not reply.has_error()]
+            judged = iter(self._judge_train(answered, reference))
+            verdicts = [error_verdict(reply) if reply.has_error() else next(judged) for reply in replies]
         valid = self._record(server_round, TRAIN, replies, verdicts)
-        if len(valid) < self.min_valid_replies:
+        if len(valid) < self.min_valid_replies:  # with HE, exactly when there is no sum
             logger.warning(
                 "round %d: %d valid repl(ies), fewer than the %d required; the global model stays as it was",
                 server_round, len(valid), self.min_valid_replies,
             )
             return self._global_arrays, None
         contents = [reply.content for reply in valid]
-        arrays = cast_like(aggregate_arrayrecords(contents, self.weighted_by_key), reference)
+        if self.he is None:
+            arrays = cast_like(aggregate_arrayrecords(contents, self.weighted_by_key), reference)
         return arrays, self.train_metrics_aggr_fn(common_metrics(contents), self.weighted_by_key)
 
     def _judge_train(self, contents: list[RecordDict], reference: dict[str, np.ndarray]) -> list[Verdict]:
@@ -158,12 +160,15 @@ class ValidatingFedAvg(FedAvg):
         judged = iter(validate_replies(known, reference, self.limits, self.weighted_by_key))
         return [verdict or next(judged) for verdict in named]
 
-    def _aggregate_encrypted(
+    def _judge_and_add_encrypted(
         self, server_round: int, replies: list[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    ) -> tuple[list[Verdict], ArrayRecord | None]:
         """Judge the training replies of an HE round, collect the accepted sites' masked uploads and add
-        them (federation.he.secure_round); each site's verdict is its last one of the round."""
-        assert self.he is not None and self._grid is not None
+        them (federation.he.secure_round): each site's last verdict of the round, and the sum (None with
+        fewer than min_valid_replies uploads)."""
+        assert self.he is not None
+        if self.send is None:
+            raise RuntimeError("an encrypted round needs the server's send for its upload queries")
         verdicts = [error_verdict(reply) if reply.has_error()
                     else check_reply_keys(reply.content, self.reply_keys)
                     or self.he.judge_train(reply.content, self.limits, self.weighted_by_key)
@@ -171,19 +176,11 @@ class ValidatingFedAvg(FedAvg):
         candidates = [reply for reply, verdict in zip(replies, verdicts, strict=True) if verdict.accepted]
         arrays, later = None, {}
         if len(candidates) >= self.min_valid_replies:
-            grid = self._grid
-            send = self.send or (lambda messages: list(grid.send_and_receive(messages, timeout=None)))
-            arrays, later = self.he.secure_sum(server_round, _run_id(grid), candidates, self.weighted_by_key,
-                                               send, error_verdict, self.min_valid_replies)
+            arrays, later = self.he.secure_sum(server_round, self._run_id, candidates, self.weighted_by_key,
+                                               self.send, error_verdict, self.min_valid_replies)
         verdicts = [later.get(reply.metadata.src_node_id, verdict) if verdict.accepted else verdict
                     for reply, verdict in zip(replies, verdicts, strict=True)]
-        valid = self._record(server_round, TRAIN, replies, verdicts)
-        if arrays is None:
-            logger.warning("round %d: fewer than %d encrypted uploads survived; the global model stays as it "
-                           "was", server_round, self.min_valid_replies)
-            return self._global_arrays, None
-        contents = [reply.content for reply in valid]
-        return arrays, self.train_metrics_aggr_fn(common_metrics(contents), self.weighted_by_key)
+        return verdicts, arrays
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
