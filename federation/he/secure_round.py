@@ -178,38 +178,34 @@ class EncryptedAggregation:
                        verdicts: dict[int, Verdict]) -> list[Advertisement]:
         """The mask keys for this round in the training replies whose signatures verify; a verdict for
         each other reply."""
-        signing = round_context(run_id, server_round, self.fingerprint)
         roster = []
         for reply in replies:
-            node = reply.metadata.src_node_id
-            record = dict(reply.content[ADVERTISEMENT_RECORD])
             try:
-                advertisement = advertisement_of(node, record)
-                if advertised_round(node, record) != server_round:
-                    raise MaskError(f"node {node}'s mask key is not for round {server_round}")
-                verify_advertisement(advertisement, signing, self.pinned)
+                roster.append(self._verified_key(reply, server_round, run_id))
             except MaskError as error:
-                verdicts[node] = Verdict(BAD_MASK_KEY, str(error))
-                continue
-            roster.append(advertisement)
+                verdicts[reply.metadata.src_node_id] = Verdict(BAD_MASK_KEY, str(error))
         return roster
 
     def _keep_next_key(self, reply: Message, next_round: int, run_id: int, examples: int) -> None:
         """Remember the mask key an upload carries for the next round when its signature verifies (else
         the next round asks that site for its upload again)."""
-        node = reply.metadata.src_node_id
-        record = reply.content.config_records.get(ADVERTISEMENT_RECORD)
         try:
-            if record is None or advertised_round(node, record) != next_round:
-                raise MaskError(f"node {node}'s upload carries no mask key for round {next_round}")
-            advertisement = advertisement_of(node, dict(record))
-            verify_advertisement(advertisement, round_context(run_id, next_round, self.fingerprint),
-                                 self.pinned)
+            advertisement = self._verified_key(reply, next_round, run_id)
         except MaskError as error:
             logger.warning("round %d: %s; that site uploads after an upload query", next_round, error)
             return
-        self._advertised[node] = (next_round, advertisement)
-        self._examples[node] = examples
+        self._advertised[advertisement.node_id] = (next_round, advertisement)
+        self._examples[advertisement.node_id] = examples
+
+    def _verified_key(self, reply: Message, for_round: int, run_id: int) -> Advertisement:
+        """The reply's mask key for `for_round`, its signature verified; MaskError otherwise."""
+        node = reply.metadata.src_node_id
+        record = reply.content.config_records.get(ADVERTISEMENT_RECORD)
+        if record is None or advertised_round(node, record) != for_round:
+            raise MaskError(f"node {node}'s reply carries no mask key for round {for_round}")
+        advertisement = advertisement_of(node, dict(record))
+        verify_advertisement(advertisement, round_context(run_id, for_round, self.fingerprint), self.pinned)
+        return advertisement
 
     def _answers(self, send: Send, nodes: Collection[int], config: dict[str, Any]) -> list[Message]:
         """Ask each node the query in `config`; its replies from those nodes, once each."""
