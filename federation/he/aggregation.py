@@ -177,26 +177,25 @@ def add_encrypted(context: HeContext, sums: Sequence[EncryptedSum], size: int) -
 
 def decrypt_integers(context: HeContext, chunk_data: Sequence[bytes], size: int) -> np.ndarray:
     """The signed integers (int64, in (-t/2, t/2]) of `size` values encrypted in chunk_data."""
-    import tenseal.sealapi as seal
-
-    pieces = []
-    for ciphertext, count in zip(check_chunks(context, chunk_data, size), chunk_sizes(size, context.slots),
-                                 strict=True):
-        plain = seal.Plaintext()
-        context.decryptor.decrypt(ciphertext, plain)
-        pieces.append(np.array(context.encoder.decode_uint64(plain)[:count], dtype=np.int64))
-    values = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
-    modulus = context.plain_modulus
-    return np.where(values > modulus // 2, values - modulus, values)
+    return _decrypted(context, check_chunks(context, chunk_data, size), size)
 
 
 def decrypt_average(context: HeContext, encrypted: EncryptedSum, size: int) -> np.ndarray:
     """sum_k n_k w_k / sum_k n_k: the weighted mean as a flat float64 vector (needs the secret key)."""
     if not context.has_secret_key:
         raise CiphertextError("this context holds no secret key and cannot decrypt")
-    try:
-        check_weight(encrypted.weight, encrypted.total)
-    except UnsafeUpdate as error:
-        raise CiphertextError(str(error)) from None
-    integers = decrypt_integers(context, encrypted.chunks, size)
+    integers = _decrypted(context, check_sum(context, encrypted, size), size)
     return integers * context.step * (encrypted.total / encrypted.weight)
+
+
+def _decrypted(context: HeContext, ciphertexts: Sequence[seal.Ciphertext], size: int) -> np.ndarray:
+    import tenseal.sealapi as seal
+
+    pieces = []
+    for ciphertext, count in zip(ciphertexts, chunk_sizes(size, context.slots), strict=True):
+        plain = seal.Plaintext()
+        context.decryptor.decrypt(ciphertext, plain)
+        pieces.append(np.array(context.encoder.decode_uint64(plain)[:count], dtype=np.int64))
+    values = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+    modulus = context.plain_modulus
+    return np.where(values > modulus // 2, values - modulus, values)
