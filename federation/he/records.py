@@ -94,8 +94,10 @@ def from_arrays(arrays: Mapping[str, np.ndarray]) -> EncryptedSum:
     return EncryptedSum(chunks, int(checked[WEIGHT_KEY]), int(checked[TOTAL_KEY]))
 
 
-def to_array_record(encrypted: EncryptedSum) -> ArrayRecord:
-    return ArrayRecord({name: Array(array) for name, array in to_arrays(encrypted).items()})
+def to_array_record(encrypted: EncryptedSum | Sequence[bytes]) -> ArrayRecord:
+    """An encrypted sum's record, or a bare sequence of ciphertexts' (a survivor's mask correction)."""
+    arrays = to_arrays(encrypted) if isinstance(encrypted, EncryptedSum) else chunks_to_arrays(encrypted)
+    return ArrayRecord({name: Array(array) for name, array in arrays.items()})
 
 
 def reply_fingerprint(content: RecordDict) -> str | None:

@@ -46,7 +46,7 @@ from federation.he.masking import (
     round_context,
 )
 from federation.he.packing import Layout
-from federation.he.records import chunks_to_arrays, from_arrays, to_array_record
+from federation.he.records import from_arrays, to_array_record
 from federation.he.roster import (
     ADVERTISEMENT_FIELDS,
     ADVERTISEMENT_RECORD,
@@ -233,8 +233,7 @@ def unmask(context: HeContext, config: Mapping[str, Any], server_round: int, mas
         raise SiteRoundError(SiteErrorCode.MASKING, f"refused to unmask: {error}") from None
     kept[_DROPPED_SO_FAR] = sorted(named)
     correction = dropout_correction(own.node_id, seeds, kept["size"], context.plain_modulus)
-    arrays = chunks_to_arrays(encrypt_integers(context, correction))
-    return RecordDict({"arrays": ArrayRecord({name: Array(array) for name, array in arrays.items()})})
+    return RecordDict({"arrays": to_array_record(encrypt_integers(context, correction))})
 
 
 def _own(kept: ConfigRecord) -> tuple[MaskKeyPair, Advertisement]:
