@@ -9,6 +9,7 @@ acts on these settings (segmentation.algorithm, segmentation.network) is what lo
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -172,6 +173,18 @@ class TrainingConfig:
 # The metric a site training with DP-SGD reports the epsilon it has spent under (the federation's replies,
 # the workbench's Metrics page).
 EPSILON_METRIC = "epsilon"
+
+
+def epsilon_by_round(records: Iterable[Any]) -> dict[str, list[tuple[int, float]]]:
+    """Each DP site's epsilon spent by the end of each round's training, from records with .site,
+    .round, .phase and .metrics (the server's and the workbench's alike). A dropped update counts too:
+    the site spent the privacy when it trained."""
+    spent: dict[str, dict[int, float]] = {}
+    for record in records:
+        value = record.metrics.get(EPSILON_METRIC)
+        if record.phase == "train" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            spent.setdefault(record.site, {})[record.round] = float(value)
+    return {site: sorted(rounds.items()) for site, rounds in spent.items()}
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from app.models.federation import PLANNING_ROUND, PlanInForce, plan_in_force
 from app.models.signals import Signal
-from segmentation.settings import EPSILON_METRIC
+from segmentation.settings import epsilon_by_round
 
 # The Dice a site's round is charted by, in order of preference: the global model evaluated on the
 # site's validation data (evaluate phase), else the global model before local training (train phase).
@@ -85,10 +85,8 @@ class FederationMetrics:
 
     def epsilon_by_site(self) -> dict[str, list[tuple[int, float]]]:
         """Each private site's epsilon spent by the end of each round's training; empty when no site trains
-        with DP. A dropped update counts too: the site spent the privacy when it trained."""
-        return _series({(record.site, record.round): record.metrics[EPSILON_METRIC]
-                        for record in self.records.values()
-                        if record.phase == "train" and EPSILON_METRIC in record.metrics})
+        with DP (segmentation.settings.epsilon_by_round, as the demo's report)."""
+        return epsilon_by_round(self.records.values())
 
     def table(self) -> tuple[list[str], list[list[str]]]:
         """Column names and rows (round, site, phase, status, examples, then every metric seen)."""

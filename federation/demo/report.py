@@ -21,7 +21,6 @@ from federation.site_history import EVALUATE, TRAIN, SiteRound
 from segmentation.metrics import EvaluationResult
 from segmentation.plan import Plan
 from segmentation.reporting import grouped_bar_chart, line_chart, markdown_table, write_json
-from segmentation.settings import EPSILON_METRIC
 from segmentation.synth import PhantomGeometry, phantom_depth
 from segmentation.synth.scan import scan_grid
 
@@ -384,22 +383,10 @@ def _privacy(report: DemoReport) -> list[str]:
         return lines
     step = max(1, -(-len(rounds) // TABLE_ROUNDS))
     shown = sorted({*rounds[::step], rounds[-1]})
-    sites = list(report.epsilon_by_round)
     by_site = {site: dict(pairs) for site, pairs in report.epsilon_by_round.items()}
-    lines += ["| round | " + " | ".join(sites) + " |", "|---|" + "---|" * len(sites)]
-    lines += [f"| {number} | " + " | ".join(f"{by_site[site][number]:.2f}" if number in by_site[site] else ""
-                                             for site in sites) + " |" for number in shown]
-    return [*lines, ""]
-
-
-def epsilon_by_round(records: Iterable[SiteRound]) -> dict[str, list[tuple[int, float]]]:
-    """Each DP site's epsilon after each of its accepted training rounds (sites without DP report none)."""
-    spent: dict[str, dict[int, float]] = {}
-    for record in records:
-        value = record.metrics.get(EPSILON_METRIC)
-        if record.phase == TRAIN and record.accepted and isinstance(value, (int, float)):
-            spent.setdefault(record.site, {})[record.round] = float(value)
-    return {site: sorted(rounds.items()) for site, rounds in spent.items()}
+    rows = [[number, *(f"{spent[number]:.2f}" if number in spent else "" for spent in by_site.values())]
+            for number in shown]
+    return [*lines, markdown_table(["round", *by_site], rows), ""]
 
 
 def _met(ok: bool) -> str:

@@ -13,7 +13,6 @@ from federation.demo.report import (
     FEDERATED,
     PERSONALISED,
     DemoReport,
-    epsilon_by_round,
     result_row,
     round_rows,
     write_report,
@@ -26,7 +25,7 @@ from segmentation.checkpoint import load_checkpoint
 from segmentation.errors import ConfigError
 from segmentation.events import Listener, read_events
 from segmentation.plan import read_plan
-from segmentation.settings import PERSONALISED_MODEL_NAME, PLAN_NAME
+from segmentation.settings import PERSONALISED_MODEL_NAME, PLAN_NAME, epsilon_by_round
 
 
 def run_demo(
@@ -78,11 +77,12 @@ def run_demo(
 
     started = time.monotonic()
     on_stage("scoring every model on every site's test set")
+    records = read_metrics(config.run_dir / METRICS_NAME)
     report = DemoReport(settings, {site: dataset.modality for site, dataset in datasets.items()},
-                        rounds=round_rows(read_metrics(config.run_dir / METRICS_NAME)),
+                        rounds=round_rows(records),
                         round_summaries=round_summaries(read_events(config.run_dir / EVENTS_NAME)),
                         he_fingerprint=config.he.fingerprint, plan=plan,
-                        epsilon_by_round=epsilon_by_round(read_metrics(config.run_dir / METRICS_NAME)))
+                        epsilon_by_round=epsilon_by_round(records))
     for model, algorithm in models.items():
         report.results += [result_row(model, site, algorithm.evaluate(dataset.test))
                            for site, dataset in datasets.items()]

@@ -36,7 +36,6 @@ from federation.demo.report import (
     PERSONALISED,
     ROUND_CHART,
     DemoReport,
-    epsilon_by_round,
     report_markdown,
     round_rows,
     write_report,
@@ -53,7 +52,13 @@ from segmentation.fingerprint import fingerprint_cases
 from segmentation.geometry import canonical_spacing_and_size, orientation_code
 from segmentation.io import read_volume
 from segmentation.plan import Plan, make_plan, write_plan
-from segmentation.settings import PERSONALISED_MODEL, PERSONALISED_MODEL_NAME, PLAN_NAME, PrivacySettings
+from segmentation.settings import (
+    PERSONALISED_MODEL,
+    PERSONALISED_MODEL_NAME,
+    PLAN_NAME,
+    PrivacySettings,
+    epsilon_by_round,
+)
 
 SITES = {"CT Hospital": "ct", "MR-T1 Clinic": "mr-t1"}
 TINY = DemoSettings(sites=("ct", "mr-t1"), rounds=2, local_epochs=1, train_cases=2, test_cases=1,
