@@ -287,10 +287,7 @@ def _open_privacy_account(
     except (ValueError, TypeError, ConfigError) as error:  # never start the account afresh
         raise SiteRoundError(SiteErrorCode.PRIVACY_BUDGET, f"the privacy account is unusable, so what this "
                                                            f"site has spent is unknown: {error}") from None
-    after, budget = algorithm.epsilon_after(dataset, epochs), settings.privacy.epsilon_budget
-    if after > budget:
-        raise SiteRoundError(SiteErrorCode.PRIVACY_BUDGET, f"this round would spend epsilon {after:.2f}, "
-                                                           f"beyond the site's budget of {budget:g}")
+    algorithm.check_budget(dataset, epochs)  # PrivacyBudgetError: code 108 (task.error_code)
 
 
 def _keep_privacy_account(

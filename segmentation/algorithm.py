@@ -251,10 +251,22 @@ class SegmentationAlgorithm:
     ) -> float:
         """The epsilon spent once `epochs` more epochs on these cases are trained, without training them:
         what a site compares with its budget before a round (at `delta`, the site's by default)."""
+        return self._private().epsilon_after(self._training_size(dataset), epochs, delta)
+
+    def check_budget(self, dataset: DatasetIndex | Sequence[CaseEntry], epochs: int) -> None:
+        """PrivacyBudgetError when `epochs` more epochs on these cases would go beyond the budget: what
+        train() checks before its first step, for a caller that must refuse earlier."""
+        self._private().check_budget(self._training_size(dataset), epochs)
+
+    def _private(self) -> PrivateTraining:
         if self.privacy is None:
             raise ConfigError("this model trains without differential privacy, so it spends no epsilon")
+        return self.privacy
+
+    def _training_size(self, dataset: DatasetIndex | Sequence[CaseEntry]) -> int:
+        """The training slices of these cases' labelled ones: the records DP-SGD samples from."""
         cases = _labelled(dataset.training if isinstance(dataset, DatasetIndex) else dataset)
-        return self.privacy.epsilon_after(len(self._training_data(cases)), epochs, delta)
+        return len(self._training_data(cases))
 
     # -- evaluation -------------------------------------------------------------------------------
 
