@@ -16,6 +16,7 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -254,9 +255,9 @@ def run_status(args: argparse.Namespace) -> int:
         raise ConfigError(f"{run_dir} holds no federated run (no {METRICS_NAME}); "
                           "give the run folder with --run")
     records = [record.to_dict() for record in read_metrics(run_dir / METRICS_NAME)]
-    events = run_dir / EVENTS_NAME
+    events = list(read_events(run_dir / EVENTS_NAME)) if (run_dir / EVENTS_NAME).is_file() else []
     state = run_state(events)
-    summaries = round_summaries(read_events(events)) if events.is_file() else []
+    summaries = round_summaries(events)
     if args.json:
         print(json.dumps({"run_dir": str(run_dir), **state, "records": records,
                           "round_summaries": [summary.to_dict() for summary in summaries]}, indent=2))
@@ -286,15 +287,11 @@ def round_lines(summaries: list[RoundSummary]) -> list[str]:
     return [lines[0], "-" * len(lines[0]), *lines[1:]]
 
 
-def run_state(events_path: Path) -> dict[str, Any]:
+def run_state(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """The latest session's state from the server's events: running, finished or failed, its round and
     the plan in force."""
-    from segmentation.events import read_events
-
     state: dict[str, Any] = {"state": "not started", "round": 0, "rounds": None}
-    if not events_path.is_file():
-        return state
-    for event in read_events(events_path):
+    for event in events:
         kind = event.get("kind")
         if kind == "started":
             state.update(state="running", rounds=event.get("rounds"), round=event.get("round", 0))
