@@ -105,7 +105,10 @@ class DemoReport:
         return list(dict.fromkeys(row["model"] for row in self.results))
 
     def dice(self, model: str, site: str) -> float:
-        return next(r["dice"] for r in self.results if r["model"] == model and r["test_site"] == site)
+        value = self._dice_or_none(model, site)
+        if value is None:
+            raise KeyError(f"no Dice of the {model} model on {site}'s test set")
+        return value
 
     def mean_dice(self, model: str) -> float:
         """The model's mean Dice over every site's test set."""
