@@ -28,7 +28,18 @@ from PySide6.QtWidgets import (
 from app.models.federation import SiteRun, SiteState
 from app.models.study import MODALITY_CAPTIONS
 from app.qt.dialogs import show_error
-from app.qt.widgets.common import Badge, Card, Page, PathField, StatusCard, button, combo, hint
+from app.qt.widgets.common import (
+    Badge,
+    Card,
+    Page,
+    PathField,
+    StatusCard,
+    button,
+    combo,
+    float_field,
+    hint,
+    int_field,
+)
 from app.qt.worker import run_in_background
 from app.services.federation_site import SiteForm, check_reachable, he_fingerprint
 from app.services.site_session import DemoSession, SiteSession
@@ -128,21 +139,16 @@ class FederationPage(Page):
                                   "public keys (exported by Keys… at each site), so the server cannot "
                                   "invent sites")
         form.addRow("Peer node keys", self.peer_keys)
-        self.min_mask_sites = QSpinBox()
-        self.min_mask_sites.setRange(2, 1000)
-        self.min_mask_sites.setSuffix(" sites")
+        self.min_mask_sites = int_field(
+            2, 1000, "Refuse a round of fewer sites than this, this one included, so the server cannot leave "
+                     "this site alone with one colluding site; set 2 only for a two-site federation",
+            suffix=" sites")
         self.min_mask_sites.setValue(site.min_mask_sites)
-        self.min_mask_sites.setToolTip("Refuse a round of fewer sites than this, this one included, so the "
-                                       "server cannot leave this site alone with one colluding site; set 2 "
-                                       "only for a two-site federation")
         form.addRow("Mask with at least", self.min_mask_sites)
-        self.join_timeout = QDoubleSpinBox()
-        self.join_timeout.setRange(5, 3600)
-        self.join_timeout.setDecimals(0)
-        self.join_timeout.setSuffix(" s")
+        self.join_timeout = float_field(
+            5, 3600, 0, tooltip="How long Join waits for the server to accept this site before it gives up "
+                                "and says why (unreachable, TLS mismatch, key refused)", suffix=" s")
         self.join_timeout.setValue(site.join_timeout)
-        self.join_timeout.setToolTip("How long Join waits for the server to accept this site before it gives "
-                                     "up and says why (unreachable, TLS mismatch, key refused)")
         form.addRow("Give up after", self.join_timeout)
         card.body.addLayout(form)
         card.body.addWidget(self._privacy_box())
@@ -190,17 +196,17 @@ class FederationPage(Page):
                            "of k slices is protected far more weakly). Needs a 2D plan.")
         self.dp.toggled.connect(self._channel_changed)
         form.addRow(self.dp)
-        self.noise = _spin_box(site.noise_multiplier, 100, 2, "Gaussian noise added to each batch, as a "
+        self.noise = _privacy_field(site.noise_multiplier, 100, 2, "Gaussian noise added to each batch, as a "
                                "multiple of the clipping norm: more noise spends less epsilon per round")
         form.addRow("Noise multiplier", self.noise)
-        self.clipping = _spin_box(site.max_grad_norm, 100, 2, "Each slice's gradient is clipped to this "
+        self.clipping = _privacy_field(site.max_grad_norm, 100, 2, "Each slice's gradient is clipped to this "
                                   "norm before the noise is added")
         form.addRow("Clipping norm", self.clipping)
         self.delta = QLineEdit(f"{site.delta:g}")
         self.delta.setToolTip("The chance that the guarantee fails: keep it well below one over the number "
                               "of training slices")
         form.addRow("Delta", self.delta)
-        self.budget = _spin_box(site.epsilon_budget, 1000, 1, "The epsilon all this site's training may "
+        self.budget = _privacy_field(site.epsilon_budget, 1000, 1, "The epsilon all this site's training may "
                                 "spend, across rounds and restarts: a round that would exceed it is refused "
                                 "with code 108 (the site keeps evaluating)")
         form.addRow("Epsilon budget", self.budget)
@@ -421,13 +427,10 @@ class FederationPage(Page):
                 self.table.setItem(index, column, QTableWidgetItem(value))
 
 
-def _spin_box(value: float, most: float, decimals: int, tip: str) -> QDoubleSpinBox:
+def _privacy_field(value: float, most: float, decimals: int, tip: str) -> QDoubleSpinBox:
     """A privacy number's field: from 0, so that PrivacySettings (not the field) says what is refused."""
-    field = QDoubleSpinBox()
-    field.setRange(0, most)
-    field.setDecimals(decimals)
+    field = float_field(0, most, decimals, tooltip=tip)
     field.setValue(value)
-    field.setToolTip(tip)
     return field
 
 

@@ -11,7 +11,6 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -22,7 +21,6 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QPlainTextEdit,
     QScrollArea,
-    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -41,7 +39,9 @@ from app.qt.widgets.common import (
     StatusCard,
     button,
     combo,
+    float_field,
     hint,
+    int_field,
     separator,
 )
 from app.qt.worker import run_in_background
@@ -76,22 +76,6 @@ TONES = {ServerState.STOPPED: "", ServerState.STARTING: "warn", ServerState.WAIT
          ServerState.FAILED: "bad"}
 
 
-def _spin(minimum: int, maximum: int, tooltip: str = "") -> QSpinBox:
-    box = QSpinBox()
-    box.setRange(minimum, maximum)
-    box.setToolTip(tooltip)
-    return box
-
-
-def _double(minimum: float, maximum: float, decimals: int, step: float, tooltip: str = "") -> QDoubleSpinBox:
-    box = QDoubleSpinBox()
-    box.setRange(minimum, maximum)
-    box.setDecimals(decimals)
-    box.setSingleStep(step)
-    box.setToolTip(tooltip)
-    return box
-
-
 def _numbers_text(values: tuple | None) -> str:
     return ", ".join(f"{value:g}" for value in values) if values else ""
 
@@ -116,7 +100,7 @@ class ServerFormView(QWidget):
         self.host = QLineEdit()
         self.host.setToolTip("Interface the SuperLink listens on: 0.0.0.0 for every network of this computer")
         form.addRow("Listen on", self.host)
-        self.port = _spin(1, 65535, "The one port sites connect to; open it to the sites only")
+        self.port = int_field(1, 65535, "The one port sites connect to; open it to the sites only")
         form.addRow("Port", self.port)
         self.run_dir = PathField("folder", "The run folder", placeholder="checkpoints, metrics, the database")
         form.addRow("Run folder", self.run_dir)
@@ -170,32 +154,33 @@ class ServerFormView(QWidget):
     def _run_card(self) -> Card:
         card = Card("Rounds")
         form = QFormLayout()
-        self.rounds = _spin(1, 10_000)
+        self.rounds = int_field(1, 10_000)
         form.addRow("Rounds", self.rounds)
-        self.min_sites = _spin(1, 1000, "A round starts when this many sites are connected")
+        self.min_sites = int_field(1, 1000, "A round starts when this many sites are connected")
         form.addRow("Sites needed", self.min_sites)
-        self.local_epochs = _spin(1, 1000, "Epochs each site trains per round")
+        self.local_epochs = int_field(1, 1000, "Epochs each site trains per round")
         form.addRow("Local epochs", self.local_epochs)
-        self.personalise_epochs = _spin(0, 1000, "After the last round each site fine-tunes the global model "
-                                                 "on its own data for this many epochs and keeps it as its "
-                                                 "personalised model (0: none)")
+        self.personalise_epochs = int_field(
+            0, 1000, "After the last round each site fine-tunes the global model on its own data for this "
+                     "many epochs and keeps it as its personalised model (0: none)")
         form.addRow("Personalise epochs", self.personalise_epochs)
-        self.fraction = _double(0.01, 1.0, 2, 0.05, "Share of the connected sites asked to train each round")
+        self.fraction = float_field(0.01, 1.0, 2, 0.05,
+                                    "Share of the connected sites asked to train each round")
         form.addRow("Sites per round", self.fraction)
         self.strategy = combo([(name, STRATEGY_CAPTIONS[name]) for name in STRATEGIES])
         self.strategy.currentIndexChanged.connect(self._strategy_changed)
         form.addRow("Aggregation", self.strategy)
-        self.proximal_mu = _double(0.0, 100.0, 4, 0.001, "FedProx's proximal term weight (above 0)")
+        self.proximal_mu = float_field(0.0, 100.0, 4, 0.001, "FedProx's proximal term weight (above 0)")
         form.addRow("Proximal μ", self.proximal_mu)
-        self.min_valid_replies = _spin(1, 1000, "Fewer valid replies than this: the global model stays")
+        self.min_valid_replies = int_field(1, 1000, "Fewer valid replies than this: the global model stays")
         form.addRow("Valid replies needed", self.min_valid_replies)
-        self.round_timeout = _double(1.0, 86_400.0, 0, 10.0, "Seconds to wait for replies; late sites miss "
-                                                              "the round")
+        self.round_timeout = float_field(1.0, 86_400.0, 0, 10.0,
+                                         "Seconds to wait for replies; late sites miss the round")
         self.round_timeout.setSuffix(" s")
         form.addRow("Round timeout", self.round_timeout)
         self.augmentation = combo([(name, AUGMENTATION_CAPTIONS[name]) for name in AUGMENTATION_NAMES])
         form.addRow("Augmentation", self.augmentation)
-        self.augmentation_probability = _double(0.0, 1.0, 2, 0.05, "Share of each batch augmented")
+        self.augmentation_probability = float_field(0.0, 1.0, 2, 0.05, "Share of each batch augmented")
         form.addRow("Augmented share", self.augmentation_probability)
         self.share_site_metrics = QCheckBox("Send every site's numbers back to all sites")
         form.addRow("", self.share_site_metrics)
@@ -211,9 +196,9 @@ class ServerFormView(QWidget):
         self.channels = QLineEdit()
         self.channels.setToolTip("U-Net widths per level")
         form.addRow("U-Net widths", self.channels)
-        self.batch_size = _spin(1, 4096)
+        self.batch_size = int_field(1, 4096)
         form.addRow("Batch size", self.batch_size)
-        self.learning_rate = _double(0.000001, 1.0, 6, 0.0001)
+        self.learning_rate = float_field(0.000001, 1.0, 6, 0.0001)
         form.addRow("Learning rate", self.learning_rate)
         self.target_spacing = QLineEdit()
         self.target_spacing.setPlaceholderText("automatic (the plan); or x, y, z in mm")
@@ -227,12 +212,13 @@ class ServerFormView(QWidget):
     def _validation_card(self) -> Card:
         card = Card("Reply checks")
         form = QFormLayout()
-        self.max_num_examples = _double(1.0, 1e12, 0, 1000.0, "A reply claiming more examples is dropped")
+        self.max_num_examples = float_field(1.0, 1e12, 0, 1000.0, "A reply claiming more examples is dropped")
         form.addRow("Most examples", self.max_num_examples)
-        self.norm_outlier_k = _double(0.01, 1000.0, 2, 0.5, "Drop an update whose norm is above median + k "
-                                                              "× spread")
+        self.norm_outlier_k = float_field(0.01, 1000.0, 2, 0.5,
+                                          "Drop an update whose norm is above median + k × spread")
         form.addRow("Outlier k", self.norm_outlier_k)
-        self.norm_min_spread = _double(0.0, 100.0, 2, 0.05, "The spread is at least this share of the median")
+        self.norm_min_spread = float_field(0.0, 100.0, 2, 0.05,
+                                           "The spread is at least this share of the median")
         form.addRow("Least spread", self.norm_min_spread)
         card.body.addLayout(form)
         return card

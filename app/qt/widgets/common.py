@@ -7,6 +7,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFrame,
     QHBoxLayout,
@@ -15,6 +16,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSizePolicy,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -180,6 +182,27 @@ class PathField(QWidget):
             chosen, _ = QFileDialog.getOpenFileName(self, self.caption, start, self.filters)
         if chosen:
             self.set_path(chosen)
+
+
+def int_field(minimum: int, maximum: int, tooltip: str = "", suffix: str = "") -> QSpinBox:
+    """A whole-number field from `minimum` to `maximum`."""
+    box = QSpinBox()
+    box.setRange(minimum, maximum)
+    box.setToolTip(tooltip)
+    box.setSuffix(suffix)
+    return box
+
+
+def float_field(minimum: float, maximum: float, decimals: int, step: float = 1.0, tooltip: str = "",
+                suffix: str = "") -> QDoubleSpinBox:
+    """A number field from `minimum` to `maximum` with `decimals` places."""
+    box = QDoubleSpinBox()
+    box.setRange(minimum, maximum)
+    box.setDecimals(decimals)
+    box.setSingleStep(step)
+    box.setToolTip(tooltip)
+    box.setSuffix(suffix)
+    return box
 
 
 def combo(items: list[tuple[str, str]], current: str = "") -> QComboBox:
